@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create or refresh .venv (Python 3.11 + the pinned requirements). Idempotent: a second call
+# with an unchanged requirements.txt returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${TAVSE_PYTHON:-$(command -v python3.11 || command -v python3 || true)}
+if [ -z "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: Python 3.11 is required (set TAVSE_PYTHON to its path); found: ${PY:-none}" >&2
+  exit 1
+fi
+
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import tavse' 2>/dev/null; then
+  echo "setup: .venv is up to date"
+  exit 0
+fi
+
+echo "setup: building .venv from requirements.txt (first time: ~1-2 min, ~6 GB)"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
+# uv resolves nothing (requirements.txt is fully pinned); it only installs ~4x faster than pip.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'uv==0.13.9'
+.venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt
+# The repository root on sys.path, so `python -m stages.x` and `import tavse` work anywhere in it.
+.venv/bin/python - <<'PY'
+import pathlib, site
+pathlib.Path(site.getsitepackages()[0], "tavse-repo.pth").write_text(str(pathlib.Path.cwd()) + "\n")
+PY
+echo "$want" > "$stamp"
+echo "setup: done"

@@ -1,0 +1,12 @@
+"""Stage ``noise``: DEMAND archives → 16 kHz noise split by environment, manifest, report."""
+
+from tavse.config import load_config
+from tavse.corpus.demand import prepare_noise
+from tavse.io import write_json
+from tavse.logs import setup_logging
+
+if __name__ == "__main__":
+    setup_logging()
+    cfg = load_config()
+    report = prepare_noise(cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels)
+    write_json(cfg.noise.report, report)

@@ -1,0 +1,10 @@
+"""Stage ``synth_corpus``: the embedded synthetic SpeakingFaces-format corpus."""
+
+from tavse.config import load_config
+from tavse.logs import setup_logging
+from tavse.synth.corpus import write_corpus
+
+if __name__ == "__main__":
+    setup_logging()
+    cfg = load_config()
+    write_corpus(cfg.synth, cfg.data, cfg.seed)

@@ -1,0 +1,214 @@
+"""One typed configuration, built from ``params.yaml``; unknown or missing keys are errors.
+
+Every stage reads its slice through :func:`load_config`, so a typo in ``params.yaml`` or in
+``dvc exp run -S`` fails loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    """Size of the synthetic SpeakingFaces corpus."""
+
+    train_speakers: int
+    val_speakers: int
+    test_speakers: int
+    commands_per_speaker: int
+    positions: list[int]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The embedded synthetic SpeakingFaces-format corpus."""
+
+    preset: str
+    presets: dict[str, SynthPreset]
+    out_dir: str
+    workers: int
+    mouth_lag_frames: list[int]
+    mouth_jitter: float
+
+    @property
+    def size(self) -> SynthPreset:
+        return self.presets[self.preset]
+
+
+@dataclass(frozen=True)
+class SynthNoiseConfig:
+    """The embedded synthetic DEMAND-format noise corpus."""
+
+    out_dir: str
+    environments: list[str]
+    duration_s: float
+    channels: int
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the corpora are and how speakers are split."""
+
+    speakingfaces_dir: str
+    subjects_csv: str
+    demand_dir: str
+    speaker_split: str
+    speaker_splits: dict[str, dict[str, list[int]]]
+
+    def split_of(self, speaker_id: int) -> str | None:
+        """Name of the split holding ``speaker_id`` under the chosen speaker split, or None."""
+        for name, (lo, hi) in self.speaker_splits[self.speaker_split].items():
+            if lo <= speaker_id <= hi:
+                return name
+        return None
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """``ingest``: archives → mouth-ROI LMDBs, 16 kHz audio, manifests."""
+
+    out_dir: str
+    report: str
+    roi_size: int
+    box_scale: float
+    smooth_frames: int
+    landmark_stride: int
+    min_detection_ratio: float
+    frame_tolerance: int
+    on_error: Literal["skip", "fail"]
+    workers: int
+    sample_rate: int
+    fps: int
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """``noise``: DEMAND → 16 kHz noise split by environment."""
+
+    out_dir: str
+    report: str
+    channels: list[int]
+    splits: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of params.yaml."""
+
+    seed: int
+    synth: SynthConfig
+    synth_noise: SynthNoiseConfig
+    data: DataConfig
+    ingest: IngestConfig
+    noise: NoiseConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Convert ``value`` to type ``tp`` recursively, rejecting unknown and missing keys."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {missing}")
+        return tp(**{n: _build(hints[n], value[n], f"{where}.{n}") for n in names})
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_build(kt, k, where): _build(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if type(value) is not tp:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # a bug in this module, not in params
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if cfg.synth.preset not in cfg.synth.presets:
+        raise ConfigError(f"synth.preset: {cfg.synth.preset!r} not in {sorted(cfg.synth.presets)}")
+    if cfg.data.speaker_split not in cfg.data.speaker_splits:
+        raise ConfigError(
+            f"data.speaker_split: {cfg.data.speaker_split!r} not in {sorted(cfg.data.speaker_splits)}"
+        )
+    for name, ranges in cfg.data.speaker_splits.items():
+        if sorted(ranges) != ["test", "train", "val"]:
+            raise ConfigError(f"data.speaker_splits.{name}: needs exactly train, val and test")
+        for split, rng in ranges.items():
+            if len(rng) != 2 or rng[0] > rng[1]:
+                raise ConfigError(f"data.speaker_splits.{name}.{split}: expected [first, last]")
+    envs = [e for split in cfg.noise.splits.values() for e in split]
+    dup = sorted({e for e in envs if envs.count(e) > 1})
+    if dup:
+        raise ConfigError(f"noise.splits: environment(s) {dup} listed in more than one split")
+    if cfg.ingest.roi_size < 8 or cfg.ingest.landmark_stride < 1 or cfg.ingest.smooth_frames < 1:
+        raise ConfigError("ingest: roi_size >= 8, landmark_stride >= 1, smooth_frames >= 1 required")
+
+
+def config_from_dict(params: dict[str, Any]) -> Config:
+    """Build and check a :class:`Config` from a parsed params.yaml mapping."""
+    cfg = _build(Config, params, "params")
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read ``params.yaml`` and return the checked configuration."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return config_from_dict(params)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def params_hash(obj: Any) -> str:
+    """Stable short hash of a params slice (a dataclass or plain data)."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Readers of the real corpus layouts (SpeakingFaces, DEMAND) and the LMDB store."""

@@ -1,0 +1,235 @@
+"""Reader of SpeakingFaces speaker archives (``sub_{id}_ia.zip``), real or synthetic.
+
+Members are matched on their ``trial_{t}/<stream>/<file>`` tail whatever prefix precedes it,
+and grouped into utterances keyed by (speaker, trial, position, command). File names are
+``{sub}_{trial}_2_{pos}_{cmd}_{frame}_{cam}.png`` for images and
+``{sub}_{trial}_2_{pos}_{cmd}_{mic}.wav`` for audio (see ../shared/docs/datasets.md).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+from tavse.corpus.errors import BadInput
+
+FPS = 28
+SAMPLE_RATE = 44100
+STREAM_ALIGNED_RGB = "rgb_image_cmd_aligned"
+STREAM_THERMAL = "thr_image_cmd"
+STREAM_MIC1 = "mic1_audio_cmd_trim"
+CAM_THERMAL, CAM_ALIGNED_RGB = 1, 3
+
+_TAIL = re.compile(r"(?:^|/)trial_(\d+)/([^/]+)/([^/]+)$")
+_IMAGE = re.compile(r"^(\d+)_(\d+)_2_(\d+)_(\d+)_(\d+)_(\d+)\.png$")
+_AUDIO = re.compile(r"^(\d+)_(\d+)_2_(\d+)_(\d+)_(\d+)\.wav$")
+_ARCHIVE = re.compile(r"^sub_(\d+)_ia\.zip$")
+
+
+@dataclass(frozen=True, order=True)
+class UtteranceKey:
+    """One spoken command of one speaker, seen from one camera position in one trial."""
+
+    speaker: int
+    trial: int
+    position: int
+    command: int
+
+    @property
+    def utt_id(self) -> str:
+        return f"s{self.speaker:03d}_t{self.trial}_p{self.position}_c{self.command:04d}"
+
+
+@dataclass
+class UtteranceMembers:
+    """Archive member names of one utterance; frames keyed by their 1-based index."""
+
+    key: UtteranceKey
+    rgb: dict[int, str] = field(default_factory=dict)
+    thermal: dict[int, str] = field(default_factory=dict)
+    mic1: str | None = None
+
+
+@dataclass
+class Utterance:
+    """Decoded content of one utterance (frames as RGB uint8, audio as float32)."""
+
+    key: UtteranceKey
+    rgb: list[np.ndarray]
+    thermal: list[np.ndarray]
+    audio: np.ndarray
+    sample_rate: int
+
+
+def speaker_id_of(archive: Path) -> int:
+    """Speaker ID from an archive name ``sub_{id}_ia.zip``."""
+    m = _ARCHIVE.match(archive.name)
+    if not m:
+        raise BadInput("bad_archive_name", str(archive), "expected a name like sub_12_ia.zip")
+    return int(m.group(1))
+
+
+def find_archives(folder: str | Path) -> list[Path]:
+    """All ``sub_{id}_ia.zip`` in ``folder``, sorted by speaker ID."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: SpeakingFaces folder not found")
+    found = [p for p in folder.iterdir() if _ARCHIVE.match(p.name)]
+    return sorted(found, key=speaker_id_of)
+
+
+def is_unsafe_member(name: str) -> bool:
+    """True for zip-slip names: absolute paths, drive letters or ``..`` components."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name) is not None
+
+
+def archive_fingerprint(zf: zipfile.ZipFile) -> str:
+    """A cheap content fingerprint: CRC, size and name of every member (no decompression)."""
+    h = zlib.crc32(b"")
+    parts = sorted(f"{i.filename}:{i.CRC:08x}:{i.file_size}" for i in zf.infolist())
+    for p in parts:
+        h = zlib.crc32(p.encode(), h)
+    return f"{h:08x}-{len(parts)}"
+
+
+def index_archive(zf: zipfile.ZipFile, archive: str, speaker: int) -> tuple[list[UtteranceMembers], dict[str, int]]:
+    """Group the members of an open archive into utterances of ``speaker``.
+
+    Returns the utterances sorted by key and counts of ignored members by reason. Unsafe
+    (zip-slip) names and names of another speaker are never read.
+    """
+    utts: dict[UtteranceKey, UtteranceMembers] = {}
+    ignored: dict[str, int] = {}
+
+    def ignore(reason: str) -> None:
+        ignored[reason] = ignored.get(reason, 0) + 1
+
+    for name in zf.namelist():
+        if name.endswith("/"):
+            continue
+        if is_unsafe_member(name):
+            ignore("unsafe_member_name")
+            continue
+        m = _TAIL.search(name)
+        if not m:
+            ignore("unrecognised_member")
+            continue
+        trial, stream, fname = int(m.group(1)), m.group(2), m.group(3)
+        if stream in (STREAM_ALIGNED_RGB, STREAM_THERMAL):
+            im = _IMAGE.match(fname)
+            if not im:
+                ignore("unrecognised_member")
+                continue
+            sub, t, pos, cmd, frame, cam = map(int, im.groups())
+            want_cam = CAM_ALIGNED_RGB if stream == STREAM_ALIGNED_RGB else CAM_THERMAL
+            if cam != want_cam or t != trial:
+                ignore("unrecognised_member")
+                continue
+        elif stream == STREAM_MIC1:
+            am = _AUDIO.match(fname)
+            if not am:
+                ignore("unrecognised_member")
+                continue
+            sub, t, pos, cmd, _mic = map(int, am.groups())
+            frame = 0
+        else:
+            continue  # raw RGB, mic2, the authors' lip crops: not used
+        if sub != speaker:
+            ignore("other_speaker_member")
+            continue
+        key = UtteranceKey(sub, trial, pos, cmd)
+        u = utts.setdefault(key, UtteranceMembers(key))
+        if stream == STREAM_ALIGNED_RGB:
+            u.rgb[frame] = name
+        elif stream == STREAM_THERMAL:
+            u.thermal[frame] = name
+        else:
+            u.mic1 = name
+    return [utts[k] for k in sorted(utts)], ignored
+
+
+def _read(zf: zipfile.ZipFile, archive: str, name: str) -> bytes:
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BadInput("corrupt_member", f"{archive}:{name}", f"cannot read member: {exc}") from exc
+
+
+def decode_png(data: bytes, where: str) -> np.ndarray:
+    """Decode a PNG to an RGB uint8 array; a clear BadInput if it is not a readable image."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise BadInput("unreadable_image", where, "not a readable PNG image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_wav(data: bytes, where: str, expected_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a mono WAV to float32, rejecting empty, NaN, multi-channel or wrong-rate audio."""
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for garbage input
+        raise BadInput("unreadable_audio", where, f"not a readable WAV: {exc}") from exc
+    if audio.shape[1] != 1:
+        raise BadInput("stereo_audio", where, f"expected mono, found {audio.shape[1]} channels")
+    if sr != expected_rate:
+        raise BadInput("wrong_sample_rate", where, f"expected {expected_rate} Hz, found {sr} Hz")
+    if audio.shape[0] == 0:
+        raise BadInput("empty_audio", where, "no samples")
+    if not np.all(np.isfinite(audio)):
+        raise BadInput("nan_audio", where, "contains NaN or infinite samples")
+    return audio[:, 0]
+
+
+def check_frames(u: UtteranceMembers, archive: str, tolerance: int) -> int:
+    """Check frame indices are contiguous and RGB/thermal counts agree; return the usable count."""
+    where = f"{archive}:{u.key.utt_id}"
+    if u.mic1 is None:
+        raise BadInput("missing_audio", where, "no mic1 WAV for this command")
+    if not u.rgb or not u.thermal:
+        stream = STREAM_ALIGNED_RGB if not u.rgb else STREAM_THERMAL
+        raise BadInput("missing_frames", where, f"no {stream} frames")
+    for stream, frames in ((STREAM_ALIGNED_RGB, u.rgb), (STREAM_THERMAL, u.thermal)):
+        idx = sorted(frames)
+        if idx != list(range(1, len(idx) + 1)):
+            missing = sorted(set(range(1, idx[-1] + 1)) - set(idx))[:5]
+            raise BadInput("missing_frames", where, f"{stream} frame indices not contiguous (missing e.g. {missing})")
+    n_rgb, n_thr = len(u.rgb), len(u.thermal)
+    if abs(n_rgb - n_thr) > tolerance:
+        raise BadInput("frame_count_mismatch", where, f"{n_rgb} aligned RGB frames vs {n_thr} thermal frames")
+    return min(n_rgb, n_thr)
+
+
+def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int) -> Utterance:
+    """Decode one utterance, trimmed to min(int(fps * duration), frames recorded) frames."""
+    n_frames = check_frames(u, archive, tolerance)
+    wav_where = f"{archive}:{u.mic1}"
+    audio = decode_wav(_read(zf, archive, u.mic1), wav_where)
+    audio_frames = int(FPS * len(audio) / SAMPLE_RATE)
+    if audio_frames < n_frames - tolerance:
+        raise BadInput(
+            "audio_frame_mismatch", wav_where,
+            f"audio covers {audio_frames} frames ({len(audio) / SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
+        )
+    n = min(n_frames, audio_frames)
+    if n < 1:
+        raise BadInput("empty_audio", wav_where, "shorter than one video frame")
+    rgb, thermal = [], []
+    for f in range(1, n + 1):
+        rgb.append(decode_png(_read(zf, archive, u.rgb[f]), f"{archive}:{u.rgb[f]}"))
+        thermal.append(decode_png(_read(zf, archive, u.thermal[f]), f"{archive}:{u.thermal[f]}"))
+        if rgb[-1].shape != thermal[-1].shape:
+            raise BadInput(
+                "image_size_mismatch", f"{archive}:{u.thermal[f]}",
+                f"thermal {thermal[-1].shape[1]}x{thermal[-1].shape[0]} vs aligned RGB {rgb[-1].shape[1]}x{rgb[-1].shape[0]}",
+            )
+    n_audio = round(n * SAMPLE_RATE / FPS)
+    return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)

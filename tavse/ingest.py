@@ -1,0 +1,314 @@
+"""The ``ingest`` stage: SpeakingFaces archives → mouth-ROI LMDBs per split, manifests, a report.
+
+Work is parallel over speakers. Each speaker becomes a *shard* (its own small LMDB plus its
+manifest rows) in a scratch folder keyed by the params, the code and the archive's content,
+so a killed ingest resumes where it stopped. The shards are then merged in speaker order into
+one LMDB per split, so the output bytes do not depend on the number of workers or on how
+often the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import multiprocessing as mp
+import shutil
+import time
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from tavse.audio import frame_loudness_db, resample
+from tavse.config import DataConfig, IngestConfig, params_hash
+from tavse.corpus import speakingfaces as sfc
+from tavse.corpus import store
+from tavse.corpus.errors import BadInput
+from tavse.io import atomic_path, write_json
+from tavse.paths import scratch_dir
+from tavse.vision import mouth_roi
+from tavse.vision.thermal_palette import iron_to_temperature
+
+log = logging.getLogger("tavse.ingest")
+
+SPLITS = ("train", "val", "test")
+MANIFEST_FIELDS = (
+    "utt_id", "speaker", "split", "trial", "position", "command", "n_frames", "n_samples", "duration_s",
+    "detection_ratio", "box_side_mean", "box_side_std", "box_centre_std", "av_sync_r",
+    "age", "gender", "ethnicity", "archive",
+)
+# Source files whose behaviour shapes a shard: a change to any of them invalidates old shards.
+_SHARD_CODE = ("ingest.py", "audio.py", "corpus/speakingfaces.py", "corpus/store.py",
+               "vision/mouth_roi.py", "vision/thermal_palette.py")
+
+
+@dataclass
+class SpeakerResult:
+    """What one speaker's shard holds, as reported back to the merge."""
+
+    speaker: int
+    split: str
+    archive: str
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {path, reason, message}
+    ignored: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    frames_run: int = 0
+    frames_detected: int = 0
+    seconds: float = 0.0
+
+
+def read_subjects(path: str) -> dict[int, dict[str, str]]:
+    """Speaker metadata from a SpeakingFaces ``subjects.csv`` ({} when the path is empty or absent)."""
+    if not path or not Path(path).is_file():
+        return {}
+    with open(path, newline="") as fh:
+        return {
+            int(r["Sub_ID"]): {"age": r.get("Age", ""), "gender": r.get("Gender", ""), "ethnicity": r.get("Ethnicity", "")}
+            for r in csv.DictReader(fh)
+        }
+
+
+def _code_hash() -> str:
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for rel in _SHARD_CODE:
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return None
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def process_utterance(utt: sfc.Utterance, cfg: IngestConfig) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
+    """Crops, 16 kHz audio and metadata of one decoded utterance; BadInput("no_face") if untracked."""
+    lips, ran = mouth_roi.detect_lips(utt.rgb, stride=cfg.landmark_stride)
+    where = f"{utt.key.utt_id}"
+    try:
+        track = mouth_roi.track_from_lips(lips, ran, cfg.box_scale, cfg.smooth_frames)
+    except ValueError:
+        raise BadInput("no_face", where, "FaceMesh found no face in any frame") from None
+    if track.detection_ratio < cfg.min_detection_ratio:
+        raise BadInput("no_face", where, f"face found in {track.detection_ratio:.0%} of frames "
+                                         f"(< min_detection_ratio {cfg.min_detection_ratio:.0%})")
+    s = cfg.roi_size
+    rgb = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(utt.rgb, track.boxes)])
+    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(utt.thermal, track.boxes)])
+    wav = resample(utt.audio, utt.sample_rate, cfg.sample_rate)
+    n_frames = len(rgb)
+    n_samples = int(round(n_frames * cfg.sample_rate / cfg.fps))
+    wav = np.pad(wav, (0, max(0, n_samples - len(wav))))[:n_samples].astype(np.float32)
+    loud = frame_loudness_db(wav, cfg.sample_rate, cfg.fps, n_frames)
+    meta = {
+        "fps": cfg.fps, "sample_rate": cfg.sample_rate,
+        "boxes": np.round(track.boxes, 2).tolist(),
+        "lip_gap": [None if not np.isfinite(g) else round(float(g), 5) for g in track.lip_gap],
+    }
+    return store.utterance_items(utt.key.utt_id, meta, rgb, thr, wav), {"av_sync_r": _pearson(track.lip_gap, loud)}, track
+
+
+def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict, shard: Path) -> SpeakerResult:
+    """Ingest one speaker archive into the shard folder ``shard`` (written atomically)."""
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism is over speakers
+    t0 = time.perf_counter()
+    speaker = sfc.speaker_id_of(archive)
+    res = SpeakerResult(speaker=speaker, split=split, archive=archive.name)
+
+    def skip(exc: BadInput) -> None:
+        if cfg.on_error == "fail":
+            raise exc
+        log.warning("skipped %s", exc)
+        res.skipped.append({"path": exc.path, "reason": exc.reason, "message": exc.message})
+
+    def batches() -> Iterator[list[tuple[bytes, bytes]]]:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            skip(BadInput("corrupt_archive", str(archive), f"not a readable zip archive: {exc}"))
+            return
+        with zf:
+            utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
+            for reason, n in res.ignored.items():
+                log.warning("%s: ignored %d member(s): %s", archive, n, reason)
+            if not utts:
+                skip(BadInput("empty_archive", str(archive), "no utterances in the SpeakingFaces layout"))
+            meta = subjects.get(speaker, {})
+            for u in utts:
+                try:
+                    utt = sfc.load_utterance(zf, str(archive), u, cfg.frame_tolerance)
+                    items, extra, track = process_utterance(utt, cfg)
+                except BadInput as exc:
+                    if exc.reason == "no_face":
+                        exc = BadInput(exc.reason, f"{archive}:{u.key.utt_id}", exc.message)
+                    skip(exc)
+                    continue
+                b = track.boxes
+                n = len(b)
+                res.frames += n
+                res.frames_run += int((~np.isnan(track.lip_gap) | track.detected).sum())
+                res.frames_detected += int(track.detected.sum())
+                res.rows.append({
+                    "utt_id": u.key.utt_id, "speaker": speaker, "split": split, "trial": u.key.trial,
+                    "position": u.key.position, "command": u.key.command, "n_frames": n,
+                    "n_samples": int(round(n * cfg.sample_rate / cfg.fps)), "duration_s": round(n / cfg.fps, 4),
+                    "detection_ratio": round(track.detection_ratio, 4),
+                    "box_side_mean": round(float(b[:, 2].mean()), 2), "box_side_std": round(float(b[:, 2].std()), 2),
+                    "box_centre_std": round(float(np.hypot(b[:, 0].std(), b[:, 1].std())), 2),
+                    "av_sync_r": None if extra["av_sync_r"] is None else round(extra["av_sync_r"], 4),
+                    "age": meta.get("age", ""), "gender": meta.get("gender", ""),
+                    "ethnicity": meta.get("ethnicity", ""), "archive": archive.name,
+                })
+                yield items
+
+    with atomic_path(shard) as tmp:
+        tmp.mkdir(parents=True)
+        store.write_store(tmp / "lmdb", batches())
+        res.seconds = time.perf_counter() - t0
+        (tmp / "result.json").write_text(json.dumps(dataclasses.asdict(res), sort_keys=True))
+    return res
+
+
+def _shard_key(archive: Path, split: str, cfg: IngestConfig) -> str:
+    with zipfile.ZipFile(archive) as zf:
+        fp = sfc.archive_fingerprint(zf)
+    relevant = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report")}
+    return params_hash({"cfg": relevant, "split": split, "archive": fp, "code": _code_hash()})
+
+
+def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
+    try:
+        return _shard_key(archive, split, cfg)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        # Unreadable archives are keyed by name and size; the worker reports them.
+        st = archive.stat()
+        return params_hash({"name": archive.name, "size": st.st_size, "code": _code_hash(), "split": split})
+
+
+def _run_job(job: tuple[Path, str, IngestConfig, dict, Path]) -> SpeakerResult:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return ingest_speaker(*job)
+
+
+def _load_result(shard: Path) -> SpeakerResult:
+    return SpeakerResult(**json.loads((shard / "result.json").read_text()))
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r[k] is None else r[k] for k in MANIFEST_FIELDS})
+    path.write_text(buf.getvalue())
+
+
+def _shard_batches(shards: list[Path]) -> Iterator[list[tuple[bytes, bytes]]]:
+    for shard in shards:
+        batch: list[tuple[bytes, bytes]] = []
+        for k, v in store.iter_items(shard / "lmdb"):
+            batch.append((k, v))
+            if len(batch) >= 64:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> dict:
+    """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report."""
+    t0 = time.perf_counter()
+    archives = sfc.find_archives(data.speakingfaces_dir)
+    if not archives:
+        raise FileNotFoundError(f"{data.speakingfaces_dir}: no sub_{{id}}_ia.zip archives found")
+    subjects = read_subjects(data.subjects_csv)
+    work = (work_dir or scratch_dir() / "ingest").resolve()
+    jobs, shards, unsplit = [], {}, []
+    for a in archives:
+        split = data.split_of(sfc.speaker_id_of(a))
+        if split is None:
+            unsplit.append(a.name)
+            log.warning("%s: speaker outside every split of %r, not ingested", a, data.speaker_split)
+            continue
+        shard = work / f"sub_{sfc.speaker_id_of(a)}-{_archive_key(a, split, cfg)}"
+        shards[a] = (split, shard)
+        if not (shard / "result.json").is_file():
+            jobs.append((a, split, cfg, subjects, shard))
+    reused = len(shards) - len(jobs)
+    log.info("%d archives: %d shards to build, %d reused from %s", len(archives), len(jobs), reused, work)
+    if jobs:
+        if cfg.workers > 1 and len(jobs) > 1:
+            with mp.get_context("spawn").Pool(min(cfg.workers, len(jobs))) as pool:
+                for _ in tqdm(pool.imap_unordered(_run_job, jobs), total=len(jobs), desc="ingest speakers", unit="spk"):
+                    pass
+        else:
+            for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
+                ingest_speaker(*job)
+    results = {a: _load_result(shards[a][1]) for a in shards}
+
+    out = Path(cfg.out_dir)
+    with atomic_path(out) as tmp:
+        (tmp / "manifests").mkdir(parents=True)
+        for split in SPLITS:
+            in_split = [a for a in shards if shards[a][0] == split]
+            store.write_store(tmp / "lmdb" / split, _shard_batches([shards[a][1] / "lmdb" for a in in_split]))
+            _write_manifest(tmp / "manifests" / f"{split}.csv", [r for a in in_split for r in results[a].rows])
+        skipped = [s for r in results.values() for s in r.skipped]
+        with open(tmp / "skipped.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=("path", "reason", "message"), lineterminator="\n")
+            w.writeheader()
+            w.writerows(skipped)
+
+    report = build_report(results.values(), skipped, unsplit, data)
+    write_json(cfg.report, report)
+    for _, shard in shards.values():
+        shutil.rmtree(shard, ignore_errors=True)
+    log.info("ingest done in %.1f s (%d shards reused)", time.perf_counter() - t0, reused)
+    return report
+
+
+def build_report(results, skipped: list[dict], unsplit: list[str], data: DataConfig) -> dict:
+    """The ingest report (a DVC metrics file): counts per split, detection rate, skips by reason."""
+    results = list(results)
+    per_split = {}
+    for split in SPLITS:
+        rs = [r for r in results if r.split == split]
+        rows = [row for r in rs for row in r.rows]
+        sync = [row["av_sync_r"] for row in rows if row["av_sync_r"] is not None]
+        per_split[split] = {
+            "speakers": len({row["speaker"] for row in rows}),
+            "utterances": len(rows),
+            "frames": sum(row["n_frames"] for row in rows),
+            "hours": round(sum(row["duration_s"] for row in rows) / 3600, 4),
+            "av_sync_r_mean": round(float(np.mean(sync)), 4) if sync else None,
+        }
+    run = sum(r.frames_run for r in results)
+    ignored: Counter = Counter()
+    for r in results:
+        ignored.update(r.ignored)
+    return {
+        "speaker_split": data.speaker_split,
+        "archives": len(results) + len(unsplit),
+        "archives_outside_splits": len(unsplit),
+        "speakers": sum(s["speakers"] for s in per_split.values()),
+        "utterances": sum(s["utterances"] for s in per_split.values()),
+        "frames": sum(s["frames"] for s in per_split.values()),
+        "detection_rate": round(sum(r.frames_detected for r in results) / run, 4) if run else None,
+        "splits": per_split,
+        "skipped": dict(sorted(Counter(s["reason"] for s in skipped).items())),
+        "skipped_total": len(skipped),
+        "ignored_members": dict(sorted(ignored.items())),
+    }

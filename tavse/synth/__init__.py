@@ -1,0 +1,1 @@
+"""The embedded default corpus: synthetic SpeakingFaces-format speakers and DEMAND-format noise."""

@@ -1,0 +1,1 @@
+"""Mouth-ROI tracking and the thermal palette."""
