@@ -159,7 +159,7 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                 b = track.boxes
                 n = len(b)
                 res.frames += n
-                res.frames_run += int((~np.isnan(track.lip_gap) | track.detected).sum())
+                res.frames_run += int(track.ran.sum())
                 res.frames_detected += int(track.detected.sum())
                 res.rows.append({
                     "utt_id": u.key.utt_id, "speaker": speaker, "split": split, "trial": u.key.trial,

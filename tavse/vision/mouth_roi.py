@@ -28,13 +28,13 @@ class MouthTrack:
 
     boxes: np.ndarray      # (F, 3) float64: centre x, centre y, side — smoothed and gap-filled
     detected: np.ndarray   # (F,) bool: FaceMesh found a face on this frame
+    ran: np.ndarray        # (F,) bool: FaceMesh was run on this frame (see landmark_stride)
     lip_gap: np.ndarray    # (F,) float64: inner-lip gap / mouth width; NaN where not measured
 
     @property
     def detection_ratio(self) -> float:
         """Share of the frames FaceMesh was run on where it found a face."""
-        ran = ~np.isnan(self.lip_gap) | self.detected
-        return float(self.detected.sum() / max(1, ran.sum()))
+        return float(self.detected.sum() / max(1, self.ran.sum()))
 
 
 def _face_mesh(static: bool):
@@ -90,7 +90,7 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
     boxes = uniform_filter1d(filled, size=smooth_frames, axis=0, mode="nearest") if smooth_frames > 1 else filled
     gap = (lips[:, _COL[INNER_LOWER], 1] - lips[:, _COL[INNER_UPPER], 1]) / width
     gap[~ran] = np.nan
-    return MouthTrack(boxes=boxes, detected=detected & ran, lip_gap=gap)
+    return MouthTrack(boxes=boxes, detected=detected & ran, ran=ran.copy(), lip_gap=gap)
 
 
 def box_transform(box: np.ndarray, size: int) -> np.ndarray:
