@@ -105,6 +105,36 @@ class NoiseConfig:
 
 
 @dataclass(frozen=True)
+class ModelSize:
+    """Widths of one model size (``model.sizes.<name>``)."""
+
+    unet_channels: list[int]                      # encoder widths, one per U-Net level
+    visual_trunk: Literal["resnet18", "compact"]  # torchvision ResNet-18, or a narrow ResNet for CPUs
+    visual_width: int                             # base width of the compact trunk (resnet18: 64)
+    gru_hidden: int                               # per direction
+    gru_layers: int
+    fusion_dim: int
+    fusion_heads: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The one TAVSE model; which visual streams it sees comes from the variant."""
+
+    size: str
+    sizes: dict[str, ModelSize]
+    fusion: Literal["cross_attention", "concat", "film"]
+    modality_dropout: float
+    n_fft: int
+    win_length: int
+    hop_length: int
+
+    @property
+    def dims(self) -> ModelSize:
+        return self.sizes[self.size]
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
@@ -114,6 +144,8 @@ class Config:
     data: DataConfig
     ingest: IngestConfig
     noise: NoiseConfig
+    variants: dict[str, list[Literal["rgb", "thermal"]]]
+    model: ModelConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,6 +212,10 @@ def _check(cfg: Config) -> None:
     dup = sorted({e for e in envs if envs.count(e) > 1})
     if dup:
         raise ConfigError(f"noise.splits: environment(s) {dup} listed in more than one split")
+    if cfg.model.size not in cfg.model.sizes:
+        raise ConfigError(f"model.size: {cfg.model.size!r} not in {sorted(cfg.model.sizes)}")
+    if not 0.0 <= cfg.model.modality_dropout < 1.0:
+        raise ConfigError("model.modality_dropout: must be in [0, 1)")
     if cfg.ingest.roi_size < 8 or cfg.ingest.landmark_stride < 1 or cfg.ingest.smooth_frames < 1:
         raise ConfigError("ingest: roi_size >= 8, landmark_stride >= 1, smooth_frames >= 1 required")
 
