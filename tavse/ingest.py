@@ -216,10 +216,10 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
     path.write_text(buf.getvalue())
 
 
-def _shard_batches(shards: list[Path]) -> Iterator[list[tuple[bytes, bytes]]]:
-    for shard in shards:
+def _shard_batches(stores: list[Path]) -> Iterator[list[tuple[bytes, bytes]]]:
+    for path in stores:
         batch: list[tuple[bytes, bytes]] = []
-        for k, v in store.iter_items(shard / "lmdb"):
+        for k, v in store.iter_items(path):
             batch.append((k, v))
             if len(batch) >= 64:
                 yield batch

@@ -6,6 +6,7 @@ shares its pixel coordinates.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,6 +39,9 @@ class MouthTrack:
 
 
 def _face_mesh(static: bool):
+    # MediaPipe's C++ logging floods stderr with one-off notices per FaceMesh; keep warnings+.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mediapipe as mp  # imported lazily: it is slow to import and pulls in TensorFlow Lite
 
     return mp.solutions.face_mesh.FaceMesh(
@@ -80,7 +84,8 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
     detected = ~np.isnan(lips[:, 0, 0])
     if not detected.any():
         raise ValueError("no face detected in any frame")
-    lo, hi = np.nanmin(lips, axis=1), np.nanmax(lips, axis=1)
+    lo, hi = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+    lo[detected], hi[detected] = lips[detected].min(axis=1), lips[detected].max(axis=1)
     centre = (lo + hi) / 2
     width = np.linalg.norm(lips[:, _COL[CORNER_RIGHT]] - lips[:, _COL[CORNER_LEFT]], axis=1)
     raw = np.column_stack([centre, box_scale * width])

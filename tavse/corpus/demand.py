@@ -1,0 +1,287 @@
+"""Reader for DEMAND-layout noise corpora and the logic of the pipeline's ``noise`` stage.
+
+Works on the real DEMAND download and on the synthetic corpus alike. A source folder may
+hold zips (``{ENV}_16k.zip`` / ``{ENV}_48k.zip``, members ``{ENV}/chNN.wav``) and/or extracted
+folders (``{ENV}/chNN.wav``). The stage copies chosen channels of chosen environments into
+per-split folders at 16 kHz, splitting BY ENVIRONMENT so no noise recording is shared
+between training and evaluation.
+
+Output format is 16-bit PCM: DEMAND itself is 16-bit, so 16 kHz sources are copied
+integer-for-integer (bit-exact, no re-quantisation), files are half the size of float, and
+only resampled (48 kHz) audio is rounded once, with any overshoot clipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from tavse.io import atomic_path, wav_bytes
+
+__all__ = [
+    "DEMAND_RATES",
+    "MANIFEST_COLUMNS",
+    "DemandSource",
+    "discover_demand",
+    "prepare_noise",
+    "read_channel",
+]
+
+log = logging.getLogger(__name__)
+
+DEMAND_RATES = (16000, 48000)
+MANIFEST_COLUMNS = ("split", "env", "channel", "path", "n_samples", "duration_s", "rms_dbfs", "source")
+
+_ZIP_RE = re.compile(r"^(?P<env>[A-Za-z0-9]+)_(?P<khz>16|48)k\.zip$")
+_ENV_RE = re.compile(r"^[A-Za-z0-9]+$")
+_CHANNEL_RE = re.compile(r"^ch(?P<ch>\d{2})\.wav$")
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class DemandSource:
+    """Where one environment's recordings live: a zip (rate from its name) or an extracted folder."""
+
+    env: str
+    path: Path
+    kind: str  # "zip" | "folder"
+    rate: int | None  # rate the zip name promises; None for folders (read from the WAV header)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def member(self, channel: int) -> str:
+        return f"{self.env}/ch{channel:02d}.wav"
+
+
+def discover_demand(source_dir: str | os.PathLike) -> dict[str, list[DemandSource]]:
+    """All DEMAND recordings in ``source_dir``: env name -> candidate sources, best first.
+
+    Preference: 16 kHz before 48 kHz (no resampling), then zip before folder (the zip is
+    the canonical download; an extracted copy of it holds the same audio).
+    """
+    root = Path(source_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DEMAND source folder {root} does not exist or is not a folder")
+    found: dict[str, list[DemandSource]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.is_file() and (m := _ZIP_RE.match(entry.name)):
+            src = DemandSource(m["env"], entry, "zip", int(m["khz"]) * 1000)
+        elif entry.is_dir() and _ENV_RE.match(entry.name) and any(
+            _CHANNEL_RE.match(p.name) for p in entry.iterdir()
+        ):
+            src = DemandSource(entry.name, entry, "folder", None)
+        else:
+            continue
+        found.setdefault(src.env, []).append(src)
+    for env, sources in found.items():
+        sources.sort(key=lambda s: (_source_rate(s) != 16000, s.kind != "zip", s.name))
+    return found
+
+
+def _source_rate(src: DemandSource) -> int | None:
+    """The rate a source holds: from the zip name, or the header of a folder's first channel."""
+    if src.rate is not None:
+        return src.rate
+    first = min(p for p in src.path.iterdir() if _CHANNEL_RE.match(p.name))
+    try:
+        return int(sf.info(str(first)).samplerate)
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None  # unreadable: ranked last; the read reports the real error
+
+
+def _check_member_names(zip_path: Path, names: list[str]) -> None:
+    """Refuse archives with absolute or parent-escaping member names (zip-slip)."""
+    for name in names:
+        posix, windows = PurePosixPath(name), PureWindowsPath(name)
+        if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")) or (
+            ".." in posix.parts or ".." in windows.parts
+        ):
+            raise ValueError(f"{zip_path}: unsafe member name {name!r} (absolute path or '..')")
+
+
+def _decode_wav(data: bytes | Path, label: str, expected_rates: tuple[int, ...], why: str) -> tuple[np.ndarray, int]:
+    """Decode and validate one mono DEMAND channel; errors name ``label`` and the problem."""
+    try:
+        audio, rate = sf.read(io.BytesIO(data) if isinstance(data, bytes) else str(data), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise ValueError(f"{label}: not a readable WAV file ({exc})") from exc
+    if audio.shape[0] == 0:
+        raise ValueError(f"{label}: empty WAV (0 samples)")
+    if audio.shape[1] != 1:
+        raise ValueError(f"{label}: {audio.shape[1]} channels, expected mono (DEMAND stores one file per channel)")
+    if rate not in expected_rates:
+        want = " or ".join(str(r) for r in expected_rates)
+        raise ValueError(f"{label}: sample rate {rate} Hz, expected {want} Hz ({why})")
+    x = audio[:, 0]
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{label}: contains NaN or infinite samples")
+    if not np.any(x):
+        raise ValueError(f"{label}: all samples are zero (silent)")
+    return x, int(rate)
+
+
+def read_channel(src: DemandSource, channel: int) -> tuple[np.ndarray, int, str]:
+    """One channel of ``src`` as float64 samples, its rate, and a source label for the manifest."""
+    member = src.member(channel)
+    if src.kind == "folder":
+        path = src.path / f"ch{channel:02d}.wav"
+        label = f"{src.env}/{path.name}"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: channel {channel} of {src.env} is missing")
+        x, rate = _decode_wav(path, str(path), DEMAND_RATES, "the DEMAND rates")
+        return x, rate, label
+    try:
+        with zipfile.ZipFile(src.path) as archive:
+            names = archive.namelist()
+            _check_member_names(src.path, names)
+            if member not in names:
+                raise FileNotFoundError(f"{src.path}: no member {member!r} (channel {channel} of {src.env})")
+            data = archive.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ValueError(f"{src.path}: corrupt or not a zip archive ({exc})") from exc
+    label = f"{src.name}:{member}"
+    assert src.rate is not None
+    x, rate = _decode_wav(data, f"{src.path}:{member}", (src.rate,), f"as the name {src.name} says")
+    return x, rate, label
+
+
+def _validate_splits(splits: dict[str, list[str]]) -> dict[str, str]:
+    """env -> split, refusing an environment in two splits (channels of one env share a split)."""
+    if not splits:
+        raise ValueError("no splits given")
+    owner: dict[str, str] = {}
+    for split, envs in splits.items():
+        if not _SPLIT_RE.match(split):
+            raise ValueError(f"split name {split!r} must be letters, digits, '_' or '-' (it becomes a folder)")
+        if isinstance(envs, str) or not envs:
+            raise ValueError(f"split {split!r} must list at least one environment, got {envs!r}")
+        for env in envs:
+            if env in owner:
+                where = "twice in split" if owner[env] == split else "in splits"
+                other = f"{owner[env]!r}" if owner[env] == split else f"{owner[env]!r} and {split!r}"
+                raise ValueError(
+                    f"environment {env!r} listed {where} {other}; noise is split by environment, "
+                    "each environment must belong to exactly one split"
+                )
+            owner[env] = split
+    return owner
+
+
+def _to_pcm16(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Round float samples (full scale 1.0 = 32768, soundfile's convention) to int16; count clips."""
+    scaled = np.rint(x * 32768.0)
+    clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+    return np.clip(scaled, -32768, 32767).astype(np.int16), clipped
+
+
+def prepare_noise(
+    source_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: dict[str, list[str]],
+    channels: list[int],
+    sample_rate: int = 16000,
+) -> dict:
+    """Write ``out_dir/{split}/{ENV}_chNN.wav`` (PCM_16 at ``sample_rate``) and ``out_dir/manifest.csv``.
+
+    ``splits`` maps split name -> environment names. Returns a report: files/seconds per
+    split, the source of each environment, unused environments, totals. ``out_dir`` is
+    replaced atomically, so a failure leaves the previous contents (or nothing).
+    """
+    owner = _validate_splits(splits)
+    if not channels or len(set(channels)) != len(channels) or any(
+        not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels
+    ):
+        raise ValueError(f"channels must be distinct integers 1-99 (DEMAND ch01..ch16), got {channels!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    source_dir = Path(source_dir)
+    found = discover_demand(source_dir)
+    missing = sorted(set(owner) - set(found))
+    if missing:
+        have = ", ".join(sorted(found)) or "none"
+        raise FileNotFoundError(
+            f"environment(s) {', '.join(missing)} not found in {source_dir} "
+            f"(expected {{ENV}}_16k.zip, {{ENV}}_48k.zip or {{ENV}}/chNN.wav; found: {have})"
+        )
+    unused = sorted(set(found) - set(owner))
+    if unused:
+        log.info("%d DEMAND environment(s) in %s not in any split, left out: %s", len(unused), source_dir, ", ".join(unused))
+
+    rows: list[dict[str, str]] = []
+    env_report: dict[str, dict] = {}
+    split_report = {s: {"environments": sorted(envs), "files": 0, "seconds": 0.0} for s, envs in sorted(splits.items())}
+    total_clipped = 0
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for split in sorted(splits):
+            (tmp / split).mkdir()
+            for env in sorted(splits[split]):
+                src = found[env][0]
+                if len(found[env]) > 1:
+                    log.info("%s: using %s (also present: %s)", env, src.name, ", ".join(s.name for s in found[env][1:]))
+                source_rates = set()
+                for ch in channels:
+                    x, rate, label = read_channel(src, ch)
+                    source_rates.add(rate)
+                    if rate != sample_rate:
+                        g = math.gcd(rate, sample_rate)
+                        x = resample_poly(x, sample_rate // g, rate // g)
+                    pcm, clipped = _to_pcm16(x)
+                    if clipped:
+                        log.warning("%s: %d samples clipped after resampling to %d Hz", label, clipped, sample_rate)
+                    total_clipped += clipped
+                    rel = f"{split}/{env}_ch{ch:02d}.wav"
+                    (tmp / rel).write_bytes(wav_bytes(pcm, sample_rate, "PCM_16"))
+                    rms = math.sqrt(float(np.mean(np.square(pcm / 32768.0))))
+                    rows.append({
+                        "split": split,
+                        "env": env,
+                        "channel": str(ch),
+                        "path": rel,
+                        "n_samples": str(pcm.size),
+                        "duration_s": f"{pcm.size / sample_rate:.6f}",
+                        "rms_dbfs": f"{20 * math.log10(rms):.2f}" if rms > 0 else "-inf",
+                        "source": label,
+                    })
+                    split_report[split]["files"] += 1
+                    split_report[split]["seconds"] += pcm.size / sample_rate
+                env_report[env] = {
+                    "split": split,
+                    "source": src.name,
+                    "source_kind": src.kind,
+                    "source_rate": sorted(source_rates),
+                    "resampled": any(r != sample_rate for r in source_rates),
+                }
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        (tmp / "manifest.csv").write_text(buf.getvalue(), encoding="utf-8")
+
+    for entry in split_report.values():
+        entry["seconds"] = round(entry["seconds"], 6)
+    return {
+        "sample_rate": sample_rate,
+        "channels": [int(c) for c in channels],
+        "splits": split_report,
+        "environments": env_report,
+        "unused_environments": unused,
+        "n_unused_environments": len(unused),
+        "total_files": len(rows),
+        "total_seconds": round(sum(e["seconds"] for e in split_report.values()), 6),
+        "clipped_samples": total_clipped,
+    }

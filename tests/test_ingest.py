@@ -1,0 +1,166 @@
+"""The ingest stage on the tiny synthetic corpus: outputs, determinism, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tavse.corpus.store import UtteranceStore
+from tavse.ingest import run_ingest
+from tests.conftest import ROOT, tiny_params, with_ingest
+from tests.sfzip import Utt, blank_utt, wav, write_archive
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def ingested(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest")
+    cfg = with_ingest(tiny_corpus, out_dir=str(out / "ingest"), report=str(out / "report.json"), workers=2)
+    report = run_ingest(cfg.ingest, cfg.data, work_dir=out / "scratch")
+    return cfg, report, out
+
+
+def test_outputs_manifests_and_report(ingested):
+    cfg, report, out = ingested
+    size = cfg.synth.size
+    assert report["splits"]["train"]["speakers"] == size.train_speakers
+    assert report["splits"]["val"]["speakers"] == size.val_speakers
+    assert report["splits"]["test"]["speakers"] == size.test_speakers
+    n_speakers = size.train_speakers + size.val_speakers + size.test_speakers
+    assert report["utterances"] == n_speakers * size.commands_per_speaker
+    assert report["skipped_total"] == 0 and report["detection_rate"] > 0.95
+    assert json.loads(Path(cfg.ingest.report).read_text()) == report
+    ingest_dir = Path(cfg.ingest.out_dir)
+    with open(ingest_dir / "manifests" / "train.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == size.train_speakers * size.commands_per_speaker
+    row = rows[0]
+    assert row["gender"] in ("Male", "Female") and float(row["detection_ratio"]) > 0.9
+    store = UtteranceStore(ingest_dir / "lmdb" / "train")
+    n = int(row["n_frames"])
+    rgb, thr = store.frames(row["utt_id"], "rgb"), store.frames(row["utt_id"], "thr")
+    assert rgb.shape == (n, cfg.ingest.roi_size, cfg.ingest.roi_size, 3) and thr.shape == rgb.shape[:3]
+    assert store.audio(row["utt_id"]).shape == (int(row["n_samples"]),) == (round(n * 16000 / 28),)
+    assert sorted(os.listdir(ingest_dir / "lmdb" / "train")) == ["data.mdb"]
+    # Nothing left in scratch once the run has finished.
+    assert list((out / "scratch").iterdir()) == []
+
+
+def test_crops_follow_the_speech(ingested):
+    """Lip gap from the landmarks (in the crops) tracks the clean speech loudness."""
+    cfg, report, _ = ingested
+    for split in ("train", "val", "test"):
+        assert report["splits"][split]["av_sync_r_mean"] > 0.6
+
+
+def test_output_bytes_do_not_depend_on_worker_count(ingested, tmp_path):
+    cfg, _, out = ingested
+    one = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
+    run_ingest(one.ingest, one.data, work_dir=tmp_path / "scratch")
+    assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
+    assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
+
+
+def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
+    cfg, _, _ = ingested
+    params = tiny_params(tmp_path)
+    params["data"]["speakingfaces_dir"] = cfg.data.speakingfaces_dir
+    params["data"]["subjects_csv"] = cfg.data.subjects_csv
+    params["ingest"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, TAVSE_SCRATCH_DIR=str(tmp_path / "scratch"), PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "stages.ingest"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "scratch" / "ingest").glob("*/result.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "ingest").exists()  # no half-written output
+    done = len(list((tmp_path / "scratch" / "ingest").glob("*/result.json")))
+    assert done >= 1
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, check=True)
+    assert f"{done} reused" in second.stderr
+    assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
+
+
+def _face_utt(**kw) -> Utt:
+    """A short utterance with a real (synthetic) face, so it survives FaceMesh."""
+    from tavse.synth.faces import make_identity, render_frames
+
+    rgb, thermal = render_frames(make_identity(5, 1), np.linspace(0, 1, 8), seed=3)
+    t = np.arange(8 * 1575) / 44100
+    kw.setdefault("audio", wav((0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)))
+    return Utt(rgb=list(rgb), thermal=list(thermal), **kw)
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory, tiny_corpus):
+    d = tmp_path_factory.mktemp("bad")
+    corpus = d / "corpus"
+    corpus.mkdir()
+    short = blank_utt(4, command=5, size=(464, 348))
+    short.thermal = short.thermal[:1]
+    write_archive(corpus / "sub_3_ia.zip", 3, [
+        _face_utt(command=1),
+        blank_utt(4, command=2, size=(464, 348)),                          # grey frames: no face
+        _face_utt(command=3, audio=None),                                  # missing audio
+        _face_utt(command=4, audio=wav(np.zeros((8 * 1575, 2), np.float32))),  # stereo
+        short,                                                             # 4 RGB vs 1 thermal
+        _face_utt(command=6, rgb_bytes={2: b"not a png"}),                 # unreadable PNG
+    ], extra={"../../evil/trial_1/thr_image_cmd/3_1_2_1_1_1_1.png": b"x"})
+    (corpus / "sub_4_ia.zip").write_bytes(b"PK\x03\x04 truncated garbage")  # corrupt zip
+    good = (corpus / "sub_3_ia.zip").read_bytes()
+    (corpus / "sub_121_ia.zip").write_bytes(good[: len(good) // 2])        # truncated zip
+    return d
+
+
+def _bad_cfg(tiny_corpus, d: Path, on_error: str):
+    cfg = with_ingest(tiny_corpus, out_dir=str(d / on_error / "ingest"), report=str(d / on_error / "report.json"),
+                      on_error=on_error, workers=1)
+    import dataclasses
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(d / "corpus"), subjects_csv=""))
+
+
+def test_bad_input_is_skipped_counted_and_listed(bad_corpus, tiny_corpus):
+    cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip")
+    report = run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch")
+    assert report["skipped"] == {
+        "corrupt_archive": 2, "frame_count_mismatch": 1, "missing_audio": 1, "no_face": 1,
+        "stereo_audio": 1, "unreadable_image": 1,
+    }
+    assert report["ignored_members"] == {"unsafe_member_name": 1}
+    assert report["utterances"] == 1 and report["splits"]["train"]["utterances"] == 1
+    with open(Path(cfg.ingest.out_dir) / "skipped.csv") as fh:
+        skipped = list(csv.DictReader(fh))
+    assert len(skipped) == 7
+    assert {Path(s["path"].split(":")[0]).name for s in skipped} == {"sub_3_ia.zip", "sub_4_ia.zip", "sub_121_ia.zip"}
+    unreadable = next(s for s in skipped if s["reason"] == "unreadable_image")
+    assert unreadable["path"].endswith("3_1_2_1_6_2_3.png")
+
+
+def test_bad_input_fails_naming_the_file(bad_corpus, tiny_corpus):
+    from tavse.corpus.errors import BadInput
+
+    cfg = _bad_cfg(tiny_corpus, bad_corpus, "fail")
+    with pytest.raises(BadInput, match=r"sub_3_ia\.zip:s003_t1_p1_c0002.*no_face"):
+        run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch_fail")
+    assert not Path(cfg.ingest.out_dir).exists()
