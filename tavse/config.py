@@ -135,6 +135,44 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MixConfig:
+    """How noisy mixtures are made: from which noise split, at which SNRs."""
+
+    snrs_db: list[float]
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The frozen validation mixture list (``val_mixtures`` stage), shared by every variant."""
+
+    out: str
+    segments_per_utterance: int
+    snrs_db: list[float]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The one training recipe of every variant (identical steps, batch and warm-up)."""
+
+    segment_frames: int          # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
+    batch_size: int
+    grad_accum: int              # effective batch = batch_size x grad_accum (x GPUs)
+    max_steps: int               # optimiser steps
+    warmup_steps: int
+    lr: float
+    min_lr_ratio: float          # cosine decays to lr x this
+    weight_decay: float
+    grad_clip: float
+    mag_loss_weight: float
+    eval_every: int              # optimiser steps between validations
+    patience: int                # validations without improvement before early stop
+    checkpoint_every: int        # optimiser steps between resumable-state saves
+    num_workers: int
+    out_dir: str                 # models/<variant>/ : best.pt, summary.json
+    dvclive_dir: str             # dvclive/<variant>/
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
@@ -146,6 +184,9 @@ class Config:
     noise: NoiseConfig
     variants: dict[str, list[Literal["rgb", "thermal"]]]
     model: ModelConfig
+    mix: MixConfig
+    validation: ValidationConfig
+    train: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,6 +257,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"model.size: {cfg.model.size!r} not in {sorted(cfg.model.sizes)}")
     if not 0.0 <= cfg.model.modality_dropout < 1.0:
         raise ConfigError("model.modality_dropout: must be in [0, 1)")
+    if cfg.train.segment_frames % 7:
+        raise ConfigError("train.segment_frames: must be a multiple of 7 (7 frames = 4000 samples at 16 kHz)")
     if cfg.ingest.roi_size < 8 or cfg.ingest.landmark_stride < 1 or cfg.ingest.smooth_frames < 1:
         raise ConfigError("ingest: roi_size >= 8, landmark_stride >= 1, smooth_frames >= 1 required")
 

@@ -6,7 +6,6 @@ shares its pixel coordinates.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,9 +38,6 @@ class MouthTrack:
 
 
 def _face_mesh(static: bool):
-    # MediaPipe's C++ logging floods stderr with one-off notices per FaceMesh; keep warnings+.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mediapipe as mp  # imported lazily: it is slow to import and pulls in TensorFlow Lite
 
     return mp.solutions.face_mesh.FaceMesh(

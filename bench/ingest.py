@@ -1,0 +1,98 @@
+"""Ingest throughput per worker, by phase, against a per-frame static-image FaceMesh baseline.
+
+    python -m bench.ingest [--utterances 12]
+
+Reads the archives of ``data.speakingfaces_dir`` (run ``dvc repro synth_corpus`` first). One
+process = one worker. For each utterance it times: decode (zip read + PNG decode + WAV),
+landmarks (FaceMesh tracking on every ``ingest.landmark_stride``-th frame + box track),
+crop+encode (RGB crop, Iron inversion + thermal crop, 16 kHz resampling, packing), write (LMDB).
+The baseline runs FaceMesh in static-image mode on every frame (the same run, the same frames),
+and the mouth-centre error is the distance between the two box tracks in frame pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import config, save
+from tavse.audio import resample
+from tavse.corpus import speakingfaces as sfc
+from tavse.corpus import store
+from tavse.vision import mouth_roi
+from tavse.vision.thermal_palette import iron_to_temperature
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--utterances", type=int, default=12)
+    args = ap.parse_args()
+    cfg = config()
+    ic = cfg.ingest
+    archives = sfc.find_archives(cfg.data.speakingfaces_dir)
+    t = {"decode": 0.0, "landmarks": 0.0, "crop_encode": 0.0, "write": 0.0, "baseline_landmarks": 0.0}
+    frames, errors = 0, []
+    mouth_roi.detect_lips([np.zeros((348, 464, 3), np.uint8)])  # load the models outside the timings
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = store.GrowingWriter(Path(tmp) / "db")
+        done = 0
+        for archive in archives:
+            with zipfile.ZipFile(archive) as zf:
+                utts, _ = sfc.index_archive(zf, str(archive), sfc.speaker_id_of(archive))
+                for u in utts:
+                    if done == args.utterances:
+                        break
+                    t0 = time.perf_counter()
+                    utt = sfc.load_utterance(zf, str(archive), u, ic.frame_tolerance)
+                    t1 = time.perf_counter()
+                    lips, ran = mouth_roi.detect_lips(utt.rgb, stride=ic.landmark_stride)
+                    track = mouth_roi.track_from_lips(lips, ran, ic.box_scale, ic.smooth_frames)
+                    t2 = time.perf_counter()
+                    rgb = np.stack([mouth_roi.crop(f, b, ic.roi_size) for f, b in zip(utt.rgb, track.boxes)])
+                    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, ic.roi_size) for f, b in zip(utt.thermal, track.boxes)])
+                    wav = resample(utt.audio, utt.sample_rate, ic.sample_rate)
+                    items = store.utterance_items(u.key.utt_id, {}, rgb, thr, wav)
+                    t3 = time.perf_counter()
+                    writer.put_batch(items)
+                    t4 = time.perf_counter()
+                    blips, bran = mouth_roi.detect_lips(utt.rgb, stride=1, static=True)
+                    base = mouth_roi.track_from_lips(blips, bran, ic.box_scale, ic.smooth_frames)
+                    t5 = time.perf_counter()
+                    for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                        t[k] += dt
+                    errors.append(np.hypot(*(track.boxes[:, :2] - base.boxes[:, :2]).T))
+                    frames += len(utt.rgb)
+                    done += 1
+            if done == args.utterances:
+                break
+        writer.close()
+    err = np.concatenate(errors)
+    ours = t["decode"] + t["landmarks"] + t["crop_encode"] + t["write"]
+    base_total = t["decode"] + t["baseline_landmarks"] + t["crop_encode"] + t["write"]
+    result = {
+        "utterances": done, "frames": frames, "landmark_stride": ic.landmark_stride, "roi_size": ic.roi_size,
+        "ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in t.items()},
+        "frames_per_s_per_worker": round(frames / ours, 1),
+        "baseline_frames_per_s_per_worker": round(frames / base_total, 1),
+        "speedup_end_to_end": round(base_total / ours, 2),
+        "speedup_landmarks": round(t["baseline_landmarks"] / t["landmarks"], 2),
+        "mouth_centre_error_px": {"mean": round(float(err.mean()), 3), "p95": round(float(np.percentile(err, 95)), 3),
+                                  "max": round(float(err.max()), 3)},
+    }
+    print(f"ingest, one worker, {frames} frames of {done} utterances (stride {ic.landmark_stride}):")
+    for k, v in result["ms_per_frame"].items():
+        print(f"  {k:20s} {v:8.3f} ms/frame")
+    print(f"  ours      {result['frames_per_s_per_worker']:7.1f} frames/s   baseline {result['baseline_frames_per_s_per_worker']:7.1f} frames/s")
+    print(f"  speed-up  end to end {result['speedup_end_to_end']}x, landmark stage {result['speedup_landmarks']}x")
+    print(f"  mouth-centre error vs baseline: mean {result['mouth_centre_error_px']['mean']} px, "
+          f"p95 {result['mouth_centre_error_px']['p95']} px, max {result['mouth_centre_error_px']['max']} px")
+    print(f"  saved {save('ingest', result)}")
+
+
+if __name__ == "__main__":
+    main()
