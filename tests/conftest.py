@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository's params with the tiny preset, and a tiny synthetic corpus."""
+"""Shared fixtures: the repository's params with the tiny preset, and tiny real data built once."""
 
 from __future__ import annotations
 
@@ -15,26 +15,46 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_params(tmp: Path) -> dict:
-    """params.yaml with the tiny preset and every output under ``tmp``."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = copy.deepcopy(p)
+    """params.yaml with the tiny preset, a short training recipe, and every path under ``tmp``."""
+    p = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p["synth"]["preset"] = "tiny"
     p["synth"]["out_dir"] = str(tmp / "speakingfaces")
-    p["data"]["speakingfaces_dir"] = str(tmp / "speakingfaces")
-    p["data"]["subjects_csv"] = str(tmp / "speakingfaces" / "subjects.csv")
-    p["ingest"]["out_dir"] = str(tmp / "ingest")
-    p["ingest"]["report"] = str(tmp / "reports" / "ingest.json")
+    p["synth_noise"].update(out_dir=str(tmp / "demand"), duration_s=8.0, channels=1)
+    p["data"].update(speakingfaces_dir=str(tmp / "speakingfaces"), subjects_csv=str(tmp / "speakingfaces" / "subjects.csv"),
+                     demand_dir=str(tmp / "demand"))
+    p["ingest"].update(out_dir=str(tmp / "ingest"), report=str(tmp / "reports" / "ingest.json"))
+    p["noise"].update(out_dir=str(tmp / "noise"), report=str(tmp / "reports" / "noise.json"))
+    p["validation"].update(out=str(tmp / "mixtures" / "val.csv"), segments_per_utterance=2)
+    p["train"].update(segment_frames=14, batch_size=2, grad_accum=1, max_steps=8, warmup_steps=2, eval_every=4,
+                      patience=10, checkpoint_every=2, num_workers=0, out_dir=str(tmp / "models"),
+                      dvclive_dir=str(tmp / "dvclive"))
     return p
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Config:
-    """The tiny synthetic SpeakingFaces corpus, written once per test session."""
+    """The tiny synthetic SpeakingFaces and DEMAND corpora, written once per test session."""
     from tavse.synth.corpus import write_corpus
+    from tavse.synth.noise import write_demand_corpus
 
-    tmp = tmp_path_factory.mktemp("tiny")
-    cfg = config_from_dict(tiny_params(tmp))
+    cfg = config_from_dict(tiny_params(tmp_path_factory.mktemp("tiny")))
     write_corpus(cfg.synth, cfg.data, cfg.seed)
+    sn = cfg.synth_noise
+    write_demand_corpus(sn.out_dir, sn.environments, sn.duration_s, sn.channels, cfg.seed)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_corpus, tmp_path_factory) -> Config:
+    """``tiny_corpus`` run through ingest (2 workers), noise and the validation mixture list."""
+    from tavse.corpus.demand import prepare_noise
+    from tavse.data.mixtures import build_validation_list
+    from tavse.ingest import run_ingest
+
+    cfg = tiny_corpus
+    run_ingest(cfg.ingest, cfg.data, work_dir=tmp_path_factory.mktemp("scratch"))
+    prepare_noise(cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels)
+    build_validation_list(cfg)
     return cfg
 
 

@@ -30,15 +30,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def ingested(tiny_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ingest")
-    cfg = with_ingest(tiny_corpus, out_dir=str(out / "ingest"), report=str(out / "report.json"), workers=2)
-    report = run_ingest(cfg.ingest, cfg.data, work_dir=out / "scratch")
-    return cfg, report, out
+def ingested(tiny_data):
+    """The session's tiny ingest (2 workers): its config, report and scratch folder."""
+    return tiny_data, json.loads(Path(tiny_data.ingest.report).read_text())
 
 
 def test_outputs_manifests_and_report(ingested):
-    cfg, report, out = ingested
+    cfg, report = ingested
     size = cfg.synth.size
     assert report["splits"]["train"]["speakers"] == size.train_speakers
     assert report["splits"]["val"]["speakers"] == size.val_speakers
@@ -59,27 +57,26 @@ def test_outputs_manifests_and_report(ingested):
     assert rgb.shape == (n, cfg.ingest.roi_size, cfg.ingest.roi_size, 3) and thr.shape == rgb.shape[:3]
     assert store.audio(row["utt_id"]).shape == (int(row["n_samples"]),) == (round(n * 16000 / 28),)
     assert sorted(os.listdir(ingest_dir / "lmdb" / "train")) == ["data.mdb"]
-    # Nothing left in scratch once the run has finished.
-    assert list((out / "scratch").iterdir()) == []
 
 
 def test_crops_follow_the_speech(ingested):
     """Lip gap from the landmarks (in the crops) tracks the clean speech loudness."""
-    cfg, report, _ = ingested
+    cfg, report = ingested
     for split in ("train", "val", "test"):
         assert report["splits"][split]["av_sync_r_mean"] > 0.6
 
 
 def test_output_bytes_do_not_depend_on_worker_count(ingested, tmp_path):
-    cfg, _, out = ingested
+    cfg, _ = ingested
     one = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
     run_ingest(one.ingest, one.data, work_dir=tmp_path / "scratch")
+    assert list((tmp_path / "scratch").iterdir()) == []  # finished shards are cleaned up
     assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
     assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
 
 
 def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
-    cfg, _, _ = ingested
+    cfg, _ = ingested
     params = tiny_params(tmp_path)
     params["data"]["speakingfaces_dir"] = cfg.data.speakingfaces_dir
     params["data"]["subjects_csv"] = cfg.data.subjects_csv

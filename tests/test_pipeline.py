@@ -51,6 +51,15 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return res
 
 
+# The tiny preset and a few training steps: the whole pipeline in about a minute per run.
+TINY = {
+    "synth.preset": "tiny", "synth_noise.duration_s": 8.0, "synth_noise.channels": 1,
+    "validation.segments_per_utterance": 2, "train.segment_frames": 14, "train.batch_size": 2,
+    "train.max_steps": 4, "train.warmup_steps": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
+    "train.num_workers": 0,
+}
+
+
 def lock_outs(repo: Path) -> dict[str, str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
@@ -59,7 +68,7 @@ def lock_outs(repo: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
     repo = clone_repo(tmp_path_factory.mktemp("repo"))
-    set_params(repo, **{"synth.preset": "tiny", "synth_noise.duration_s": 8.0, "synth_noise.channels": 1})
+    set_params(repo, **TINY)
     dvc(repo, "repro")
     return repo
 

@@ -1,0 +1,9 @@
+"""Stage ``val_mixtures``: the frozen, ID-keyed validation mixture list shared by every variant."""
+
+from tavse.config import load_config
+from tavse.data.mixtures import build_validation_list
+from tavse.logs import setup_logging
+
+if __name__ == "__main__":
+    setup_logging()
+    build_validation_list(load_config())

@@ -1,0 +1,1 @@
+"""Training: the loop, resumable state, schedules and preemption signals."""
