@@ -102,6 +102,36 @@ def open_readonly(path: str | Path) -> lmdb.Environment:
     return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=512)
 
 
+_SHARED: dict[Path, lmdb.Environment] = {}
+_SHARED_PID = os.getpid()
+
+
+def shared_env(path: str | Path) -> lmdb.Environment:
+    """This process's one read-only environment of ``path``.
+
+    py-lmdb refuses to open the same path twice in one process, and an environment inherited
+    through ``fork`` (DataLoader workers) must not be used by the child: the child closes its
+    inherited copies (which only unmaps them here; the parent's stay open) and opens its own.
+    """
+    global _SHARED_PID
+    if _SHARED_PID != os.getpid():
+        for env in _SHARED.values():
+            env.close()
+        _SHARED.clear()
+        _SHARED_PID = os.getpid()
+    key = Path(path).resolve()
+    if key not in _SHARED:
+        _SHARED[key] = open_readonly(key)
+    return _SHARED[key]
+
+
+def close_shared(path: str | Path) -> None:
+    """Close this process's shared environment of ``path`` (e.g. before rewriting it)."""
+    env = _SHARED.pop(Path(path).resolve(), None)
+    if env is not None:
+        env.close()
+
+
 def iter_items(path: str | Path) -> Iterator[tuple[bytes, bytes]]:
     """Every key/value pair of a store, in key order (used to merge shards)."""
     env = open_readonly(path)
@@ -114,34 +144,25 @@ def iter_items(path: str | Path) -> Iterator[tuple[bytes, bytes]]:
 
 class UtteranceStore:
     """Read access to one split's LMDB. Safe to create before forking DataLoader workers:
-    the environment is opened lazily in whichever process first reads."""
+    each process reads through its own environment (:func:`shared_env`), opened on first use."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._env: lmdb.Environment | None = None
-        self._pid = -1
         self._meta: dict[str, dict] = {}
-
-    def _txn_get(self, k: bytes):
-        if self._env is None or self._pid != os.getpid():
-            self._env, self._pid = open_readonly(self.path), os.getpid()
-        with self._env.begin(buffers=True) as txn:
-            buf = txn.get(k)
-            if buf is None:
-                raise KeyError(f"{self.path}: no key {k.decode()}")
-            return bytes(buf) if k.endswith(b"/meta") else np.frombuffer(buf, np.uint8).copy()
 
     def meta(self, utt_id: str) -> dict:
         """The utterance's metadata (cached)."""
         if utt_id not in self._meta:
-            self._meta[utt_id] = json.loads(self._txn_get(key(utt_id, "meta")))
+            with shared_env(self.path).begin() as txn:
+                raw = txn.get(key(utt_id, "meta"))
+            if raw is None:
+                raise KeyError(f"{self.path}: no key {utt_id}/meta")
+            self._meta[utt_id] = json.loads(raw)
         return self._meta[utt_id]
 
     def _slice(self, utt_id: str, part: str, start: int, stop: int, item_shape: tuple[int, ...], dtype) -> np.ndarray:
-        if self._env is None or self._pid != os.getpid():
-            self._env, self._pid = open_readonly(self.path), os.getpid()
         item = int(np.prod(item_shape)) * np.dtype(dtype).itemsize
-        with self._env.begin(buffers=True) as txn:
+        with shared_env(self.path).begin(buffers=True) as txn:
             buf = txn.get(key(utt_id, part))
             if buf is None:
                 raise KeyError(f"{self.path}: no key {utt_id}/{part}")
@@ -169,6 +190,4 @@ class UtteranceStore:
         return self._slice(utt_id, "wav", start, stop, (), np.float32)
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        close_shared(self.path)

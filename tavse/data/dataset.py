@@ -14,7 +14,6 @@ Returned items (dicts of tensors): ``noisy`` and ``clean`` (N,) float32 at 16 kH
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -86,46 +85,13 @@ class NoiseBank:
         return self.read(path, offset, n), path, offset
 
 
-# One UtteranceStore per LMDB per process. py-lmdb refuses to open the same files twice in a
-# process ("already open in this process"), which two Datasets on one split would do, and a
-# forked worker inherits its parent's open environment, which blocks the store's own reopen.
-_STORES: dict[Path, UtteranceStore] = {}
-_STORES_PID = os.getpid()
-
-
-def shared_store(path: str | Path) -> UtteranceStore:
-    """The process's one :class:`UtteranceStore` of ``path`` (handles inherited by fork are closed first)."""
-    global _STORES_PID
-    if _STORES_PID != os.getpid():
-        # Closing the inherited copy only unmaps it in this process; the parent's stays open.
-        for s in _STORES.values():
-            s.close()
-        _STORES.clear()
-        _STORES_PID = os.getpid()
-    key = Path(path).resolve()
-    if key not in _STORES:
-        _STORES[key] = UtteranceStore(key)
-    return _STORES[key]
-
-
-def close_stores() -> None:
-    """Close this process's shared stores (e.g. before an LMDB is rewritten at the same path)."""
-    for s in _STORES.values():
-        s.close()
-    _STORES.clear()
-
-
 class _StoreItems:
     """Shared reading of clean audio and visual streams from one split's store."""
 
     def __init__(self, store_path: str | Path, modalities: Sequence[str]):
         self.store_path = Path(store_path)
+        self.store = UtteranceStore(self.store_path)  # holds no open handle: safe across fork
         self.modalities = _check_modalities(modalities)
-
-    @property
-    def store(self) -> UtteranceStore:
-        # Looked up on every use, never kept: a kept handle would travel into forked workers.
-        return shared_store(self.store_path)
 
     def visual(self, utt_id: str, start: int, stop: int) -> dict[str, torch.Tensor]:
         """Requested streams of frames ``[start, stop)``, channels first, scaled to [0, 1]."""
