@@ -173,6 +173,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Frozen whole-utterance test mixtures, metrics, statistics and listening samples."""
+
+    test_mixtures: str           # the frozen test list, shared by every variant and experiment
+    mixtures_per_utterance: int
+    snrs_db: list[float]
+    out_dir: str                 # results/<variant>/, results/reference/, results/compare.*
+    workers: int                 # metric processes
+    bootstrap: int               # resamples for the 95% CIs
+    samples: int                 # items written as WAV + spectrogram per variant
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
@@ -187,6 +200,7 @@ class Config:
     mix: MixConfig
     validation: ValidationConfig
     train: TrainConfig
+    evaluation: EvaluationConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,6 +281,14 @@ def config_from_dict(params: dict[str, Any]) -> Config:
     """Build and check a :class:`Config` from a parsed params.yaml mapping."""
     cfg = _build(Config, params, "params")
     _check(cfg)
+    return cfg
+
+
+def model_config_from_dict(model: dict[str, Any]) -> ModelConfig:
+    """The ``model`` section alone (as stored in a checkpoint), checked like params.yaml."""
+    cfg = _build(ModelConfig, model, "model")
+    if cfg.size not in cfg.sizes:
+        raise ConfigError(f"model.size: {cfg.size!r} not in {sorted(cfg.sizes)}")
     return cfg
 
 

@@ -1,0 +1,13 @@
+"""Stage ``evaluate@<variant>``: per-item metrics, summaries with CIs, samples, missing-modality rows."""
+
+import argparse
+
+from tavse.config import load_config
+from tavse.evaluation.evaluate import evaluate_variant
+from tavse.logs import setup_logging
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("variant")
+    setup_logging()
+    evaluate_variant(load_config(), ap.parse_args().variant)

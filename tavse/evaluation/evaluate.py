@@ -1,0 +1,234 @@
+"""``test_mixtures``, ``evaluate@<variant>`` and ``reference``: metrics on frozen whole-utterance mixtures.
+
+Every variant, every experiment and the reference rows (the noisy input itself and an oracle
+ideal ratio mask) are scored on the same ID-keyed test list. Each multimodal variant is also
+scored with each of its visual streams zeroed (missing-modality robustness). Per item rows
+keep every metric, a failed one as empty with its reason, so items pair up by ID downstream.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tavse.config import Config, model_config_from_dict
+from tavse.data.dataset import MixtureSet
+from tavse.data.mixtures import (Mixture, make_mixture_list, read_mixture_list, read_noise_manifest,
+                                 read_utterance_manifest, write_mixture_list)
+from tavse.evaluation.metrics import METRICS, evaluate_items, metrics_row
+from tavse.evaluation.stats import group_summary
+from tavse.io import atomic_path, wav_bytes, write_json
+from tavse.models import TAVSE
+
+log = logging.getLogger("tavse.evaluate")
+
+SAMPLE_RATE = 16000
+ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
+CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full corpus
+
+
+def build_test_list(cfg: Config) -> Path:
+    """Write the frozen test mixture list: whole test utterances x test noise x SNRs."""
+    ev = cfg.evaluation
+    utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
+    noise = read_noise_manifest(Path(cfg.noise.out_dir) / "manifest.csv", "test")
+    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None)
+    write_mixture_list(ev.test_mixtures, mixtures)
+    log.info("%d test mixtures of %d utterances -> %s", len(mixtures), len(utts), ev.test_mixtures)
+    return Path(ev.test_mixtures)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TAVSE, dict]:
+    """A trained model from its ``best.pt`` (safe ``weights_only`` load) and the checkpoint."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = TAVSE(model_config_from_dict(ckpt["config"]["model"]), ckpt["modalities"], ckpt["roi_size"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt
+
+
+def conditions(modalities: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Evaluation conditions: all streams, then each visual stream zeroed in turn."""
+    out: dict[str, tuple[str, ...]] = {"full": ()}
+    for m in modalities:
+        out[f"no_{m}"] = (m,)
+    return out
+
+
+@torch.no_grad()
+def enhance(model: TAVSE, noisy: torch.Tensor, visual: dict[str, torch.Tensor]) -> np.ndarray:
+    """Enhance one whole utterance (full length in one pass)."""
+    out = model(noisy[None], {m: v[None] for m, v in visual.items()})
+    return out["enhanced"][0].float().cpu().numpy()
+
+
+def _speaker(utt_id: str) -> int:
+    return int(utt_id.split("_")[0][1:])
+
+
+def _meta(m: Mixture, system: str, condition: str) -> dict[str, Any]:
+    return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": _speaker(m.utt_id), "snr_db": m.snr_db,
+            "noise_env": m.noise_env, "system": system, "condition": condition}
+
+
+def _chunks(n: int) -> Iterator[range]:
+    for start in range(0, n, CHUNK):
+        yield range(start, min(n, start + CHUNK))
+
+
+def oracle_irm(clean: np.ndarray, noisy: np.ndarray, n_fft: int, win_length: int, hop_length: int) -> np.ndarray:
+    """The ideal-ratio-mask ceiling: sqrt(|S|^2 / (|S|^2 + |N|^2)) on the noisy STFT, noisy phase."""
+    window = torch.hann_window(win_length, dtype=torch.float64)
+    spec = lambda x: torch.stft(torch.from_numpy(x.astype(np.float64)), n_fft, hop_length, win_length, window,
+                                return_complex=True)
+    s, y = spec(clean), spec(noisy)
+    n = y - s
+    mask = torch.sqrt(s.abs() ** 2 / (s.abs() ** 2 + n.abs() ** 2 + 1e-12))
+    return torch.istft(mask * y, n_fft, hop_length, win_length, window, length=len(noisy)).numpy().astype(np.float32)
+
+
+def _score(cfg: Config, mixtures: list[Mixture], systems: dict[str, Any], desc: str) -> list[dict]:
+    """Rows for every mixture x (system, condition); ``systems`` maps a name to a callable
+    ``(batch) -> {condition: enhanced}``."""
+    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures,
+                    sorted({m for s in systems.values() for m in getattr(s, "modalities", ())}))
+    rows: list[dict] = []
+    for chunk in _chunks(len(ds)):
+        triples, metas = [], []
+        for i in tqdm(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
+            b = ds[i]
+            clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
+            for name, system in systems.items():
+                for condition, est in system(b).items():
+                    triples.append((clean, noisy, est))
+                    metas.append(_meta(mixtures[i], name, condition))
+        scored = evaluate_items(triples, metrics_row, cfg.evaluation.workers, f"{desc}: metrics")
+        rows += [{**meta, **s} for meta, s in zip(metas, scored)]
+    return rows
+
+
+class ModelSystem:
+    """A trained variant as a scoring system, with its missing-modality conditions."""
+
+    def __init__(self, model: TAVSE):
+        self.model = model
+        self.modalities = tuple(model.modalities)
+
+    def __call__(self, b: dict) -> dict[str, np.ndarray]:
+        visual = {m: b[m] for m in self.modalities}
+        return {cond: enhance(self.model, b["noisy"], {m: torch.zeros_like(v) if m in zeroed else v for m, v in visual.items()})
+                for cond, zeroed in conditions(self.modalities).items()}
+
+
+def write_items(path: Path, rows: list[dict]) -> None:
+    """Per-item CSV: one row per (mixture, system, condition); empty cell = metric failed (see failures)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ITEM_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if k == "failures" else r[k])
+                    for k in ITEM_FIELDS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """Rows written by :func:`write_items`, metrics as floats (None where they failed)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for m in METRICS:
+            r[m] = float(r[m]) if r[m] != "" else None
+        r["snr_db"] = float(r["snr_db"])
+        r["failures"] = json.loads(r["failures"]) if r["failures"] else {}
+    return rows
+
+
+def summarise(rows: list[dict], seed: int) -> tuple[dict, dict]:
+    """(DVC metrics: means overall, per SNR, per noise; full summary with std, median, CIs)."""
+    full, headline = {}, {}
+    for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
+        sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
+        key = system if condition == "full" else f"{system}/{condition}"
+        full[key] = {m: {"overall": group_summary(sel, m, None, seed)["all"],
+                         "by_snr": {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed).items()},
+                         "by_noise": group_summary(sel, m, "noise_env", seed)} for m in METRICS}
+        headline[key] = {m: {"overall": full[key][m]["overall"]["mean"],
+                             **({f"snr{k}": v["mean"] for k, v in full[key][m]["by_snr"].items()} if condition == "full" else {})}
+                         for m in METRICS}
+    return headline, full
+
+
+def write_results(out: Path, rows: list[dict], seed: int, plot_system: str | None = None) -> dict:
+    """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
+    headline, full = summarise(rows, seed)
+    write_items(out / "items.csv", rows)
+    write_json(out / "metrics.json", headline)
+    write_json(out / "summary.json", full)
+    if plot_system is not None:
+        by_snr = full[plot_system]["si_snri"]["by_snr"]
+        lines = ["snr_db,si_snri,ci95_low,ci95_high"] + [
+            f"{k},{v['mean']:.4f},{v['ci95_low']:.4f},{v['ci95_high']:.4f}" for k, v in by_snr.items()]
+        with atomic_path(out / "si_snri_by_snr.csv") as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+    return headline
+
+
+def write_samples(out: Path, ds: MixtureSet, model: TAVSE, mixtures: list[Mixture], n: int) -> None:
+    """WAVs (clean, noisy, enhanced) and a spectrogram image for ``n`` lowest-SNR items."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(range(len(mixtures)), key=lambda i: (mixtures[i].snr_db, mixtures[i].mix_id))[:n]
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for i in order:
+            b = ds[i]
+            est = enhance(model, b["noisy"], {m: b[m] for m in model.modalities})
+            sigs = {"clean": b["clean"].numpy(), "noisy": b["noisy"].numpy(), "enhanced": est}
+            mid = mixtures[i].mix_id
+            fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+            for ax, (name, x) in zip(axes, sigs.items()):
+                (tmp / f"{mid}_{name}.wav").write_bytes(wav_bytes(np.clip(x, -1, 1), SAMPLE_RATE))
+                ax.specgram(x, NFFT=512, Fs=SAMPLE_RATE, noverlap=352, cmap="magma", vmin=-120)
+                ax.set_ylabel(f"{name}\nHz")
+            axes[0].set_title(f"{mid}: {mixtures[i].noise_env} at {mixtures[i].snr_db:+g} dB")
+            axes[-1].set_xlabel("s")
+            fig.tight_layout()
+            fig.savefig(tmp / f"{mid}_spectrogram.png", dpi=80, metadata={"Software": None})
+            plt.close(fig)
+
+
+def evaluate_variant(cfg: Config, variant: str) -> dict:
+    """Score ``models/<variant>/best.pt`` on the test list; write ``results/<variant>/``."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, _ = load_model(Path(cfg.train.out_dir) / variant / "best.pt")
+    mixtures = read_mixture_list(cfg.evaluation.test_mixtures)
+    rows = _score(cfg, mixtures, {variant: ModelSystem(model)}, variant)
+    out = Path(cfg.evaluation.out_dir) / variant
+    headline = write_results(out, rows, cfg.seed, plot_system=variant)
+    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures, model.modalities)
+    write_samples(out / "samples", ds, model, mixtures, cfg.evaluation.samples)
+    return headline
+
+
+def evaluate_reference(cfg: Config) -> dict:
+    """The floor (noisy input) and ceiling (oracle IRM) on the same test list: ``results/reference/``."""
+    mixtures = read_mixture_list(cfg.evaluation.test_mixtures)
+    mc = cfg.model
+    systems = {
+        "noisy": lambda b: {"full": b["noisy"].numpy()},
+        "oracle_irm": lambda b: {"full": oracle_irm(b["clean"].numpy(), b["noisy"].numpy(), mc.n_fft, mc.win_length,
+                                                    mc.hop_length)},
+    }
+    rows = _score(cfg, mixtures, systems, "reference")
+    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed)
