@@ -284,10 +284,10 @@ def config_from_dict(params: dict[str, Any]) -> Config:
     return cfg
 
 
-def model_config_from_dict(model: dict[str, Any]) -> ModelConfig:
-    """The ``model`` section alone (as stored in a checkpoint), checked like params.yaml."""
-    cfg = _build(ModelConfig, model, "model")
-    if cfg.size not in cfg.sizes:
+def section_from_dict(cls: type, value: dict[str, Any], name: str) -> Any:
+    """One section alone (e.g. ``ModelConfig`` as stored in a checkpoint), checked like params.yaml."""
+    cfg = _build(cls, value, name)
+    if isinstance(cfg, ModelConfig) and cfg.size not in cfg.sizes:
         raise ConfigError(f"model.size: {cfg.size!r} not in {sorted(cfg.sizes)}")
     return cfg
 

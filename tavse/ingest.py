@@ -92,10 +92,13 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def process_utterance(utt: sfc.Utterance, cfg: IngestConfig) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
-    """Crops, 16 kHz audio and metadata of one decoded utterance; BadInput("no_face") if untracked."""
-    lips, ran = mouth_roi.detect_lips(utt.rgb, stride=cfg.landmark_stride)
-    where = f"{utt.key.utt_id}"
+def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], cfg: IngestConfig,
+                where: str) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
+    """RGB crops (F, S, S, 3) and temperature-ordered thermal crops (F, S, S) around the tracked mouth.
+
+    Raises BadInput("no_face") naming ``where`` if FaceMesh finds too few faces.
+    """
+    lips, ran = mouth_roi.detect_lips(rgb_frames, stride=cfg.landmark_stride)
     try:
         track = mouth_roi.track_from_lips(lips, ran, cfg.box_scale, cfg.smooth_frames)
     except ValueError:
@@ -104,8 +107,14 @@ def process_utterance(utt: sfc.Utterance, cfg: IngestConfig) -> tuple[list[tuple
         raise BadInput("no_face", where, f"face found in {track.detection_ratio:.0%} of frames "
                                          f"(< min_detection_ratio {cfg.min_detection_ratio:.0%})")
     s = cfg.roi_size
-    rgb = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(utt.rgb, track.boxes)])
-    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(utt.thermal, track.boxes)])
+    rgb = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(rgb_frames, track.boxes)])
+    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(thermal_frames, track.boxes)])
+    return rgb, thr, track
+
+
+def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
+    """Crops, 16 kHz audio and metadata of one decoded utterance."""
+    rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where)
     wav = resample(utt.audio, utt.sample_rate, cfg.sample_rate)
     n_frames = len(rgb)
     n_samples = int(round(n_frames * cfg.sample_rate / cfg.fps))
@@ -150,10 +159,8 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
             for u in utts:
                 try:
                     utt = sfc.load_utterance(zf, str(archive), u, cfg.frame_tolerance)
-                    items, extra, track = process_utterance(utt, cfg)
+                    items, extra, track = process_utterance(utt, cfg, f"{archive}:{u.key.utt_id}")
                 except BadInput as exc:
-                    if exc.reason == "no_face":
-                        exc = BadInput(exc.reason, f"{archive}:{u.key.utt_id}", exc.message)
                     skip(exc)
                     continue
                 b = track.boxes

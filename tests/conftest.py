@@ -25,6 +25,7 @@ def tiny_params(tmp: Path) -> dict:
     p["ingest"].update(out_dir=str(tmp / "ingest"), report=str(tmp / "reports" / "ingest.json"))
     p["noise"].update(out_dir=str(tmp / "noise"), report=str(tmp / "reports" / "noise.json"))
     p["validation"].update(out=str(tmp / "mixtures" / "val.csv"), segments_per_utterance=2)
+    p["evaluation"].update(test_mixtures=str(tmp / "mixtures" / "test.csv"), out_dir=str(tmp / "results"), samples=1)
     p["train"].update(segment_frames=14, batch_size=2, grad_accum=1, max_steps=8, warmup_steps=2, eval_every=4,
                       patience=10, checkpoint_every=2, num_workers=0, out_dir=str(tmp / "models"),
                       dvclive_dir=str(tmp / "dvclive"))
@@ -61,3 +62,32 @@ def tiny_data(tiny_corpus, tmp_path_factory) -> Config:
 def with_ingest(cfg: Config, **changes) -> Config:
     """``cfg`` with some ingest fields replaced."""
     return dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, **changes))
+
+
+TRAINED_VARIANT = "audio_rgb_thermal"
+
+
+def run_training(cfg: Config, workdir: Path, variant: str = TRAINED_VARIANT, **train) -> Path:
+    """A run folder with its own params.yaml (shared data, private outputs and scratch)."""
+    import yaml as _yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    p = dataclasses.asdict(cfg)
+    p["train"].update(out_dir=str(workdir / "models"), dvclive_dir=str(workdir / "dvclive"), **train)
+    (workdir / "params.yaml").write_text(_yaml.safe_dump(p))
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_data, tmp_path_factory) -> Path:
+    """A run folder where ``stages.train`` trained TRAINED_VARIANT for 12 steps without interruption."""
+    import os
+    import subprocess
+    import sys
+
+    d = run_training(tiny_data, tmp_path_factory.mktemp("train") / "full", max_steps=12, eval_every=4)
+    env = dict(os.environ, TAVSE_SCRATCH_DIR=str(d / "scratch"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "stages.train", TRAINED_VARIANT], cwd=d, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return d

@@ -101,8 +101,9 @@ def archive_fingerprint(zf: zipfile.ZipFile) -> str:
     return f"{h:08x}-{len(parts)}"
 
 
-def index_archive(zf: zipfile.ZipFile, archive: str, speaker: int) -> tuple[list[UtteranceMembers], dict[str, int]]:
-    """Group the members of an open archive into utterances of ``speaker``.
+def index_archive(zf, archive: str, speaker: int | None) -> tuple[list[UtteranceMembers], dict[str, int]]:
+    """Group the members of an open archive (or :class:`FolderArchive`) into utterances of ``speaker``
+    (of any speaker when None).
 
     Returns the utterances sorted by key and counts of ignored members by reason. Unsafe
     (zip-slip) names and names of another speaker are never read.
@@ -143,7 +144,7 @@ def index_archive(zf: zipfile.ZipFile, archive: str, speaker: int) -> tuple[list
             frame = 0
         else:
             continue  # raw RGB, mic2, the authors' lip crops: not used
-        if sub != speaker:
+        if speaker is not None and sub != speaker:
             ignore("other_speaker_member")
             continue
         key = UtteranceKey(sub, trial, pos, cmd)
@@ -157,7 +158,22 @@ def index_archive(zf: zipfile.ZipFile, archive: str, speaker: int) -> tuple[list
     return [utts[k] for k in sorted(utts)], ignored
 
 
-def _read(zf: zipfile.ZipFile, archive: str, name: str) -> bytes:
+class FolderArchive:
+    """An extracted archive (a folder) with the two zip methods the reader uses."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{root}: folder not found")
+
+    def namelist(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+    def read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+
+def _read(zf, archive: str, name: str) -> bytes:
     try:
         return zf.read(name)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
@@ -208,6 +224,20 @@ def check_frames(u: UtteranceMembers, archive: str, tolerance: int) -> int:
     return min(n_rgb, n_thr)
 
 
+def load_frames(zf, archive: str, u: UtteranceMembers, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decode the first ``n`` aligned-RGB and thermal frames of an utterance (RGB uint8 each)."""
+    rgb, thermal = [], []
+    for f in range(1, n + 1):
+        rgb.append(decode_png(_read(zf, archive, u.rgb[f]), f"{archive}:{u.rgb[f]}"))
+        thermal.append(decode_png(_read(zf, archive, u.thermal[f]), f"{archive}:{u.thermal[f]}"))
+        if rgb[-1].shape != thermal[-1].shape:
+            raise BadInput(
+                "image_size_mismatch", f"{archive}:{u.thermal[f]}",
+                f"thermal {thermal[-1].shape[1]}x{thermal[-1].shape[0]} vs aligned RGB {rgb[-1].shape[1]}x{rgb[-1].shape[0]}",
+            )
+    return rgb, thermal
+
+
 def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int) -> Utterance:
     """Decode one utterance, trimmed to min(int(fps * duration), frames recorded) frames."""
     n_frames = check_frames(u, archive, tolerance)
@@ -222,14 +252,6 @@ def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, toler
     n = min(n_frames, audio_frames)
     if n < 1:
         raise BadInput("empty_audio", wav_where, "shorter than one video frame")
-    rgb, thermal = [], []
-    for f in range(1, n + 1):
-        rgb.append(decode_png(_read(zf, archive, u.rgb[f]), f"{archive}:{u.rgb[f]}"))
-        thermal.append(decode_png(_read(zf, archive, u.thermal[f]), f"{archive}:{u.thermal[f]}"))
-        if rgb[-1].shape != thermal[-1].shape:
-            raise BadInput(
-                "image_size_mismatch", f"{archive}:{u.thermal[f]}",
-                f"thermal {thermal[-1].shape[1]}x{thermal[-1].shape[0]} vs aligned RGB {rgb[-1].shape[1]}x{rgb[-1].shape[0]}",
-            )
+    rgb, thermal = load_frames(zf, archive, u, n)
     n_audio = round(n * SAMPLE_RATE / FPS)
     return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tavse.config import Config, model_config_from_dict
+from tavse.config import Config, ModelConfig, section_from_dict
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, make_mixture_list, read_mixture_list, read_noise_manifest,
                                  read_utterance_manifest, write_mixture_list)
-from tavse.evaluation.metrics import METRICS, evaluate_items, metrics_row
+from tavse.evaluation.metrics import METRICS, evaluate_items, metrics_row, worker_pool
 from tavse.evaluation.stats import group_summary
 from tavse.io import atomic_path, wav_bytes, write_json
 from tavse.models import TAVSE
@@ -49,7 +49,7 @@ def build_test_list(cfg: Config) -> Path:
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TAVSE, dict]:
     """A trained model from its ``best.pt`` (safe ``weights_only`` load) and the checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = TAVSE(model_config_from_dict(ckpt["config"]["model"]), ckpt["modalities"], ckpt["roi_size"])
+    model = TAVSE(section_from_dict(ModelConfig, ckpt["config"]["model"], "model"), ckpt["modalities"], ckpt["roi_size"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 
@@ -100,18 +100,25 @@ def _score(cfg: Config, mixtures: list[Mixture], systems: dict[str, Any], desc: 
     ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures,
                     sorted({m for s in systems.values() for m in getattr(s, "modalities", ())}))
     rows: list[dict] = []
-    for chunk in _chunks(len(ds)):
-        triples, metas = [], []
-        for i in tqdm(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
-            b = ds[i]
-            clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
-            for name, system in systems.items():
-                for condition, est in system(b).items():
-                    triples.append((clean, noisy, est))
-                    metas.append(_meta(mixtures[i], name, condition))
-        scored = evaluate_items(triples, metrics_row, cfg.evaluation.workers, f"{desc}: metrics")
-        rows += [{**meta, **s} for meta, s in zip(metas, scored)]
+    with worker_pool(cfg.evaluation.workers) as pool:  # one pool for all chunks: workers import torch once
+        for chunk in _chunks(len(ds)):
+            rows += _score_chunk(cfg, ds, mixtures, systems, chunk, desc, pool)
     return rows
+
+
+def _score_chunk(cfg: Config, ds: MixtureSet, mixtures: list[Mixture], systems: dict[str, Any], chunk: range,
+                 desc: str, pool) -> list[dict]:
+    """Enhance one chunk of mixtures with every system, then score it (in parallel, input order kept)."""
+    triples, metas = [], []
+    for i in tqdm(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
+        b = ds[i]
+        clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
+        for name, system in systems.items():
+            for condition, est in system(b).items():
+                triples.append((clean, noisy, est))
+                metas.append(_meta(mixtures[i], name, condition))
+    scored = evaluate_items(triples, metrics_row, cfg.evaluation.workers, f"{desc}: metrics", pool=pool)
+    return [{**meta, **s} for meta, s in zip(metas, scored)]
 
 
 class ModelSystem:

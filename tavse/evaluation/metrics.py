@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
@@ -87,7 +87,8 @@ def pesq_wb(ref: Any, deg: Any, sr: int = SAMPLE_RATE) -> float:
 
     Raises:
         ValueError: sr is not 16 kHz, lengths differ, non-finite or silent input.
-        pesq.PesqError: e.g. ``NoUtterancesError`` when no speech is detected in ``ref``.
+        pesq.PesqError: ``BufferTooShortError`` under 0.25 s, ``NoUtterancesError`` when its
+            voice-activity detector finds no speech in ``ref``.
     """
     return _pesq(ref, deg, sr, "wb")
 
@@ -267,36 +268,66 @@ def _single_thread_env() -> Iterator[None]:
                 os.environ[key] = old
 
 
-def evaluate_items(items: Sequence[T], compute: Callable[[T], dict], workers: int, desc: str) -> list[dict]:
+def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """A spawn-context pool whose workers run single-threaded (see :func:`_single_thread_env`)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=limit_worker_threads)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool to pass to several :func:`evaluate_items` calls, so workers start (and import
+    torch, scipy, pesq) once rather than per call; None when ``workers == 1`` (run in-process).
+    Shut down, pending work cancelled, on exit.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        yield None
+        return
+    pool = _spawn_pool(workers)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def evaluate_items(items: Sequence[T], compute: Callable[[T], dict], workers: int, desc: str,
+                   pool: ProcessPoolExecutor | None = None) -> list[dict]:
     """``[compute(item) for item in items]``, over ``workers`` processes, in input order.
 
     Results are placed by the item's position, never by completion order, so a slow or
-    partly failed item cannot shift the pairing of the others. ``workers == 1`` runs in this
-    process; otherwise a spawn-context ``ProcessPoolExecutor`` with single-threaded workers
-    (``compute`` and the items must be picklable, ``compute`` defined at module level in an
-    importable module). An exception raised by ``compute`` itself is a bug, not a per-item
-    metric failure: pending items are cancelled and it propagates.
+    partly failed item cannot shift the pairing of the others. ``workers == 1`` (and no
+    ``pool``) runs in this process; otherwise the items go to ``pool`` (from
+    :func:`worker_pool`; ``workers`` is then ignored) or to a spawn-context pool of
+    ``workers`` single-threaded processes made for this call. ``compute`` and the items
+    must be picklable, ``compute`` defined at module level in an importable module. An
+    exception raised by ``compute`` itself is a bug, not a per-item metric failure: this
+    call's pending items are cancelled and it propagates.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     results: list[dict | None] = [None] * len(items)
     with tqdm(total=len(items), desc=desc, unit="item", dynamic_ncols=True) as bar:
-        if workers == 1 or len(items) <= 1:
+        if pool is None and (workers == 1 or len(items) <= 1):
             for i, item in enumerate(items):
                 results[i] = compute(item)
                 bar.update()
             return results  # type: ignore[return-value]
-        with _single_thread_env():
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"),
-                                       initializer=limit_worker_threads)
-            position = {pool.submit(compute, item): i for i, item in enumerate(items)}
+        own = pool is None
+        executor = _spawn_pool(min(workers, len(items))) if own else pool
         try:
-            pending = set(position)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
+            with _single_thread_env():  # workers are started lazily, by submit()
+                position = {executor.submit(compute, item): i for i, item in enumerate(items)}
+            try:
+                for fut in as_completed(position):
                     results[position[fut]] = fut.result()  # re-raises a compute() bug here
                     bar.update()
+            except BaseException:
+                for fut in position:
+                    fut.cancel()
+                raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
     return results  # type: ignore[return-value]

@@ -114,27 +114,36 @@ def rank_biserial(differences: np.ndarray) -> float | None:
     return (t_plus - t_minus) / (t_plus + t_minus)
 
 
+def _paired(a: Mapping[Hashable, float | None],
+            b: Mapping[Hashable, float | None]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Values of the IDs present in both, in sorted-ID order, and how many IDs were left out."""
+    ids = set(a) | set(b)
+    paired = _sorted_keys(i for i in ids if not _is_missing(a.get(i)) and not _is_missing(b.get(i)))
+    x = np.array([float(a[i]) for i in paired], dtype=np.float64)  # type: ignore[arg-type]
+    y = np.array([float(b[i]) for i in paired], dtype=np.float64)  # type: ignore[arg-type]
+    return x, y, len(ids) - len(paired)
+
+
 def paired_wilcoxon(a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None]) -> dict[str, Any]:
     """Two-sided Wilcoxon signed-rank test of ``a`` vs ``b``, paired by item ID.
 
     Only IDs present (not None/NaN) in both are paired; the rest of the union of IDs is
     ``n_excluded``. Pairs are taken in sorted-ID order, so dict order never matters. Uses
-    ``scipy.stats.wilcoxon`` defaults (zero differences dropped, exact p for small samples
-    without ties). ``effect_size`` is :func:`rank_biserial` of a − b. Test fields are None
-    when there is no non-zero difference to test.
+    ``scipy.stats.wilcoxon`` defaults: zero differences dropped; p exact for n <= 50 without
+    ties or zeros, an exhaustive sign-flip permutation test for n <= 13 with them, the
+    normal approximation otherwise (all deterministic). ``effect_size`` is
+    :func:`rank_biserial` of a − b. Test fields are None when there is no non-zero
+    difference to test.
 
     Returns:
         n_pairs, n_excluded, statistic, p_value, median_difference (a − b), mean_difference,
         effect_size.
     """
-    ids = set(a) | set(b)
-    paired = _sorted_keys(i for i in ids if not _is_missing(a.get(i)) and not _is_missing(b.get(i)))
-    x = np.array([float(a[i]) for i in paired])  # type: ignore[arg-type]
-    y = np.array([float(b[i]) for i in paired])  # type: ignore[arg-type]
+    x, y, n_excluded = _paired(a, b)
     d = x - y
     out: dict[str, Any] = {
-        "n_pairs": len(paired),
-        "n_excluded": len(ids) - len(paired),
+        "n_pairs": int(d.size),
+        "n_excluded": n_excluded,
         "statistic": None,
         "p_value": None,
         "median_difference": float(np.median(d)) if d.size else None,
@@ -168,9 +177,8 @@ def compare_variants(per_variant: Mapping[str, Mapping[Hashable, Mapping[str, fl
             a = {i: m.get(metric) for i, m in per_variant[va].items()}
             b = {i: m.get(metric) for i, m in per_variant[vb].items()}
             test = paired_wilcoxon(a, b)
-            diffs = [float(a[i]) - float(b[i]) for i in a  # type: ignore[arg-type]
-                     if i in b and not _is_missing(a[i]) and not _is_missing(b[i])]
-            low, high = bootstrap_ci(diffs, seed)
+            x, y, _ = _paired(a, b)  # sorted-ID order, so dict order cannot change the resamples
+            low, high = bootstrap_ci(x - y, seed)
             p = test["p_value"]
             p_adj = None if p is None else min(1.0, p * len(pairs))
             rows.append({"metric": metric, "a": va, "b": vb, **test, "diff_ci95_low": low, "diff_ci95_high": high,

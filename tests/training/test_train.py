@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import signal
@@ -14,23 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import EXIT_PREEMPTED
-from tests.conftest import ROOT
-
-VARIANT = "audio_rgb_thermal"
-
-
-def _workdir(cfg, tmp: Path, name: str) -> Path:
-    """A run folder with its own params.yaml (shared data, private outputs) and scratch."""
-    d = tmp / name
-    d.mkdir()
-    p = dataclasses.asdict(cfg)
-    p["train"].update(out_dir=str(d / "models"), dvclive_dir=str(d / "dvclive"), max_steps=12, eval_every=4)
-    (d / "params.yaml").write_text(yaml.safe_dump(p))
-    return d
+from tests.conftest import ROOT, TRAINED_VARIANT as VARIANT, run_training
 
 
 def _env(d: Path) -> dict:
@@ -48,11 +34,8 @@ def _curve(d: Path, name: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_data, tmp_path_factory) -> Path:
-    d = _workdir(tiny_data, tmp_path_factory.mktemp("train"), "full")
-    res = _train(d)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return d
+def uninterrupted(tiny_trained) -> Path:
+    return tiny_trained
 
 
 def test_outputs_load_with_weights_only_and_carry_config(uninterrupted):
@@ -69,7 +52,7 @@ def test_outputs_load_with_weights_only_and_carry_config(uninterrupted):
 
 
 def test_sigusr1_mid_epoch_then_resume_is_bitwise_identical(tiny_data, uninterrupted, tmp_path):
-    d = _workdir(tiny_data, tmp_path, "interrupted")
+    d = run_training(tiny_data, tmp_path / "interrupted", max_steps=12, eval_every=4)
     proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

@@ -1,0 +1,123 @@
+"""evaluate@<variant>, reference, compare and the enhance command on the tiny real data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tavse.evaluation.evaluate import (ITEM_FIELDS, build_test_list, conditions, evaluate_reference,
+                                       evaluate_variant, oracle_irm, read_items)
+from tavse.evaluation.metrics import METRICS
+from tavse.evaluation.report import compare
+from tavse.losses import si_snr
+from tests.conftest import ROOT, TRAINED_VARIANT
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_data, tiny_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    cfg = dataclasses.replace(
+        tiny_data, train=dataclasses.replace(tiny_data.train, out_dir=str(tiny_trained / "models")),
+        evaluation=dataclasses.replace(tiny_data.evaluation, out_dir=str(out), workers=2),
+        variants={TRAINED_VARIANT: tiny_data.variants[TRAINED_VARIANT], "audio_rgb": ["rgb"]})
+    build_test_list(cfg)
+    evaluate_reference(cfg)
+    evaluate_variant(cfg, TRAINED_VARIANT)
+    return cfg, out
+
+
+def test_conditions_zero_each_stream():
+    assert conditions(["rgb", "thermal"]) == {"full": (), "no_rgb": ("rgb",), "no_thermal": ("thermal",)}
+    assert conditions([]) == {"full": ()}
+
+
+def test_oracle_irm_is_a_ceiling():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    noisy = clean + 0.3 * rng.standard_normal(16000).astype(np.float32)
+    est = oracle_irm(clean, noisy, 512, 400, 160)
+    import torch
+    gain = float(si_snr(torch.from_numpy(est)[None].double(), torch.from_numpy(clean)[None].double())
+                 - si_snr(torch.from_numpy(noisy)[None].double(), torch.from_numpy(clean)[None].double()))
+    assert est.shape == noisy.shape and gain > 8
+
+
+def test_items_cover_every_mixture_and_condition(evaluated):
+    cfg, out = evaluated
+    rows = read_items(out / TRAINED_VARIANT / "items.csv")
+    mixtures = {r["mix_id"] for r in rows}
+    assert len(rows) == 3 * len(mixtures)  # full, no_rgb, no_thermal
+    assert {r["condition"] for r in rows} == {"full", "no_rgb", "no_thermal"}
+    full = [r for r in rows if r["condition"] == "full"]
+    assert all(r["si_snr"] is not None and r["stoi"] is not None for r in full)
+    metrics = json.loads((out / TRAINED_VARIANT / "metrics.json").read_text())
+    assert set(metrics) == {TRAINED_VARIANT, f"{TRAINED_VARIANT}/no_rgb", f"{TRAINED_VARIANT}/no_thermal"}
+    assert set(metrics[TRAINED_VARIANT]) == set(METRICS)
+    assert {f"snr{s:+g}" for s in cfg.evaluation.snrs_db} >= set(metrics[TRAINED_VARIANT]["si_snri"]) - {"overall"}
+    samples = sorted(p.name for p in (out / TRAINED_VARIANT / "samples").iterdir())
+    assert len(samples) == 4 and samples[-1].endswith("_spectrogram.png")
+    assert (out / TRAINED_VARIANT / "si_snri_by_snr.csv").read_text().startswith("snr_db,si_snri")
+
+
+def test_reference_rows_bracket_the_scale(evaluated):
+    _, out = evaluated
+    ref = json.loads((out / "reference" / "metrics.json").read_text())
+    assert abs(ref["noisy"]["si_snri"]["overall"]) < 1e-6  # the noisy input improves nothing
+    assert ref["oracle_irm"]["si_snri"]["overall"] > 5
+
+
+def test_compare_pairs_by_mix_id(evaluated, tmp_path):
+    cfg, out = evaluated
+    # A second "variant": the same rows with one item's PESQ failed and the file order reversed.
+    rows = read_items(out / TRAINED_VARIANT / "items.csv")
+    other = out / "audio_rgb"
+    other.mkdir(exist_ok=True)
+    (other / "summary.json").write_text((out / TRAINED_VARIANT / "summary.json").read_text().replace(
+        f'"{TRAINED_VARIANT}', '"audio_rgb'))
+    header, *lines = (out / TRAINED_VARIANT / "items.csv").read_text().splitlines()
+    broken = lines[::-1]
+    i = next(k for k, line in enumerate(broken) if ",full," in line)
+    cells = broken[i].split(",")
+    cells[ITEM_FIELDS.index("pesq_wb")] = ""
+    broken[i] = ",".join(cells)
+    (other / "items.csv").write_text("\n".join([header, *broken]) + "\n")
+    metrics = compare(cfg)
+    pair = f"{TRAINED_VARIANT}_vs_audio_rgb"
+    n_full = sum(r["condition"] == "full" for r in rows)
+    assert metrics["si_snr"][pair]["n_pairs"] == n_full and metrics["si_snr"][pair]["median_difference"] == 0
+    assert metrics["pesq_wb"][pair]["n_pairs"] == n_full - 1  # the failed item is excluded, no others shift
+    assert metrics["pesq_wb"][pair]["median_difference"] == 0
+    report = (out / "report.md").read_text()
+    assert "noisy (input)" in report and "oracle IRM (ceiling)" in report and f"{TRAINED_VARIANT}/no_rgb" in report
+
+
+def test_enhance_command_on_a_zip_and_a_folder(tiny_data, tiny_trained, tmp_path):
+    archive = next(Path(tiny_data.data.speakingfaces_dir).glob("sub_121_ia.zip"))
+    with zipfile.ZipFile(archive) as zf:
+        wav = next(n for n in zf.namelist() if "mic1_audio_cmd_trim" in n)
+        (tmp_path / "noisy.wav").write_bytes(zf.read(wav))
+        utt = "s121_t1_p1_c" + f"{int(Path(wav).name.split('_')[4]):04d}"
+        zf.extractall(tmp_path / "frames")
+    model = tiny_trained / "models" / TRAINED_VARIANT / "best.pt"
+    for frames in (archive, tmp_path / "frames"):
+        out = tmp_path / f"enhanced_{frames.name}.wav"
+        res = subprocess.run([sys.executable, "-m", "tavse.enhance", "--model", str(model), "--noisy",
+                              str(tmp_path / "noisy.wav"), "--frames", str(frames), "--utterance", utt, "--out", str(out)],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "real-time factor" in res.stdout
+        x, sr = sf.read(out)
+        assert sr == 16000 and len(x) > 16000 and np.isfinite(x).all()
+    res = subprocess.run([sys.executable, "-m", "tavse.enhance", "--model", str(model), "--noisy",
+                          str(tmp_path / "noisy.wav"), "--frames", str(archive), "--out", str(tmp_path / "x.wav")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0 and "choose one with --utterance" in res.stderr
