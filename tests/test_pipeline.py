@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT
@@ -44,7 +45,7 @@ def set_params(repo: Path, **dotted) -> None:
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TAVSE_SCRATCH_DIR=str(repo / ".scratch"))
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TAVSE_SCRATCH_DIR=str(repo / ".tavse" / "scratch"))
     res = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
@@ -73,6 +74,11 @@ def tiny_repo(tmp_path_factory) -> Path:
     return repo
 
 
+def git_commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=repo, check=True)
+
+
 def test_repro_produces_every_output(tiny_repo):
     ingest = json.loads((tiny_repo / "reports" / "ingest.json").read_text())
     assert ingest["utterances"] == 8 and ingest["skipped_total"] == 0
@@ -81,8 +87,15 @@ def test_repro_produces_every_output(tiny_repo):
     for split in ("train", "val", "test"):
         assert (tiny_repo / "data" / "ingest" / "lmdb" / split / "data.mdb").is_file()
         assert list((tiny_repo / "data" / "noise" / split).glob("*.wav"))
-    shown = json.loads(dvc(tiny_repo, "metrics", "show", "--json").stdout)
-    assert "reports/ingest.json" in json.dumps(shown)
+    for variant in ("audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"):
+        ckpt = torch.load(tiny_repo / "models" / variant / "best.pt", weights_only=True)
+        assert ckpt["variant"] == variant
+        assert json.loads((tiny_repo / "results" / variant / "metrics.json").read_text())[variant]["si_snri"]
+    assert "oracle IRM (ceiling)" in (tiny_repo / "results" / "report.md").read_text()
+    shown = json.dumps(json.loads(dvc(tiny_repo, "metrics", "show", "--json").stdout))
+    for path in ("reports/ingest.json", "results/audio_thermal/metrics.json", "dvclive/audio_rgb/metrics.json",
+                 "results/compare.json", "results/reference/metrics.json"):
+        assert path in shown, path
 
 
 def test_second_repro_is_a_no_op_and_outputs_are_clean(tiny_repo):
@@ -94,8 +107,28 @@ def test_second_repro_is_a_no_op_and_outputs_are_clean(tiny_repo):
     assert json.loads(status.stdout) == {}, status.stdout  # readers did not modify any LMDB
 
 
+def test_plots_show_all_variants_offline(tiny_repo, tmp_path):
+    dvc(tiny_repo, "plots", "show", "--out", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
+    for variant in ("audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"):
+        assert f"dvclive/{variant}/plots/metrics/val/si_snri.tsv" in html
+        assert f"results/{variant}/si_snri_by_snr.csv" in html
+
+
 def test_repro_from_scratch_gives_identical_hashes(tiny_repo, tmp_path):
     again = clone_repo(tmp_path / "again")
-    shutil.copy2(tiny_repo / "params.yaml", again / "params.yaml")
+    set_params(again, **TINY)
     dvc(again, "repro")
     assert lock_outs(again) == lock_outs(tiny_repo)
+
+
+def test_experiment_with_modality_dropout_and_metrics_diff(tiny_repo):
+    git_commit(tiny_repo, "baseline results")
+    res = dvc(tiny_repo, "exp", "run", "-S", "model.modality_dropout=0.2", "train@audio_rgb_thermal")
+    assert "Running stage 'train@audio_rgb_thermal'" in res.stdout
+    assert "Running stage 'train@audio_only'" not in res.stdout  # only what that target needs
+    show = json.dumps(json.loads(dvc(tiny_repo, "exp", "show", "--json").stdout))
+    assert '"modality_dropout": 0.2' in show
+    diff = json.loads(dvc(tiny_repo, "metrics", "diff", "--json").stdout)
+    assert "dvclive/audio_rgb_thermal/metrics.json" in json.dumps(diff)
