@@ -71,9 +71,9 @@ def main() -> None:
         def per_frame():
             with penv.begin() as txn:
                 for u, s in picks:
-                    rgb = np.stack([simplejpeg.decode_jpeg(txn.get(f"{u}/rgb/{f:05d}".encode()), colorspace="RGB")
+                    _rgb = np.stack([simplejpeg.decode_jpeg(txn.get(f"{u}/rgb/{f:05d}".encode()), colorspace="RGB")
                                     for f in range(s, s + args.segment)])
-                    thr = np.stack([cv2.imdecode(np.frombuffer(txn.get(f"{u}/thr/{f:05d}".encode()), np.uint8), cv2.IMREAD_GRAYSCALE)
+                    _thr = np.stack([cv2.imdecode(np.frombuffer(txn.get(f"{u}/thr/{f:05d}".encode()), np.uint8), cv2.IMREAD_GRAYSCALE)
                                     for f in range(s, s + args.segment)])
                     wav = np.frombuffer(txn.get(f"{u}/wav".encode()), np.float32)
                     a0 = s * cfg.ingest.sample_rate // cfg.ingest.fps

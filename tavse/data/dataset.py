@@ -32,8 +32,8 @@ from tavse.data.mixtures import (
     mix_signals,
     read_noise_manifest,
     read_utterance_manifest,
-    stable_seed,
 )
+from tavse.seeding import stable_seed
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,7 @@ rebuilt by :class:`tavse.data.dataset.MixtureSet` with :func:`mix_signals`.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import logging
 import math
 from collections import Counter
@@ -29,6 +27,7 @@ from tavse.audio import mix_at_snr
 from tavse.config import Config
 from tavse.data.segments import ALIGN_FRAMES, segment_starts, utterance_samples
 from tavse.io import atomic_path
+from tavse.seeding import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,6 @@ SILENT_NOISE_DBFS = -25.0
 SILENCE_DBFS = -90.0
 
 
-def stable_seed(*parts: str | int | float) -> int:
-    """A 64-bit seed from ``parts`` that is the same in every process, run and machine."""
-    blob = json.dumps(parts, separators=(",", ":")).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
 class NoiseFile(NamedTuple):

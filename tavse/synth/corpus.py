@@ -24,7 +24,8 @@ from tavse.audio import frame_loudness_db, resample
 from tavse.config import DataConfig, SynthConfig
 from tavse.io import DeterministicZip, atomic_path, wav_bytes
 from tavse.synth.faces import make_identity, render_frames
-from tavse.synth.speech import COMMANDS, stable_seed, synthesize, voice_for_speaker
+from tavse.seeding import stable_seed
+from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 log = logging.getLogger("tavse.synth")
 

@@ -18,7 +18,8 @@ from scipy import signal
 from tqdm import tqdm
 
 from tavse.io import DeterministicZip, wav_bytes
-from tavse.synth.speech import COMMANDS, stable_seed, synthesize, voice_for_speaker
+from tavse.seeding import stable_seed
+from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 __all__ = [
     "DEMAND_ENVIRONMENTS",

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from tavse.seeding import stable_seed
 
 __all__ = [
     "COMMANDS",
@@ -33,7 +34,6 @@ __all__ = [
     "FEMALE_VARIANTS",
     "EspeakError",
     "Voice",
-    "stable_seed",
     "synthesize",
     "voice_for_speaker",
 ]
@@ -203,13 +203,6 @@ class EspeakError(RuntimeError):
     """espeak-ng could not be loaded or failed to synthesise an utterance."""
 
 
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from ``parts`` that is identical across processes and Python versions.
-
-    Python's ``hash()`` is salted per process, so it cannot seed anything reproducible.
-    """
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from tavse.config import Config, params_hash
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
-from tavse.io import atomic_path, write_json
+from tavse.io import atomic_path
 from tavse.losses import enhancement_loss, si_snr
 from tavse.models import TAVSE, parameter_counts
 from tavse.paths import scratch_dir

@@ -7,7 +7,7 @@ import pytest
 
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus.errors import BadInput
-from tests.sfzip import SR, blank_utt, png, wav, write_archive
+from tests.sfzip import blank_utt, png, wav, write_archive
 
 
 def _open(path, speaker=3):

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
+from tavse.seeding import stable_seed
 from tavse.synth.speech import (
     COMMANDS,
     ESPEAK_SAMPLE_RATE,
     EspeakError,
     Voice,
-    stable_seed,
     synthesize,
     voice_for_speaker,
 )
