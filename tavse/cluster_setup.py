@@ -9,8 +9,9 @@ same configuration.
 Settings (``$TAVSE_DATA_ROOT`` is required and must be writable):
 
 * ``cache.dir = $TAVSE_DATA_ROOT/dvc-cache`` — the content-addressed cache on scratch;
-* ``cache.type = reflink,hardlink,symlink`` — workspace outputs are links into the cache, never a
-  second copy (hardlink when workspace and cache share a filesystem, symlink across filesystems);
+* ``cache.type = reflink,hardlink,symlink`` where the cache can reflink into the workspace, else
+  ``hardlink,symlink`` — workspace outputs are links into the cache, never a second copy (hardlink
+  when workspace and cache share a filesystem, symlink across filesystems; links are read-only);
 * ``cache.shared = group`` when ``TAVSE_CACHE_SHARED=group`` (group-writable cache files);
 * ``core.site_cache_dir = $TAVSE_DATA_ROOT/dvc-site-cache`` — DVC's hash database (state) and
   indexes, so every node that sees the scratch filesystem reuses the hashes instead of re-hashing;
@@ -32,12 +33,16 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 REMOTE_NAME = "storage"
-CACHE_TYPE = "reflink,hardlink,symlink"
+CACHE_TYPE_REFLINK = "reflink,hardlink,symlink"
+# Where reflinks fail (ext4, Lustre, GPFS, NFS), DVC 3.67 leaves *copies* of directory outputs after
+# `dvc add` / `dvc repro` when reflink is listed first (files are linked only by a later
+# `dvc checkout --relink`), so reflink is listed only where it works.
+CACHE_TYPE_LINKS = "hardlink,symlink"
 SECRET_KEYS = ("TAVSE_S3_ACCESS_KEY_ID", "TAVSE_S3_SECRET_ACCESS_KEY")
 KNOWN_KEYS = (
     "TAVSE_DATA_ROOT",
@@ -188,10 +193,30 @@ def local_config_is_ignored(repo: Path) -> bool:
     return result.returncode == 0
 
 
-def configure_cache(repo: Path, settings: ClusterSettings) -> None:
+def reflink_works(cache_dir: Path, workspace: Path) -> bool:
+    """True when a file in ``cache_dir`` can be reflinked (copy-on-write cloned) into ``workspace``."""
+    from dvc_objects.fs.system import reflink
+
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".tavse-probe-") as src_dir, \
+            tempfile.TemporaryDirectory(dir=workspace, prefix=".tavse-probe-") as dst_dir:
+        src = Path(src_dir) / "probe"
+        src.write_bytes(b"tavse")
+        try:
+            reflink(str(src), str(Path(dst_dir) / "probe"))
+        except OSError:
+            return False
+    return True
+
+
+def cache_type(repo: Path, settings: ClusterSettings) -> str:
+    """``cache.type`` for this machine: reflink first only where the filesystem supports it."""
+    return CACHE_TYPE_REFLINK if reflink_works(settings.cache_dir, repo) else CACHE_TYPE_LINKS
+
+
+def configure_cache(repo: Path, settings: ClusterSettings, link_types: str) -> None:
     """Cache on scratch, linked workspace, optional group sharing, shared hash database."""
     run_dvc(repo, ["config", "--local", "cache.dir", str(settings.cache_dir)])
-    run_dvc(repo, ["config", "--local", "cache.type", CACHE_TYPE])
+    run_dvc(repo, ["config", "--local", "cache.type", link_types])
     if settings.cache_shared:
         run_dvc(repo, ["config", "--local", "cache.shared", settings.cache_shared])
     else:
@@ -219,12 +244,12 @@ def configure_remote(repo: Path, settings: ClusterSettings) -> None:
                        settings.s3_secret_access_key])
 
 
-def summary(settings: ClusterSettings) -> str:
+def summary(settings: ClusterSettings, link_types: str) -> str:
     """What was configured, with credentials reduced to where they live."""
     lines = [
         "DVC configured in .dvc/config.local (git-ignored; .dvc/config untouched):",
         f"  cache.dir           = {settings.cache_dir}",
-        f"  cache.type          = {CACHE_TYPE}",
+        f"  cache.type          = {link_types}",
         f"  cache.shared        = {settings.cache_shared or '(unset: private cache)'}",
         f"  core.site_cache_dir = {settings.site_cache_dir}",
     ]
@@ -252,12 +277,13 @@ def setup_cluster(repo: Path, settings: ClusterSettings) -> str:
     ensure_writable_dir(settings.data_root, group_shared=False)
     for path in (settings.cache_dir, settings.site_cache_dir):
         ensure_writable_dir(path, group_shared=settings.cache_shared == "group")
-    configure_cache(repo, settings)
+    link_types = cache_type(repo, settings)
+    configure_cache(repo, settings, link_types)
     configure_remote(repo, settings)
     after = committed.read_bytes() if committed.exists() else None
     if before != after:
         raise ClusterSetupError("BUG: .dvc/config changed; restore it with `git checkout .dvc/config`")
-    return summary(settings)
+    return summary(settings, link_types)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
