@@ -11,4 +11,4 @@ repro: setup
 
 ## make test: set up, then run the test suite (what .ci/run runs)
 test: setup
-	python -m pytest -q tests
+	python -m pytest -q --durations=15 tests
