@@ -33,6 +33,18 @@ log = logging.getLogger("tavse.evaluate")
 SAMPLE_RATE = 16000
 ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
 CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full corpus
+DECIMALS = 6  # metric values are rounded: numpy's SIMD sums differ in the last ulp between processes
+
+
+def rounded(obj: Any) -> Any:
+    """``obj`` with every float rounded to DECIMALS, so results are byte-identical run to run."""
+    if isinstance(obj, float):
+        return round(obj, DECIMALS)
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(rounded(v) for v in obj)
+    return obj
 
 
 def build_test_list(cfg: Config) -> Path:
@@ -118,7 +130,7 @@ def _score_chunk(cfg: Config, ds: MixtureSet, mixtures: list[Mixture], systems: 
                 triples.append((clean, noisy, est))
                 metas.append(_meta(mixtures[i], name, condition))
     scored = evaluate_items(triples, metrics_row, cfg.evaluation.workers, f"{desc}: metrics", pool=pool)
-    return [{**meta, **s} for meta, s in zip(metas, scored)]
+    return [{**meta, **rounded(s)} for meta, s in zip(metas, scored)]
 
 
 class ModelSystem:
@@ -175,7 +187,7 @@ def summarise(rows: list[dict], seed: int) -> tuple[dict, dict]:
 
 def write_results(out: Path, rows: list[dict], seed: int, plot_system: str | None = None) -> dict:
     """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
-    headline, full = summarise(rows, seed)
+    headline, full = rounded(summarise(rows, seed))
     write_items(out / "items.csv", rows)
     write_json(out / "metrics.json", headline)
     write_json(out / "summary.json", full)

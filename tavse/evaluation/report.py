@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from tavse.config import Config
-from tavse.evaluation.evaluate import read_items
+from tavse.evaluation.evaluate import read_items, rounded
 from tavse.evaluation.metrics import METRICS
 from tavse.evaluation.stats import compare_variants, markdown_table
 from tavse.io import atomic_path, write_json
@@ -55,7 +55,7 @@ def compare(cfg: Config) -> dict:
         for key, s in summary.items():
             summaries[key] = s
     summaries["oracle IRM (ceiling)"] = ref["oracle_irm"]
-    tests = compare_variants(per_variant, METRICS, cfg.seed)
+    tests = rounded(compare_variants(per_variant, METRICS, cfg.seed))
     metrics = {t["metric"]: {} for t in tests}
     for t in tests:
         metrics[t["metric"]][f"{t['a']}_vs_{t['b']}"] = {
