@@ -33,13 +33,13 @@ log = logging.getLogger("tavse.evaluate")
 SAMPLE_RATE = 16000
 ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
 CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full corpus
-DECIMALS = 6  # metric values are rounded: numpy's SIMD sums differ in the last ulp between processes
+SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
 
 
 def rounded(obj: Any) -> Any:
-    """``obj`` with every float rounded to DECIMALS, so results are byte-identical run to run."""
+    """``obj`` with every float cut to SIGNIFICANT digits, so results are byte-identical run to run."""
     if isinstance(obj, float):
-        return round(obj, DECIMALS)
+        return float(f"{obj:.{SIGNIFICANT}g}")
     if isinstance(obj, dict):
         return {k: rounded(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
