@@ -26,8 +26,8 @@ BUCKET = "tavse-test"
 @pytest.fixture()
 def s3_endpoint(monkeypatch):
     """moto's S3 server on a free local port, with fake AWS credentials in the environment."""
-    boto3 = pytest.importorskip("boto3")
-    server_mod = pytest.importorskip("moto.server")
+    import boto3
+    import moto.server as server_mod
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)

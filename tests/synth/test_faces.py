@@ -18,7 +18,7 @@ from tavse.synth.faces import (
 )
 from tavse.vision.thermal_palette import iron_residual, iron_to_temperature
 
-mp = pytest.importorskip("mediapipe")
+import mediapipe as mp  # noqa: E402
 
 # (speaker, identity seed, camera position): both base photos, mirrored or not, and the
 # three frontal positions.

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.shared_fixtures import real_image
 from tavse.vision.thermal_palette import (
     IRON_LUT,
     iron_residual,
@@ -16,16 +16,12 @@ from tavse.vision.thermal_palette import (
     temperature_to_iron,
 )
 
-FIXTURE = Path("/work/shared/fixtures/speakingfaces-real/aligned_session_one.png")
 
 
 @pytest.fixture(scope="module")
 def real_thermal() -> np.ndarray:
     """The thermal panel (x in [464, 928)) of the real SpeakingFaces composite, as RGB."""
-    if not FIXTURE.exists():
-        pytest.skip(f"fixture missing: {FIXTURE}")
-    bgr = cv2.imread(str(FIXTURE), cv2.IMREAD_COLOR)
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[:, 464:928])
+    return np.ascontiguousarray(real_image("aligned_session_one.png")[:, 464:928])
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -78,8 +74,7 @@ def test_real_frame_lies_on_palette(real_thermal: np.ndarray) -> None:
     assert float(np.median(res)) < 2.0
     assert float(np.percentile(res, 99)) < 4.0
     # A natural photo is far from the palette, so the residual flags non-Iron input.
-    bgr = cv2.imread(str(FIXTURE), cv2.IMREAD_COLOR)
-    rgb_panel = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[:, :464]
+    rgb_panel = np.ascontiguousarray(real_image("aligned_session_one.png")[:, :464])
     assert float(np.median(iron_residual(rgb_panel))) > 30.0
 
 
