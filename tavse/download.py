@@ -657,12 +657,7 @@ def download_demand(
 ) -> list[Path]:
     """Download (or skip, if complete) the chosen DEMAND zips into ``out_dir``, MD5-verified."""
     with requests.Session() as session:
-        remotes = select_demand(
-            zenodo_files(
-                session, record_url, files_url, retries=retries, backoff=backoff
-            ),
-            envs,
-        )
+        remotes = select_demand(zenodo_files(session, record_url, files_url, retries=retries, backoff=backoff), envs)
         for remote in remotes:
             download_file(session, remote, out_dir, retries=retries, backoff=backoff)
     return [out_dir / r.name for r in remotes]
@@ -679,12 +674,7 @@ def status_demand(
 ) -> list[FileStatus]:
     """Local state of the chosen DEMAND zips against Zenodo's sizes, without downloading."""
     with requests.Session() as session:
-        remotes = select_demand(
-            zenodo_files(
-                session, record_url, files_url, retries=retries, backoff=backoff
-            ),
-            envs,
-        )
+        remotes = select_demand(zenodo_files(session, record_url, files_url, retries=retries, backoff=backoff), envs)
     return [file_status(out_dir, r) for r in remotes]
 
 
