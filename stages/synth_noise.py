@@ -6,5 +6,6 @@ from tavse.synth.noise import write_demand_corpus
 
 if __name__ == "__main__":
     setup_logging()
-    cfg = load_config().synth_noise
-    write_demand_corpus(cfg.out_dir, cfg.environments, cfg.duration_s, cfg.channels, load_config().seed)
+    cfg = load_config()
+    sn = cfg.synth_noise
+    write_demand_corpus(sn.out_dir, sn.environments, sn.duration_s, sn.channels, cfg.seed)

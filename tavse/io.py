@@ -73,10 +73,6 @@ class DeterministicZip:
         self._zip.close()
         self._ctx.__exit__(None, None, None)
 
-    def abort(self) -> None:
-        self._zip.close()
-        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
     def __enter__(self) -> "DeterministicZip":
         return self
 
