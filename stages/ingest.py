@@ -1,10 +1,31 @@
-"""Stage ``ingest``: SpeakingFaces archives → mouth-ROI LMDBs, 16 kHz audio, manifests, report."""
+"""Stage ``ingest``: SpeakingFaces archives → mouth-ROI LMDBs, 16 kHz audio, manifests, report.
+
+DVC runs it without arguments. ``--shard I/K`` (for the SLURM array of ``slurm/ingest.sbatch
+--shards K``, outside DVC) only builds the speaker shards of task I of K in the scratch folder;
+the stage run by ``dvc repro ingest`` afterwards finds them built and merges them.
+A SIGTERM stops it cleanly (worker processes too); finished shards are kept for the next run.
+"""
+
+import argparse
+import signal
+import sys
 
 from tavse.config import load_config
-from tavse.ingest import run_ingest
+from tavse.ingest import build_shards, parse_shard, run_ingest
 from tavse.logs import setup_logging
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shard", metavar="I/K", help="build only the shards of task I of K (0 <= I < K), no outputs")
+    args = ap.parse_args()
+    try:
+        shard = None if args.shard is None else parse_shard(args.shard)
+    except ValueError as exc:
+        ap.error(f"--shard: {exc}")
     setup_logging()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds: pool terminated
     cfg = load_config()
-    run_ingest(cfg.ingest, cfg.data)
+    if shard is None:
+        run_ingest(cfg.ingest, cfg.data)
+    else:
+        build_shards(cfg.ingest, cfg.data, *shard)

@@ -5,6 +5,10 @@ manifest rows) in a scratch folder keyed by the params, the code and the archive
 so a killed ingest resumes where it stopped. The shards are then merged in speaker order into
 one LMDB per split, so the output bytes do not depend on the number of workers or on how
 often the run was interrupted.
+
+Across machines (a SLURM job array, ``slurm/ingest.sbatch --shards K``), :func:`build_shards`
+builds the shards of one task of K outside DVC; ``dvc repro ingest`` (:func:`run_ingest`) then
+finds them built and only merges.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import io
 import json
 import logging
 import multiprocessing as mp
+import re
 import shutil
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -117,7 +122,7 @@ def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tupl
     rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where)
     wav = resample(utt.audio, utt.sample_rate, cfg.sample_rate)
     n_frames = len(rgb)
-    n_samples = int(round(n_frames * cfg.sample_rate / cfg.fps))
+    n_samples = round(n_frames * cfg.sample_rate / cfg.fps)
     wav = np.pad(wav, (0, max(0, n_samples - len(wav))))[:n_samples].astype(np.float32)
     loud = frame_loudness_db(wav, cfg.sample_rate, cfg.fps, n_frames)
     meta = {
@@ -171,7 +176,7 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                 res.rows.append({
                     "utt_id": u.key.utt_id, "speaker": speaker, "split": split, "trial": u.key.trial,
                     "position": u.key.position, "command": u.key.command, "n_frames": n,
-                    "n_samples": int(round(n * cfg.sample_rate / cfg.fps)), "duration_s": round(n / cfg.fps, 4),
+                    "n_samples": round(n * cfg.sample_rate / cfg.fps), "duration_s": round(n / cfg.fps, 4),
                     "detection_ratio": round(track.detection_ratio, 4),
                     "box_side_mean": round(float(b[:, 2].mean()), 2), "box_side_std": round(float(b[:, 2].std()), 2),
                     "box_centre_std": round(float(np.hypot(b[:, 0].std(), b[:, 1].std())), 2),
@@ -235,35 +240,116 @@ def _shard_batches(stores: list[Path]) -> Iterator[list[tuple[bytes, bytes]]]:
             yield batch
 
 
-def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> dict:
-    """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report."""
-    t0 = time.perf_counter()
-    archives = sfc.find_archives(data.speakingfaces_dir)
+@dataclass
+class IngestPlan:
+    """Every speaker shard of one ingest: where it lives and whether it is already built."""
+
+    work: Path                      # the scratch folder of the shards
+    archives: list[Path]            # every sub_{id}_ia.zip, in speaker order
+    shards: dict[Path, tuple[str, Path]]  # archive → (split, shard folder), speaker order
+    unsplit: list[str]              # archive names outside every split (not ingested)
+    subjects: dict
+
+    def done(self, archive: Path) -> bool:
+        return (self.shards[archive][1] / "result.json").is_file()
+
+    def job(self, archive: Path, cfg: IngestConfig) -> tuple[Path, str, IngestConfig, dict, Path]:
+        split, shard = self.shards[archive]
+        return archive, split, cfg, self.subjects, shard
+
+
+def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> IngestPlan:
+    """The shards of ``data.speakingfaces_dir`` and their scratch folders (keyed by params, code, content).
+
+    Raises FileNotFoundError naming the folder when it is missing or holds no archives.
+    """
+    folder = Path(data.speakingfaces_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder}: SpeakingFaces archive folder not found (params.yaml data.speakingfaces_dir). "
+            "It is the input of the ingest stage: for the embedded synthetic default the stage "
+            "synth_corpus writes it (`dvc repro synth_corpus`); for the real corpus download it "
+            "(`python -m tavse.download speakingfaces --out DIR`) and point data.speakingfaces_dir there")
+    archives = sfc.find_archives(folder)
     if not archives:
-        raise FileNotFoundError(f"{data.speakingfaces_dir}: no sub_{{id}}_ia.zip archives found")
-    subjects = read_subjects(data.subjects_csv)
+        raise FileNotFoundError(f"{folder}: no sub_{{id}}_ia.zip archives found (params.yaml data.speakingfaces_dir)")
     work = (work_dir or scratch_dir() / "ingest").resolve()
-    jobs, shards, unsplit = [], {}, []
+    shards, unsplit = {}, []
     for a in archives:
         split = data.split_of(sfc.speaker_id_of(a))
         if split is None:
             unsplit.append(a.name)
             log.warning("%s: speaker outside every split of %r, not ingested", a, data.speaker_split)
             continue
-        shard = work / f"sub_{sfc.speaker_id_of(a)}-{_archive_key(a, split, cfg)}"
-        shards[a] = (split, shard)
-        if not (shard / "result.json").is_file():
-            jobs.append((a, split, cfg, subjects, shard))
-    reused = len(shards) - len(jobs)
-    log.info("%d archives: %d shards to build, %d reused from %s", len(archives), len(jobs), reused, work)
-    if jobs:
-        if cfg.workers > 1 and len(jobs) > 1:
-            with mp.get_context("spawn").Pool(min(cfg.workers, len(jobs))) as pool:
-                for _ in tqdm(pool.imap_unordered(_run_job, jobs), total=len(jobs), desc="ingest speakers", unit="spk"):
-                    pass
-        else:
-            for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
-                ingest_speaker(*job)
+        shards[a] = (split, work / f"sub_{sfc.speaker_id_of(a)}-{_archive_key(a, split, cfg)}")
+    return IngestPlan(work, archives, shards, unsplit, read_subjects(data.subjects_csv))
+
+
+def _build(jobs: list, workers: int) -> None:
+    """Run ``ingest_speaker`` over ``jobs``, in a pool of ``workers`` processes when that helps."""
+    if not jobs:
+        return
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            for _ in tqdm(pool.imap_unordered(_run_job, jobs), total=len(jobs), desc="ingest speakers", unit="spk"):
+                pass
+    else:
+        for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
+            ingest_speaker(*job)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"I/K"`` → (I, K) with 0 ≤ I < K; ValueError with the reason otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+    if not m:
+        raise ValueError(f"shard {spec!r}: expected INDEX/COUNT with whole numbers, e.g. 0/4 (tasks 0..COUNT-1)")
+    index, count = int(m.group(1)), int(m.group(2))
+    _check_shard(index, count)
+    return index, count
+
+
+def _check_shard(index: int, count: int) -> None:
+    if count < 1:
+        raise ValueError(f"shard {index}/{count}: COUNT must be at least 1")
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: INDEX must be in 0..{count - 1} (tasks are numbered from 0)")
+
+
+def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
+                 work_dir: Path | None = None) -> dict[str, list[str]]:
+    """Build the shards of task ``index`` of ``count`` (no merge, no DVC output).
+
+    The archives that are in a split, in speaker order, are dealt round-robin: task ``index``
+    gets archives ``index``, ``index + count``, ... The shard folders are those of
+    :func:`run_ingest`, which afterwards finds them built and only merges. Returns the archive
+    names by outcome: ``built``, ``reused`` (already built), ``unsplit`` (outside every split;
+    listed by task 0 only).
+    """
+    for name, v in (("index", index), ("count", count)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"shard {index!r}/{count!r}: {name} must be a whole number")
+    _check_shard(index, count)
+    plan = plan_ingest(cfg, data, work_dir)
+    mine = list(plan.shards)[index::count]
+    todo = [a for a in mine if not plan.done(a)]
+    log.info("shard %d/%d: %d of %d archives (%s): %d to build, %d reused from %s", index, count, len(mine),
+             len(plan.shards), ", ".join(a.name for a in mine) or "none", len(todo), len(mine) - len(todo), plan.work)
+    _build([plan.job(a, cfg) for a in todo], cfg.workers)
+    outcome = {"built": [a.name for a in todo], "reused": [a.name for a in mine if a not in todo],
+               "unsplit": plan.unsplit if index == 0 else []}
+    log.info("shard %d/%d done: built %d, reused %d", index, count, len(outcome["built"]), len(outcome["reused"]))
+    return outcome
+
+
+def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> dict:
+    """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report."""
+    t0 = time.perf_counter()
+    plan = plan_ingest(cfg, data, work_dir)
+    shards = plan.shards
+    todo = [a for a in shards if not plan.done(a)]
+    reused = len(shards) - len(todo)
+    log.info("%d archives: %d shards to build, %d reused from %s", len(plan.archives), len(todo), reused, plan.work)
+    _build([plan.job(a, cfg) for a in todo], cfg.workers)
     results = {a: _load_result(shards[a][1]) for a in shards}
 
     out = Path(cfg.out_dir)
@@ -279,7 +365,7 @@ def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None
             w.writeheader()
             w.writerows(skipped)
 
-    report = build_report(results.values(), skipped, unsplit, data)
+    report = build_report(results.values(), skipped, plan.unsplit, data)
     write_json(cfg.report, report)
     for _, shard in shards.values():
         shutil.rmtree(shard, ignore_errors=True)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tavse.corpus.store import UtteranceStore
-from tavse.ingest import run_ingest
+from tavse.ingest import build_shards, parse_shard, run_ingest
 from tests.conftest import ROOT, tiny_params, with_ingest
 from tests.sfzip import Utt, blank_utt, wav, write_archive
 
@@ -61,7 +61,7 @@ def test_outputs_manifests_and_report(ingested):
 
 def test_crops_follow_the_speech(ingested):
     """Lip gap from the landmarks (in the crops) tracks the clean speech loudness."""
-    cfg, report = ingested
+    _, report = ingested
     for split in ("train", "val", "test"):
         assert report["splits"][split]["av_sync_r_mean"] > 0.6
 
@@ -97,6 +97,73 @@ def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
     second = subprocess.run(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, check=True)
     assert f"{done} reused" in second.stderr
     assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
+
+
+def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_path, caplog):
+    """Tasks 0/2 and 1/2 (two concurrent processes) build every shard; the stage then only merges."""
+    cfg, _ = ingested
+    params = tiny_params(tmp_path)
+    params["data"]["speakingfaces_dir"] = cfg.data.speakingfaces_dir
+    params["data"]["subjects_csv"] = cfg.data.subjects_csv
+    params["ingest"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    scratch = tmp_path / "scratch"
+    env = dict(os.environ, TAVSE_SCRATCH_DIR=str(scratch), PYTHONPATH=str(ROOT))
+    tasks = [subprocess.Popen([sys.executable, "-m", "stages.ingest", "--shard", f"{i}/2"], cwd=tmp_path, env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    logs = [t.communicate(timeout=300)[1] for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], logs
+    archives = sorted(Path(cfg.data.speakingfaces_dir).glob("sub_*_ia.zip"), key=lambda p: int(p.name.split("_")[1]))
+    assert len(archives) == 4
+    for i, log in enumerate(logs):  # round-robin over the archives in speaker order
+        mine = ", ".join(a.name for a in archives[i::2])
+        assert f"shard {i}/2: 2 of 4 archives ({mine}): 2 to build, 0 reused" in log, log
+    assert len(list((scratch / "ingest").glob("*/result.json"))) == 4
+    assert not (tmp_path / "ingest").exists()  # shards only, no stage output
+
+    # Built shards are reused, not rebuilt; the same keys as the stage's.
+    ing = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
+    assert build_shards(ing.ingest, ing.data, 1, 2, work_dir=scratch / "ingest") == {
+        "built": [], "reused": [a.name for a in archives[1::2]], "unsplit": []}
+    with caplog.at_level("INFO", logger="tavse.ingest"):
+        run_ingest(ing.ingest, ing.data, work_dir=scratch / "ingest")
+    assert "4 archives: 0 shards to build, 4 reused" in caplog.text
+    assert list((scratch / "ingest").iterdir()) == []
+    assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
+    assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("3/2", r"shard 3/2: INDEX must be in 0\.\.1"),
+    ("2/2", r"shard 2/2: INDEX must be in 0\.\.1"),
+    ("0/0", r"shard 0/0: COUNT must be at least 1"),
+    ("a/b", r"shard 'a/b': expected INDEX/COUNT with whole numbers"),
+    ("1", r"shard '1': expected INDEX/COUNT"),
+    ("-1/2", r"shard '-1/2': expected INDEX/COUNT"),
+    ("1.0/2", r"expected INDEX/COUNT with whole numbers"),
+])
+def test_bad_shard_spec_is_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_shard(spec)
+
+
+def test_bad_shard_fails_clearly(tiny_corpus, tmp_path):
+    cfg = tiny_corpus
+    with pytest.raises(ValueError, match=r"shard 3/2: INDEX must be in 0\.\.1"):
+        build_shards(cfg.ingest, cfg.data, 3, 2, work_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"index must be a whole number"):
+        build_shards(cfg.ingest, cfg.data, "0", 2, work_dir=tmp_path)
+    assert not tmp_path.joinpath("sub_1").exists() and list(tmp_path.iterdir()) == []
+    # The stage's command line: exit 2, the reason on stderr, nothing built.
+    res = subprocess.run([sys.executable, "-m", "stages.ingest", "--shard", "0/0"], cwd=tmp_path, capture_output=True,
+                         text=True, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT), TAVSE_SCRATCH_DIR=str(tmp_path)))
+    assert res.returncode == 2 and "--shard: shard 0/0: COUNT must be at least 1" in res.stderr, res.stderr
+    # A missing archive folder: its path, and the stage that writes it.
+    import dataclasses
+    gone = dataclasses.replace(cfg.data, speakingfaces_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/nowhere: SpeakingFaces archive folder not found.*"
+                                                r"`dvc repro synth_corpus`"):
+        build_shards(cfg.ingest, gone, 0, 2, work_dir=tmp_path)
 
 
 def _face_utt(**kw) -> Utt:
