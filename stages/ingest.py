@@ -8,10 +8,9 @@ A SIGTERM stops it cleanly (worker processes too); finished shards are kept for 
 
 import argparse
 import signal
-import sys
 
 from tavse.config import load_config
-from tavse.ingest import build_shards, parse_shard, run_ingest
+from tavse.ingest import build_shards, exit_on_signal, parse_shard, run_ingest
 from tavse.logs import setup_logging
 
 if __name__ == "__main__":
@@ -23,7 +22,7 @@ if __name__ == "__main__":
     except ValueError as exc:
         ap.error(f"--shard: {exc}")
     setup_logging()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds: pool terminated
+    signal.signal(signal.SIGTERM, exit_on_signal)
     cfg = load_config()
     if shard is None:
         run_ingest(cfg.ingest, cfg.data)

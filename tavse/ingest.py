@@ -22,6 +22,7 @@ import logging
 import multiprocessing as mp
 import re
 import shutil
+import signal
 import time
 import zipfile
 from collections import Counter
@@ -210,8 +211,18 @@ def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
         return params_hash({"name": archive.name, "size": st.st_size, "code": _code_hash(), "split": split})
 
 
+def exit_on_signal(signum: int, frame=None) -> None:
+    """A SIGTERM handler: unwind (temporary shard folders removed, pool workers terminated), exit 128+signum.
+
+    Further signals are ignored while unwinding, so that a repeated SIGTERM cannot cut the cleanup short.
+    """
+    signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
 def _run_job(job: tuple[Path, str, IngestConfig, dict, Path]) -> SpeakerResult:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, exit_on_signal)  # Pool.terminate() after the stage was stopped
     return ingest_speaker(*job)
 
 
