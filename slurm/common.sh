@@ -6,6 +6,8 @@
 # Outside a job (the script run directly: `slurm/train.sbatch ...`) it submits the script with
 # sbatch, taking the partition (and GRES for gpu jobs) from .env, and exits. Extra sbatch options:
 # call `sbatch [options] slurm/X.sbatch ...` from the repository root instead, or set SBATCH_* vars.
+# A script that submits jobs itself sets TAVSE_SELF_SUBMIT=0 first: outside a job common.sh then
+# only loads .env and defines tavse_activate and tavse_sbatch_opts (the options of that submission).
 # Inside a job it cds to the repository, loads .env, activates the venv or conda env named there,
 # exports TAVSE_SCRATCH_DIR (absolute), installs the USR1/TERM traps and prints the ready line.
 # Then the script runs its command with `tavse_run CMD...`, which forwards a USR1/TERM to the
@@ -25,37 +27,55 @@ tavse_load_env() {
     fi
 }
 
+# The venv or conda env named in .env (default: .venv in the repository), if any.
+tavse_activate() {
+    if [[ -n ${TAVSE_CONDA_ENV:-} ]]; then
+        # shellcheck disable=SC1091
+        eval "$(conda shell.bash hook)" && conda activate "$TAVSE_CONDA_ENV"
+    elif [[ -n ${TAVSE_VENV:-} || -d $TAVSE_REPO/.venv ]]; then
+        local venv=${TAVSE_VENV:-$TAVSE_REPO/.venv}
+        [[ $venv = /* ]] || venv=$TAVSE_REPO/$venv
+        # shellcheck disable=SC1091
+        source "$venv/bin/activate"
+    fi
+}
+
+# tavse_sbatch_opts KIND SCRIPT [LOG]: the sbatch options of a submission of SCRIPT, in the array
+# TAVSE_SBATCH_OPTS: the repository as working directory and TAVSE_REPO, the partition (and GRES
+# for KIND gpu) from .env, the log .tavse/slurm-logs/LOG (default %x-%j.out, %x-%A_%a.out for a
+# script with an #SBATCH --array line).
+tavse_sbatch_opts() {
+    local kind=$1 script=$2 log=${3:-} part
+    TAVSE_SBATCH_OPTS=(--chdir="$TAVSE_REPO" --export="ALL,TAVSE_REPO=$TAVSE_REPO")
+    if [[ $kind == gpu ]]; then
+        part=${TAVSE_SLURM_GPU_PARTITION:-${TAVSE_SLURM_PARTITION:-}}
+        if [[ -n ${TAVSE_SLURM_GRES:-} ]]; then TAVSE_SBATCH_OPTS+=(--gres="$TAVSE_SLURM_GRES"); fi
+    else
+        part=${TAVSE_SLURM_PARTITION:-}
+    fi
+    if [[ -n $part ]]; then TAVSE_SBATCH_OPTS+=(--partition="$part"); fi
+    mkdir -p "$TAVSE_REPO/.tavse/slurm-logs"
+    if [[ -z $log ]]; then
+        log=%x-%j.out
+        if grep -q '^#SBATCH --array' "$script"; then log=%x-%A_%a.out; fi
+    fi
+    TAVSE_SBATCH_OPTS+=(--output="$TAVSE_REPO/.tavse/slurm-logs/$log")
+}
+
 # ---------------------------------------------------------------- outside a job: submit ourselves
 if [[ -z ${SLURM_JOB_ID:-} ]]; then
     tavse_load_env
-    _tavse_opts=(--chdir="$TAVSE_REPO" --export="ALL,TAVSE_REPO=$TAVSE_REPO")
-    if [[ $_tavse_kind == gpu ]]; then
-        _tavse_part=${TAVSE_SLURM_GPU_PARTITION:-${TAVSE_SLURM_PARTITION:-}}
-        if [[ -n ${TAVSE_SLURM_GRES:-} ]]; then _tavse_opts+=(--gres="$TAVSE_SLURM_GRES"); fi
-    else
-        _tavse_part=${TAVSE_SLURM_PARTITION:-}
+    if [[ ${TAVSE_SELF_SUBMIT:-1} == 0 ]]; then
+        return 0
     fi
-    if [[ -n $_tavse_part ]]; then _tavse_opts+=(--partition="$_tavse_part"); fi
-    mkdir -p "$TAVSE_REPO/.tavse/slurm-logs"
-    _tavse_log=%x-%j.out
-    if grep -q '^#SBATCH --array' "$0"; then _tavse_log=%x-%A_%a.out; fi
-    _tavse_opts+=(--output="$TAVSE_REPO/.tavse/slurm-logs/$_tavse_log")
-    exec sbatch "${_tavse_opts[@]}" "$0" "$@"
+    tavse_sbatch_opts "$_tavse_kind" "$0"
+    exec sbatch "${TAVSE_SBATCH_OPTS[@]}" "$0" "$@"
 fi
 
 # ---------------------------------------------------------------- inside a job
 cd "$TAVSE_REPO"
 tavse_load_env
-
-if [[ -n ${TAVSE_CONDA_ENV:-} ]]; then
-    # shellcheck disable=SC1091
-    eval "$(conda shell.bash hook)" && conda activate "$TAVSE_CONDA_ENV"
-elif [[ -n ${TAVSE_VENV:-} || -d $TAVSE_REPO/.venv ]]; then
-    _tavse_venv=${TAVSE_VENV:-$TAVSE_REPO/.venv}
-    [[ $_tavse_venv = /* ]] || _tavse_venv=$TAVSE_REPO/$_tavse_venv
-    # shellcheck disable=SC1091
-    source "$_tavse_venv/bin/activate"
-fi
+tavse_activate
 
 TAVSE_SCRATCH_DIR=${TAVSE_SCRATCH_DIR:-$TAVSE_REPO/.tavse/scratch}
 [[ $TAVSE_SCRATCH_DIR = /* ]] || TAVSE_SCRATCH_DIR=$TAVSE_REPO/$TAVSE_SCRATCH_DIR
@@ -70,9 +90,10 @@ TAVSE_SIGNAL=""   # USR1 or TERM once one has arrived
 TAVSE_FORWARD_USR1_AS=${TAVSE_FORWARD_USR1_AS:-USR1}
 TAVSE_CHILD=""    # pid of the command run by tavse_run
 
-# The stage processes (python -m stages.X) below the command started by tavse_run.
+# The stage processes (python -m stages.X): the command started by tavse_run and those below it.
 _tavse_stage_pids() {
     local queue=("$TAVSE_CHILD") pid kid
+    tr '\0' ' ' <"/proc/$TAVSE_CHILD/cmdline" 2>/dev/null | grep -q -- '-m stages\.' && echo "$TAVSE_CHILD"
     while ((${#queue[@]})); do
         pid=${queue[0]}
         queue=("${queue[@]:1}")

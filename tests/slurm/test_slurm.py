@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import ROOT
 from tests.test_pipeline import BIN, TINY, clone_repo, dvc, set_params
@@ -88,6 +89,64 @@ def test_single_stage_via_repro_sbatch(cluster, repo):
     assert "tavse: ready" in out and "Running stage 'test_mixtures'" in out, out
     assert (repo / "data" / "mixtures" / "test.csv").is_file()
     assert json.loads(dvc(repo, "status", "test_mixtures", "--json").stdout) == {}
+
+
+def test_sharded_ingest_prep_array_merge_gives_the_plain_result(cluster, repo):
+    """`slurm/ingest.sbatch --shards 2`: prep job, 2 array tasks (one stopped by USR1 and requeued), merge."""
+    def ingest_md5() -> str | None:
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())
+        return next((o["md5"] for o in lock["stages"].get("ingest", {}).get("outs", [])), None)
+
+    plain = ingest_md5()  # the fixture's plain `dvc repro` of the data stages
+    assert plain
+    # Make ingest really run again: no output, no lock entry, no run-cache entry to restore it from.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    del lock["stages"]["ingest"]
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.rmtree(repo / "data" / "ingest")
+    shutil.rmtree(repo / ".dvc" / "cache" / "runs", ignore_errors=True)
+    scratch = repo.parent / "scratch" / "ingest"
+    assert not scratch.exists() or not list(scratch.iterdir())
+
+    t = time.perf_counter()
+    env = {k: v for k, v in cluster.items() if not k.startswith("SLURM_JOB")}
+    sub = subprocess.run([str(repo / "slurm" / "ingest.sbatch"), "--shards", "2"], cwd=repo, env=env,
+                         capture_output=True, text=True, check=False)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    assert "prep job" in sub.stdout and "dvc repro synth_corpus" in sub.stdout, sub.stdout
+    prep, array, merge = re.search(r"tavse: jobs (\d+) (\d+) (\d+)", sub.stdout).groups()
+    slurm_logs = repo / ".tavse" / "slurm-logs"
+    # Stop task 0 as soon as it runs: it gets SIGTERM, is requeued, and builds its shards on restart.
+    task0 = slurm_logs / f"tavse-ingest-shard-{array}_0.out"
+    _wait_for(lambda: task0.is_file() and "tavse: ready" in task0.read_text(), 120, "array task 0 to start")
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{array}_0"], env=cluster, check=True)
+
+    def gone(job: str) -> bool:
+        res = subprocess.run(["squeue", "-h", "-j", job], env=cluster, capture_output=True, text=True, check=False)
+        return not res.stdout.strip() and (res.returncode == 0 or "Invalid job id" in res.stderr)
+    _wait_for(lambda: gone(merge), 300, "the merge job")
+    TIMINGS["sharded ingest (prep + 2 tasks, one requeued, + merge)"] = time.perf_counter() - t
+
+    done = {(r.get("Name"), r.get("ArrayJobId", ""), r.get("ArrayTaskId", "")): r for r in jobcomp(cluster)
+            if r.get("JobState") == "COMPLETED" and int(r["JobId"]) >= int(prep)}
+    assert ("tavse-ingest-prep", "", "") in done, done.keys()
+    assert {("tavse-ingest-shard", array, "0"), ("tavse-ingest-shard", array, "1")} <= done.keys(), done.keys()
+    assert ("tavse-ingest", "", "") in done, done.keys()
+    # The merge started after both tasks ended (afterok), task 0 after its requeue included.
+    tasks = [done["tavse-ingest-shard", array, i] for i in "01"]
+    assert done["tavse-ingest", "", ""]["StartTime"] >= max(r["EndTime"] for r in tasks)
+
+    out0 = task0.read_text()
+    assert "got SIGUSR1" in out0 and "requeueing job" in out0 and "restart=1" in out0, out0
+    assert "shard 0/2 done: built 2, reused 0" in out0, out0
+    out1 = (slurm_logs / f"tavse-ingest-shard-{array}_1.out").read_text()
+    assert "shard 1/2 done: built 2, reused 0" in out1, out1
+    merged = (slurm_logs / f"tavse-ingest-{merge}.out").read_text()
+    assert "Running stage 'ingest'" in merged and "4 archives: 0 shards to build, 4 reused" in merged, merged
+    assert list(scratch.iterdir()) == []  # merged shards removed, no half-built shard left by the stop
+
+    assert json.loads(dvc(repo, "status", "ingest", "--json").stdout) == {}
+    assert ingest_md5() == plain
 
 
 def test_array_trains_four_variants_concurrently_and_workspace_sees_them(cluster, repo):
