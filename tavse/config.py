@@ -156,7 +156,7 @@ class TrainConfig:
 
     segment_frames: int          # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
     batch_size: int
-    grad_accum: int              # effective batch = batch_size x grad_accum (x GPUs)
+    grad_accum: int              # effective batch = batch_size x grad_accum, split over the GPUs (any count)
     max_steps: int               # optimiser steps
     warmup_steps: int
     lr: float

@@ -23,16 +23,16 @@ MODALITIES: tuple[str, ...] = ("rgb", "thermal")  # canonical order of the visua
 IN_CHANNELS: dict[str, int] = {"rgb": 3, "thermal": 1}
 
 
-def draw_stream_keep(batch: int, n_streams: int, p: float) -> Tensor:
+def draw_stream_keep(batch: int, n_streams: int, p: float, generator: torch.Generator | None = None) -> Tensor:
     """(batch, n_streams) bool: which streams each sample keeps under modality dropout.
 
     Each stream is dropped with probability ``p``; a sample that drew all its streams for
-    dropping keeps one of them, chosen uniformly. Draws come from the global CPU torch RNG
-    (whatever the model's device), so saving/restoring that RNG state reproduces them.
+    dropping keeps one of them, chosen uniformly. Draws come from ``generator``, else from the
+    global CPU torch RNG (whatever the model's device).
     """
-    keep = torch.rand(batch, n_streams) >= p
+    keep = torch.rand(batch, n_streams, generator=generator) >= p
     none_kept = ~keep.any(dim=1)
-    rescue = torch.randint(n_streams, (batch,))
+    rescue = torch.randint(n_streams, (batch,), generator=generator)
     keep[none_kept, rescue[none_kept]] = True
     return keep
 
@@ -74,13 +74,17 @@ class TAVSE(nn.Module):
                 len(modalities), cfg.hop_length,
             )
 
-    def forward(self, noisy: Tensor, visual: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+    def forward(self, noisy: Tensor, visual: Mapping[str, Tensor] | None = None,
+                keep_mask: Tensor | None = None) -> dict[str, Any]:
         """Enhance ``noisy`` (B, N) with the variant's visual streams.
 
         Args:
             noisy: 16 kHz waveform (B, N).
             visual: ``{"rgb": (B, T, 3, S, S), "thermal": (B, T, 1, S, S)}`` in [0, 1], T video
                 frames spanning the same time as the N samples; only this variant's streams are read.
+            keep_mask: (B, n_streams) bool, the modality-dropout draw to apply in training
+                (data-parallel ranks pass their slice of one draw for the global batch); drawn
+                here with :func:`draw_stream_keep` when None.
 
         Returns:
             ``enhanced`` (B, N); ``mask`` (B, F, frames) in (0, 1); ``gates`` {modality: (B,)} when
@@ -105,7 +109,9 @@ class TAVSE(nn.Module):
                 raise ValueError("visual streams and audio differ in batch size")
             keep = torch.ones(batch, len(streams), dtype=torch.bool)
             if self.training and self.modality_dropout > 0:
-                keep = draw_stream_keep(batch, len(streams), self.modality_dropout)
+                keep = draw_stream_keep(batch, len(streams), self.modality_dropout) if keep_mask is None else keep_mask.cpu()
+                if keep.shape != (batch, len(streams)):
+                    raise ValueError(f"keep_mask must be ({batch}, {len(streams)}), got {tuple(keep.shape)}")
                 # Zero the encoded features, not the frames: the fusion sees "no stream" as zeros
                 # and the trunk's BatchNorm statistics are not skewed by blank frames.
                 streams = [s * keep[:, i].to(s.device, s.dtype).view(-1, 1, 1) for i, s in enumerate(streams)]

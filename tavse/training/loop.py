@@ -20,16 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from tavse.config import Config, params_hash
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
+from tavse.data.staging import stage_copy, staging_root
 from tavse.io import atomic_path
 from tavse.losses import enhancement_loss, si_snr
-from tavse.models import TAVSE, parameter_counts
+from tavse.models import TAVSE, draw_stream_keep, parameter_counts
 from tavse.paths import scratch_dir
+from tavse.seeding import stable_seed
+from tavse.training import distributed
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import Preempted, StopRequest
 from tavse.training.state import Progress, load_state, save_state
@@ -41,25 +45,38 @@ class EpochSampler(Sampler[int]):
     """A seeded permutation per epoch, cut to whole optimiser steps, started part-way when resuming.
 
     Cutting the tail keeps every step's micro-batches inside one epoch, so a step boundary is
-    always a clean place to save and resume.
+    always a clean place to save and resume. The order is that of the global batches; with
+    several data-parallel ranks each rank yields its slice of every global micro-batch, so the
+    ranks together see exactly what a single process sees.
+
+    Args:
+        n: dataset size. seed, epoch: the permutation. batch_size: global micro-batch size.
+        grad_accum: micro-batches per optimiser step. skip_batches: global micro-batches of this
+        epoch already consumed. rank_slice: this rank's part of a global micro-batch.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int, per_step: int, skip: int):
-        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
+    def __init__(self, n: int, seed: int, epoch: int, batch_size: int, grad_accum: int, skip_batches: int,
+                 rank_slice: slice = slice(None)):
+        self.n, self.seed, self.epoch, self.batch_size, self.rank_slice = n, seed, epoch, batch_size, rank_slice
+        per_step = batch_size * grad_accum
         self.used = (n // per_step) * per_step
+        self.skip = skip_batches * batch_size
         if self.used == 0:
             raise ValueError(f"{n} training segments are fewer than one optimiser step needs ({per_step}): "
                              "lower train.batch_size or train.grad_accum, or ingest more data")
 
     def order(self) -> list[int]:
+        """The epoch's global order of sample indices (whole optimiser steps)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(self.n, generator=g).tolist()[: self.used]
 
     def __iter__(self):
-        return iter(self.order()[self.skip:])
+        rest = self.order()[self.skip:]
+        b = self.batch_size
+        return iter([i for k in range(0, len(rest), b) for i in rest[k:k + b][self.rank_slice]])
 
     def __len__(self) -> int:
-        return self.used - self.skip
+        return len(range(self.batch_size)[self.rank_slice]) * ((self.used - self.skip) // self.batch_size)
 
 
 def data_hashes(cfg: Config) -> dict[str, str]:
@@ -75,15 +92,17 @@ def data_hashes(cfg: Config) -> dict[str, str]:
     return {p: found.get(p, "unknown (not in dvc.lock)") for p in sorted(wanted)}
 
 
-def device_setup() -> tuple[torch.device, torch.dtype | None, bool]:
-    """Device, autocast dtype (None on CPU: full precision) and whether a grad scaler is needed."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu"), None, False
+def device_setup(device: torch.device | None = None) -> tuple[torch.device, torch.dtype | None, bool]:
+    """Device (default: the first GPU, else CPU), autocast dtype (None on CPU: full precision), grad scaler needed."""
+    if device is None:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type != "cuda":
+        return device, None, False
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     if torch.cuda.is_bf16_supported():
-        return torch.device("cuda"), torch.bfloat16, False
-    return torch.device("cuda"), torch.float16, True
+        return device, torch.bfloat16, False
+    return device, torch.float16, True
 
 
 def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -126,25 +145,44 @@ def run_key(cfg: Config, variant: str) -> str:
     })
 
 
-def train_variant(cfg: Config, variant: str) -> dict:
-    """Train ``variant`` to the end (or early stop) and write its DVC outputs; return the summary."""
+def train_variant(cfg: Config, variant: str) -> dict | None:
+    """Train ``variant`` to the end (or early stop) and write its DVC outputs; return the summary.
+
+    Runs as one rank of a data-parallel run when the environment describes one (see
+    :mod:`tavse.training.distributed`); rank 0 writes every file and returns the summary,
+    the other ranks return None.
+    """
     if variant not in cfg.variants:
         raise ValueError(f"unknown variant {variant!r}; params.yaml declares {sorted(cfg.variants)}")
+    ctx = distributed.setup()
+    try:
+        return _train(cfg, variant, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | None:
     tc = cfg.train
     modalities = cfg.variants[variant]
-    device, amp_dtype, use_scaler = device_setup()
-    ingest = Path(cfg.ingest.out_dir)
+    rank_slice = ctx.rank_slice(tc.batch_size)
+    device, amp_dtype, use_scaler = device_setup(ctx.device)
     torch.manual_seed(cfg.seed)
-    model = TAVSE(cfg.model, modalities, cfg.ingest.roi_size).to(device)
-    counts = parameter_counts(model)
-    log.info("%s: modalities %s, parameters %s", variant, modalities or "audio only", counts)
+    net = TAVSE(cfg.model, modalities, cfg.ingest.roi_size)
+    if ctx.distributed:
+        distributed.cross_rank_batchnorm(net)
+    net.to(device)
+    counts = parameter_counts(net)
+    if ctx.is_main:
+        log.info("%s: modalities %s, parameters %s, %d process(es), %d sample(s) per process per micro-batch",
+                 variant, modalities or "audio only", counts, ctx.world_size, len(range(tc.batch_size)[rank_slice]))
 
-    train_set = TrainingSet(ingest / "lmdb" / "train", ingest / "manifests" / "train.csv", cfg.noise.out_dir, "train",
-                            tc.segment_frames, cfg.mix.snrs_db, cfg.seed, modalities)
-    val_set = MixtureSet(ingest / "lmdb" / "val", cfg.noise.out_dir, read_mixture_list(cfg.validation.out), modalities)
+    data = staged_inputs(cfg, ctx)
+    train_set = TrainingSet(data["ingest"] / "lmdb" / "train", data["ingest"] / "manifests" / "train.csv",
+                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, cfg.seed, modalities)
+    val_set = MixtureSet(data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities)
     val_loader = DataLoader(val_set, batch_size=tc.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
+    optimizer = torch.optim.AdamW(param_groups(net, tc.weight_decay), lr=tc.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -153,104 +191,157 @@ def train_variant(cfg: Config, variant: str) -> dict:
     state_path = scratch_dir().resolve() / "train" / f"{variant}-{key}" / "state.pt"
     live_dir = Path(tc.dvclive_dir) / variant
     if state_path.is_file():
-        progress, best_weights = load_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        log.info("resuming %s from %s at step %d (epoch %d, batch %d)", variant, state_path, progress.step,
-                 progress.epoch, progress.batch_in_epoch)
+        progress, best_weights = load_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        if ctx.is_main:
+            log.info("resuming %s from %s at step %d (epoch %d, batch %d)", variant, state_path, progress.step,
+                     progress.epoch, progress.batch_in_epoch)
     else:
         progress, best_weights = Progress(), None
-        shutil.rmtree(live_dir, ignore_errors=True)  # a fresh run starts fresh curves
+        if ctx.is_main:
+            shutil.rmtree(live_dir, ignore_errors=True)  # a fresh run starts fresh curves
+    if not ctx.is_main:
+        best_weights = None  # only rank 0 writes them
+    model: torch.nn.Module = net
+    if ctx.distributed:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    from dvclive import Live  # imported lazily: it pulls in DVC
+    live = None
+    if ctx.is_main:
+        from dvclive import Live  # imported lazily: it pulls in DVC
 
-    live = Live(str(live_dir), resume=progress.step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+        live = Live(str(live_dir), resume=progress.step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
     stop = StopRequest()
-    bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True,
+               disable=not ctx.is_main)
+    n_streams = len(modalities)
     samples_seen, t_start = 0, time.perf_counter()
     try:
         while progress.step < tc.max_steps and not progress.stopped_early:
             train_set.set_epoch(progress.epoch)
-            sampler = EpochSampler(len(train_set), cfg.seed, progress.epoch, tc.batch_size * tc.grad_accum,
-                                   progress.batch_in_epoch * tc.batch_size)
-            loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
-                                num_workers=tc.num_workers, collate_fn=collate,
+            sampler = EpochSampler(len(train_set), cfg.seed, progress.epoch, tc.batch_size, tc.grad_accum,
+                                   progress.batch_in_epoch, rank_slice)
+            loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
+                                drop_last=True, num_workers=tc.num_workers, collate_fn=collate,
                                 generator=torch.Generator().manual_seed(cfg.seed + progress.epoch),
                                 persistent_workers=False)
             micro = 0
             for batch in loader:
                 noisy, clean, visual = _to(batch, device)
-                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                    out = model(noisy, visual)
-                loss, parts = enhancement_loss(out["enhanced"], clean, tc.mag_loss_weight, cfg.model.n_fft,
-                                               cfg.model.win_length, cfg.model.hop_length)
-                (scaler.scale(loss / tc.grad_accum) if scaler else loss / tc.grad_accum).backward()
-                progress.batch_in_epoch += 1
+                keep = None
+                if n_streams and cfg.model.modality_dropout > 0:
+                    # One draw per global micro-batch, seeded by its place in the run: the same on
+                    # every rank and after a resume, whatever else used the global RNG.
+                    g = torch.Generator().manual_seed(
+                        stable_seed("modality_dropout", cfg.seed, progress.epoch, progress.batch_in_epoch))
+                    keep = draw_stream_keep(tc.batch_size, n_streams, cfg.model.modality_dropout, g)[rank_slice]
                 micro += 1
-                progress.loss_sum += float(loss)
+                last_micro = micro % tc.grad_accum == 0
+                sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
+                with sync:
+                    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                        out = model(noisy, visual, keep)
+                    loss, _ = enhancement_loss(out["enhanced"], clean, tc.mag_loss_weight, cfg.model.n_fft,
+                                                   cfg.model.win_length, cfg.model.hop_length)
+                    (scaler.scale(loss / tc.grad_accum) if scaler else loss / tc.grad_accum).backward()
+                progress.batch_in_epoch += 1
+                loss_value = distributed.mean_over_ranks(ctx, float(loss))
+                progress.loss_sum += loss_value
                 progress.loss_count += 1
-                samples_seen += noisy.shape[0]
-                if micro % tc.grad_accum:
+                samples_seen += noisy.shape[0] * ctx.world_size
+                if not last_micro:
                     continue
                 if scaler:
                     scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
                 (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 progress.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
+                bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
 
                 if progress.step % tc.eval_every == 0 or progress.step == tc.max_steps:
-                    metrics = validate(model, val_loader, device, amp_dtype)
-                    metrics["train_loss"] = progress.loss_sum / max(1, progress.loss_count)
-                    metrics["lr"] = optimizer.param_groups[0]["lr"]
+                    metrics = None
+                    if ctx.is_main:
+                        metrics = validate(net, val_loader, device, amp_dtype)
+                        metrics["train_loss"] = progress.loss_sum / max(1, progress.loss_count)
+                        metrics["lr"] = optimizer.param_groups[0]["lr"]
+                    metrics = distributed.from_main(ctx, metrics)
                     progress.loss_sum, progress.loss_count = 0.0, 0
                     improved = metrics["si_snr"] > progress.best_metric
                     if improved:
                         progress.best_metric, progress.best_step = metrics["si_snr"], progress.step
                         progress.evals_without_improvement = 0
-                        best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                        if ctx.is_main:
+                            best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                     else:
                         progress.evals_without_improvement += 1
                     progress.history.append({"step": progress.step, **metrics})
-                    live.step = progress.step
-                    for k, v in metrics.items():
-                        live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
-                    live.next_step()
-                    tqdm.write(f"[{variant}] step {progress.step}: val SI-SNR {metrics['si_snr']:.2f} dB, "
-                               f"SI-SNRi {metrics['si_snri']:.2f} dB, train loss {metrics['train_loss']:.3f}"
-                               + (" *" if improved else ""))
+                    if live is not None:
+                        live.step = progress.step
+                        for k, v in metrics.items():
+                            live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
+                        live.next_step()
+                        tqdm.write(f"[{variant}] step {progress.step}: val SI-SNR {metrics['si_snr']:.2f} dB, "
+                                   f"SI-SNRi {metrics['si_snri']:.2f} dB, train loss {metrics['train_loss']:.3f}"
+                                   + (" *" if improved else ""))
                     if progress.evals_without_improvement >= tc.patience:
                         progress.stopped_early = True
-                        log.info("%s: early stop at step %d (best step %d)", variant, progress.step, progress.best_step)
+                        if ctx.is_main:
+                            log.info("%s: early stop at step %d (best step %d)", variant, progress.step, progress.best_step)
 
                 done = progress.step >= tc.max_steps or progress.stopped_early
-                if stop.requested or (progress.step % tc.checkpoint_every == 0 and not done):
-                    save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                stopping = distributed.any_rank(ctx, stop.requested is not None)
+                if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
+                    save_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                progress=progress, best_weights=best_weights)
-                if stop.requested:
-                    log.warning("%s: %s received; state saved at step %d to %s, exiting for requeue",
-                                variant, stop.requested, progress.step, state_path)
-                    raise Preempted(stop.requested)
+                if stopping:
+                    distributed.barrier(ctx)  # every rank leaves after the state is on disk
+                    signame = stop.requested or "stop on another rank"
+                    if ctx.is_main:
+                        log.warning("%s: %s received; state saved at step %d to %s, exiting for requeue",
+                                    variant, signame, progress.step, state_path)
+                    raise Preempted(signame)
                 if done:
                     break
             else:
-                tqdm.write(f"[{variant}] epoch {progress.epoch} done: step {progress.step}, "
-                           f"{samples_seen / (time.perf_counter() - t_start):.1f} samples/s")
+                if ctx.is_main:
+                    tqdm.write(f"[{variant}] epoch {progress.epoch} done: step {progress.step}, "
+                               f"{samples_seen / (time.perf_counter() - t_start):.1f} samples/s")
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
     finally:
         bar.close()
         stop.restore()
 
-    summary = finish(cfg, variant, model, best_weights, progress, counts)
+    if not ctx.is_main:
+        return None
+    summary = finish(cfg, variant, net, best_weights, progress, counts, ctx.world_size)
     live.summary = {k: v for k, v in summary["best"].items() if isinstance(v, float)}
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
     return summary
 
 
-def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, progress: Progress, counts: dict) -> dict:
+def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:
+    """The ingest and noise folders to read: copies on node-local disk when ``$TAVSE_STAGE_DIR`` is set.
+
+    Local rank 0 copies (or reuses an identical earlier copy); the other ranks wait for it.
+    """
+    sources = {"ingest": Path(cfg.ingest.out_dir), "noise": Path(cfg.noise.out_dir)}
+    root = staging_root()
+    if root is None:
+        return sources
+    if ctx.local_rank == 0:
+        staged = {k: stage_copy(v, root) for k, v in sources.items()}
+    distributed.barrier(ctx)
+    if ctx.local_rank != 0:
+        staged = {k: stage_copy(v, root, copy=False) for k, v in sources.items()}
+    return staged
+
+
+def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, progress: Progress, counts: dict,
+           world_size: int = 1) -> dict:
     """Write the best model and the summary (atomically)."""
     out = Path(cfg.train.out_dir) / variant
     best = next((h for h in progress.history if h["step"] == progress.best_step), {})
@@ -258,7 +349,7 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
         "variant": variant, "modalities": cfg.variants[variant], "steps": progress.step,
         "best_step": progress.best_step, "stopped_early": progress.stopped_early,
         "best": best, "parameters": counts, "seed": cfg.seed, "data": data_hashes(cfg),
-        "params_hash": run_key(cfg, variant),
+        "params_hash": run_key(cfg, variant), "processes": world_size,
     }
     checkpoint = {
         "state_dict": best_weights if best_weights is not None else model.state_dict(),
