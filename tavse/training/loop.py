@@ -209,6 +209,8 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     if ctx.is_main:
         from dvclive import Live  # imported lazily: it pulls in DVC
 
+        if progress.step > 0:
+            drop_rows_after(live_dir / "plots" / "metrics", progress.step)
         live = Live(str(live_dir), resume=progress.step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
     stop = StopRequest()
     bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True,
@@ -321,6 +323,22 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
     return summary
+
+
+def drop_rows_after(curves_dir: Path, step: int) -> None:
+    """Remove the rows past ``step`` from every dvclive curve (``*.tsv``) under ``curves_dir``.
+
+    A run killed without saving (SIGKILL, node failure) may have logged validations after its
+    last saved state; resuming from that state logs them again, so the old rows must go.
+    """
+    for tsv in sorted(curves_dir.rglob("*.tsv")):
+        header, *rows = tsv.read_text().splitlines()
+        col = header.split("\t").index("step")
+        keep = [r for r in rows if int(r.split("\t")[col]) <= step]
+        if len(keep) < len(rows):
+            log.warning("%s: dropping %d row(s) logged after the saved state (step %d)", tsv, len(rows) - len(keep), step)
+            with atomic_path(tsv) as tmp:
+                tmp.write_text("\n".join([header, *keep]) + "\n")
 
 
 def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:

@@ -67,10 +67,18 @@ def test_sigusr1_mid_epoch_then_resume_is_bitwise_identical(tiny_data, uninterru
     stopped_at = int(err.split("state saved at step ")[1].split()[0])
     assert 2 <= stopped_at < 12
     assert not (d / "models" / VARIANT).exists()  # no half-written output
+    # As if the run had gone on to log the next validation and then been killed without saving:
+    # resuming from the saved state logs that step again, and the stale row must not stay.
+    tsv = d / "dvclive" / VARIANT / "plots" / "metrics" / "val" / "si_snri.tsv"
+    next_eval = (stopped_at // 4 + 1) * 4
+    old = tsv.read_text() if tsv.is_file() else "step\tsi_snri\n"  # stopped before the first validation
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text(old + f"{next_eval}\t-99.0\n")
 
     res = _train(d)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"at step {stopped_at}" in res.stderr
+    assert "dropping 1 row(s) logged after the saved state" in res.stderr
     a = torch.load(uninterrupted / "models" / VARIANT / "best.pt", weights_only=True)
     b = torch.load(d / "models" / VARIANT / "best.pt", weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
