@@ -222,8 +222,14 @@ def exit_on_signal(signum: int, frame=None) -> None:
 
 def _run_job(job: tuple[Path, str, IngestConfig, dict, Path]) -> SpeakerResult:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, exit_on_signal)  # Pool.terminate() after the stage was stopped
-    return ingest_speaker(*job)
+    # A pool worker stopped (Pool.terminate) while it writes a shard removes the half-written
+    # folder. Only then: an idle worker waits for its next task in a blocking C call that a Python
+    # handler may never return from, so between tasks SIGTERM must kill it outright.
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    try:
+        return ingest_speaker(*job)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _load_result(shard: Path) -> SpeakerResult:
