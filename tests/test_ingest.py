@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tavse.config import Config
 from tavse.corpus.store import UtteranceStore
 from tavse.ingest import build_shards, parse_shard, run_ingest
 from tests.conftest import ROOT, tiny_params, with_ingest
@@ -75,13 +76,19 @@ def test_output_bytes_do_not_depend_on_worker_count(ingested, tmp_path):
     assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
 
 
-def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
+def _stage_folder(ingested, tmp_path: Path) -> Config:
+    """``tmp_path`` as a folder to run ``stages.ingest`` in: params.yaml reading the tiny archives, 1 worker."""
     cfg, _ = ingested
     params = tiny_params(tmp_path)
     params["data"]["speakingfaces_dir"] = cfg.data.speakingfaces_dir
     params["data"]["subjects_csv"] = cfg.data.subjects_csv
     params["ingest"]["workers"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return cfg
+
+
+def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
+    cfg = _stage_folder(ingested, tmp_path)
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(tmp_path / "scratch"), PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "stages.ingest"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
@@ -101,12 +108,7 @@ def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
 
 def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_path, caplog):
     """Tasks 0/2 and 1/2 (two concurrent processes) build every shard; the stage then only merges."""
-    cfg, _ = ingested
-    params = tiny_params(tmp_path)
-    params["data"]["speakingfaces_dir"] = cfg.data.speakingfaces_dir
-    params["data"]["subjects_csv"] = cfg.data.subjects_csv
-    params["ingest"]["workers"] = 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = _stage_folder(ingested, tmp_path)
     scratch = tmp_path / "scratch"
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(scratch), PYTHONPATH=str(ROOT))
     tasks = [subprocess.Popen([sys.executable, "-m", "stages.ingest", "--shard", f"{i}/2"], cwd=tmp_path, env=env,

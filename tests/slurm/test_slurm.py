@@ -172,6 +172,9 @@ def test_array_trains_four_variants_concurrently_and_workspace_sees_them(cluster
         assert name in names, sorted(names)
         metrics = names[name]["data"]["metrics"]
         assert f"dvclive/{v}/metrics.json" in metrics, metrics
+    table = dvc(repo, "exp", "show", "--md", "--drop", ".*", "--keep",
+                "^(Experiment|State|train.max_steps|dvclive/.*/metrics.json:(si_snr|si_snri|si_snri_snr-5))$")
+    print("\n" + table.stdout)
     # ... and gets one's outputs from the shared cache without recomputing.
     # (exp apply then checks out every output of dvc.yaml and complains about the stages never run
     # here — evaluate@ etc. — so its exit status is not the point; the variant's outputs are.)
@@ -193,7 +196,9 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
+    """The job trains with 2 data-parallel ranks (gloo on CPU), as a 2-GPU job would with NCCL."""
     steps = 100
+    ranks = {"TAVSE_NPROC_PER_NODE": "2"}
     set_params(repo, **{"train.max_steps": steps, "train.eval_every": 20, "train.checkpoint_every": 5,
                         "train.patience": 100})
     # The uninterrupted reference, beside the job: a copy of the workspace, its own scratch.
@@ -202,13 +207,13 @@ def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
     reference = subprocess.Popen(
         [str(BIN / "dvc"), "repro", "train@audio_only"], cwd=ref, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                            TAVSE_SCRATCH_DIR=str(ref / ".scratch"), OMP_NUM_THREADS="1"))  # as in the job
+                            TAVSE_SCRATCH_DIR=str(ref / ".scratch"), OMP_NUM_THREADS="1", **ranks))  # as in the job
 
     scratch = repo.parent / "scratch" / "train"
     before = set(scratch.glob("audio_only-*/state.pt"))
     t = time.perf_counter()
     job, _ = sbatch(cluster, repo, "--array=0", "--cpus-per-task=1", f"--output={logs(repo)}/resume-%A_%a.out",
-                    "slurm/train.sbatch", "audio_only", wait=False, env={"TAVSE_KEEP_CLONES": "1"})
+                    "slurm/train.sbatch", "audio_only", wait=False, env={"TAVSE_KEEP_CLONES": "1", **ranks})
     log = logs(repo) / f"resume-{job}_0.out"
     _wait_for(lambda: log.is_file() and "tavse: ready" in log.read_text(), 120, "the ready line")
     _wait_for(lambda: set(scratch.glob("audio_only-*/state.pt")) - before, 240, "the first state.pt")
@@ -237,5 +242,10 @@ def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
     for k in want_w:
         assert torch.equal(got_w[k], want_w[k]), k
     assert got["best_step"] == want["best_step"] and got["val"] == want["val"]
+    summary = json.loads((clone / "models" / "audio_only" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    print(f"\npreempted at step {step} of {steps}, requeued, resumed; best step {got['best_step']}: "
+          + ", ".join(f"{k} {got['val'][k]:.4f} (uninterrupted {want['val'][k]:.4f})"
+                      for k in ("si_snr", "si_snri", "si_snri_snr-5", "si_snri_snr+10")))
     assert (json.loads((clone / "models" / "audio_only" / "summary.json").read_text())
             == json.loads((ref / "models" / "audio_only" / "summary.json").read_text()))
