@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from tavse.config import Config, load_config
+from tavse.common.config import Config, load_config
 
 OUT = Path("bench/out")
 

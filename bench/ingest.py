@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import config, save
-from tavse.audio import resample
+from tavse.common.audio import resample
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.vision import mouth_roi

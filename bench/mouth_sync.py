@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import config, save
-from tavse.audio import frame_loudness_db
+from tavse.common.audio import frame_loudness_db
 from tavse.corpus.store import UtteranceStore
 
 

@@ -2,9 +2,9 @@
 
 import argparse
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.evaluation.evaluate import evaluate_variant
-from tavse.logs import setup_logging
+from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -9,9 +9,9 @@ A SIGTERM stops it cleanly (worker processes too); finished shards are kept for 
 import argparse
 import signal
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.ingest import build_shards, exit_on_signal, parse_shard, run_ingest
-from tavse.logs import setup_logging
+from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

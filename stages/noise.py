@@ -1,9 +1,9 @@
 """Stage ``noise``: DEMAND archives → 16 kHz noise split by environment, manifest, report."""
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.corpus.demand import prepare_noise
-from tavse.io import write_json
-from tavse.logs import setup_logging
+from tavse.common.io import write_json
+from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()

@@ -1,7 +1,7 @@
 """Stage ``synth_corpus``: the embedded synthetic SpeakingFaces-format corpus."""
 
-from tavse.config import load_config
-from tavse.logs import setup_logging
+from tavse.common.config import load_config
+from tavse.common.logs import setup_logging
 from tavse.synth.corpus import write_corpus
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage ``synth_noise``: the embedded synthetic DEMAND-format noise corpus."""
 
-from tavse.config import load_config
-from tavse.logs import setup_logging
+from tavse.common.config import load_config
+from tavse.common.logs import setup_logging
 from tavse.synth.noise import write_demand_corpus
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ Exit code 75 (EX_TEMPFAIL) after SIGUSR1/SIGTERM: the state was saved; run again
 import argparse
 import sys
 
-from tavse.config import load_config
-from tavse.logs import setup_logging
+from tavse.common.config import load_config
+from tavse.common.logs import setup_logging
 from tavse.training.distributed import main_or_launch
 from tavse.training.loop import train_variant
 

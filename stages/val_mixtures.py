@@ -1,8 +1,8 @@
 """Stage ``val_mixtures``: the frozen, ID-keyed validation mixture list shared by every variant."""
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.data.mixtures import build_validation_list
-from tavse.logs import setup_logging
+from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()

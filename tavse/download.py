@@ -783,7 +783,7 @@ def run(args: argparse.Namespace, token: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: logs and errors are masked so the token never reaches the terminal."""
-    from tavse.logs import setup_logging
+    from tavse.common.logs import setup_logging
 
     setup_logging()
     args = build_parser().parse_args(argv)

@@ -22,12 +22,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from tavse.audio import resample
-from tavse.config import IngestConfig, section_from_dict
+from tavse.common.audio import resample
+from tavse.common.config import IngestConfig, section_from_dict
 from tavse.corpus import speakingfaces as sfc
 from tavse.evaluation.evaluate import enhance, load_model
 from tavse.ingest import mouth_crops
-from tavse.io import atomic_path, wav_bytes
+from tavse.common.io import atomic_path, wav_bytes
 
 
 def open_frames(path: Path):

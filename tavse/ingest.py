@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tavse.audio import frame_loudness_db, resample
-from tavse.config import DataConfig, IngestConfig, params_hash
+from tavse.common.audio import frame_loudness_db, resample
+from tavse.common.config import DataConfig, IngestConfig, params_hash
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.corpus.errors import BadInput
-from tavse.io import atomic_path, write_json
-from tavse.paths import scratch_dir
+from tavse.common.io import atomic_path, write_json
+from tavse.common.paths import scratch_dir
 from tavse.vision import mouth_roi
 from tavse.vision.thermal_palette import iron_to_temperature
 

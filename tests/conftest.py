@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tavse.config import Config, config_from_dict
+from tavse.common.config import Config, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from tavse.io import DeterministicZip
+from tavse.common.io import DeterministicZip
 
 FPS, SR = 28, 44100
 

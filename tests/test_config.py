@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tavse.config import ConfigError, config_from_dict, load_config, params_hash
+from tavse.common.config import ConfigError, config_from_dict, load_config, params_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tavse.config import Config
+from tavse.common.config import Config
 from tavse.corpus.store import UtteranceStore
 from tavse.ingest import build_shards, parse_shard, run_ingest
 from tests.conftest import ROOT, tiny_params, with_ingest

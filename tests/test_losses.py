@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.losses import enhancement_loss, si_snr, stft_magnitude
 from tavse.models import TAVSE
 

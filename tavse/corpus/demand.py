@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from tavse.io import atomic_path, wav_bytes
+from tavse.common.io import atomic_path, wav_bytes
 
 __all__ = [
     "DEMAND_RATES",

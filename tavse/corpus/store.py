@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import lmdb
 import numpy as np
 
-from tavse.io import atomic_path
+from tavse.common.io import atomic_path
 
 STREAMS = ("rgb", "thr")
 _INITIAL_MAP = 64 << 20

@@ -33,7 +33,7 @@ from tavse.data.mixtures import (
     read_noise_manifest,
     read_utterance_manifest,
 )
-from tavse.seeding import stable_seed
+from tavse.common.seeding import stable_seed
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
 
 log = logging.getLogger(__name__)

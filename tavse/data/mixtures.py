@@ -23,11 +23,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from tavse.audio import mix_at_snr
-from tavse.config import Config
+from tavse.common.audio import mix_at_snr
+from tavse.common.config import Config
 from tavse.data.segments import ALIGN_FRAMES, segment_starts, utterance_samples
-from tavse.io import atomic_path
-from tavse.seeding import stable_seed
+from tavse.common.io import atomic_path
+from tavse.common.seeding import stable_seed
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tavse.config import Config, ModelConfig, section_from_dict
+from tavse.common.config import Config, ModelConfig, section_from_dict
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, make_mixture_list, read_mixture_list, read_noise_manifest,
                                  read_utterance_manifest, write_mixture_list)
 from tavse.evaluation.metrics import METRICS, evaluate_items, metrics_row, worker_pool
 from tavse.evaluation.stats import group_summary
-from tavse.io import atomic_path, wav_bytes, write_json
+from tavse.common.io import atomic_path, wav_bytes, write_json
 from tavse.models import TAVSE
 
 log = logging.getLogger("tavse.evaluate")

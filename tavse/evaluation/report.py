@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tavse.config import Config
+from tavse.common.config import Config
 from tavse.evaluation.evaluate import read_items, rounded
 from tavse.evaluation.metrics import METRICS
 from tavse.evaluation.stats import compare_variants, markdown_table
-from tavse.io import atomic_path, write_json
+from tavse.common.io import atomic_path, write_json
 
 HEADLINE = ("si_snri", "pesq_wb", "estoi", "stoi", "sdr")
 

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from tavse.config import Config, ConfigError, load_config
+from tavse.common.config import Config, ConfigError, load_config
 from tavse.models.tavse import TAVSE, parameter_counts
 
 PAPER_ROI_SIZE = 96  # the paper's mouth crops; other sizes use the ingest crop size

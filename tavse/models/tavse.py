@@ -1,7 +1,7 @@
 """The one TAVSE model: an audio U-Net plus, per variant, visual encoders fused at its bottleneck.
 
 The four variants of the study differ only in ``modalities``; everything else comes from the
-same :class:`~tavse.config.ModelConfig`. Modules are built in a fixed order (U-Net first), so
+same :class:`~tavse.common.config.ModelConfig`. Modules are built in a fixed order (U-Net first), so
 with the same seed every variant starts from the same U-Net weights, and because the fusion
 residual starts at zero every variant initially computes exactly the audio-only output.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tavse.config import ModelConfig
+from tavse.common.config import ModelConfig
 from tavse.models.audio_unet import AudioUNet
 from tavse.models.fusion import Fusion, build_fusion
 from tavse.models.visual_encoder import VisualEncoder

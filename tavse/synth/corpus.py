@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tavse.audio import frame_loudness_db, resample
-from tavse.config import DataConfig, SynthConfig
-from tavse.io import DeterministicZip, atomic_path, wav_bytes
+from tavse.common.audio import frame_loudness_db, resample
+from tavse.common.config import DataConfig, SynthConfig
+from tavse.common.io import DeterministicZip, atomic_path, wav_bytes
 from tavse.synth.faces import make_identity, render_frames
-from tavse.seeding import stable_seed
+from tavse.common.seeding import stable_seed
 from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 log = logging.getLogger("tavse.synth")

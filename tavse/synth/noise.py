@@ -17,8 +17,8 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-from tavse.io import DeterministicZip, wav_bytes
-from tavse.seeding import stable_seed
+from tavse.common.io import DeterministicZip, wav_bytes
+from tavse.common.seeding import stable_seed
 from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 __all__ = [

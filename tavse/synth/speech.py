@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tavse.seeding import stable_seed
+from tavse.common.seeding import stable_seed
 
 __all__ = [
     "COMMANDS",

@@ -24,15 +24,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from tavse.config import Config, params_hash
+from tavse.common.config import Config, params_hash
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
-from tavse.io import atomic_path
+from tavse.common.io import atomic_path
 from tavse.losses import enhancement_loss, si_snr
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
-from tavse.paths import scratch_dir
-from tavse.seeding import stable_seed
+from tavse.common.paths import scratch_dir
+from tavse.common.seeding import stable_seed
 from tavse.training import distributed
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import Preempted, StopRequest

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tavse.io import atomic_path
+from tavse.common.io import atomic_path
 
 
 @dataclass

@@ -13,7 +13,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tavse.corpus.demand import MANIFEST_COLUMNS, discover_demand, prepare_noise
-from tavse.io import wav_bytes
+from tavse.common.io import wav_bytes
 from tavse.synth.noise import write_demand_corpus
 
 

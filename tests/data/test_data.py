@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from tavse.config import config_from_dict
+from tavse.common.config import config_from_dict
 from tavse.corpus.demand import MANIFEST_COLUMNS
 from tavse.corpus.store import utterance_items, write_store
 from tavse.data.dataset import MixtureSet, NoiseBank, TrainingSet, collate, epoch_generator, seed_worker

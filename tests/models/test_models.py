@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tavse.models.fusion as fusion_module
-from tavse.config import ModelConfig, load_config
+from tavse.common.config import ModelConfig, load_config
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
 from tavse.models.summary import main as summary_main
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from tavse.seeding import stable_seed
+from tavse.common.seeding import stable_seed
 from tavse.synth.speech import (
     COMMANDS,
     ESPEAK_SAMPLE_RATE,

@@ -18,7 +18,7 @@ import torch.multiprocessing as tmp_mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tavse.config import load_config
+from tavse.common.config import load_config
 from tavse.data.segments import frames_to_samples
 from tavse.losses import enhancement_loss
 from tavse.models import TAVSE
