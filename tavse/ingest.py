@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -34,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tavse.common.audio import frame_loudness_db, resample
+from tavse.common.code_deps import code_fingerprint
 from tavse.common.config import DataConfig, IngestConfig, params_hash
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
@@ -51,9 +51,6 @@ MANIFEST_FIELDS = (
     "detection_ratio", "box_side_mean", "box_side_std", "box_centre_std", "av_sync_r",
     "age", "gender", "ethnicity", "archive",
 )
-# Source files whose behaviour shapes a shard: a change to any of them invalidates old shards.
-_SHARD_CODE = ("ingest.py", "audio.py", "corpus/speakingfaces.py", "corpus/store.py",
-               "vision/mouth_roi.py", "vision/thermal_palette.py")
 
 
 @dataclass
@@ -81,14 +78,6 @@ def read_subjects(path: str) -> dict[int, dict[str, str]]:
             int(r["Sub_ID"]): {"age": r.get("Age", ""), "gender": r.get("Gender", ""), "ethnicity": r.get("Ethnicity", "")}
             for r in csv.DictReader(fh)
         }
-
-
-def _code_hash() -> str:
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for rel in _SHARD_CODE:
-        h.update((root / rel).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -199,7 +188,7 @@ def _shard_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     with zipfile.ZipFile(archive) as zf:
         fp = sfc.archive_fingerprint(zf)
     relevant = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report")}
-    return params_hash({"cfg": relevant, "split": split, "archive": fp, "code": _code_hash()})
+    return params_hash({"cfg": relevant, "split": split, "archive": fp, "code": code_fingerprint("ingest")})
 
 
 def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
@@ -208,7 +197,7 @@ def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     except (zipfile.BadZipFile, OSError, EOFError):
         # Unreadable archives are keyed by name and size; the worker reports them.
         st = archive.stat()
-        return params_hash({"name": archive.name, "size": st.st_size, "code": _code_hash(), "split": split})
+        return params_hash({"name": archive.name, "size": st.st_size, "code": code_fingerprint("ingest"), "split": split})
 
 
 def exit_on_signal(signum: int, frame=None) -> None:
