@@ -6,4 +6,4 @@ from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    compare(load_config())
+    compare(load_config(stage="compare"))

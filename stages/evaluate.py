@@ -10,4 +10,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variant")
     setup_logging()
-    evaluate_variant(load_config(), ap.parse_args().variant)
+    variant = ap.parse_args().variant
+    evaluate_variant(load_config(stage=f"evaluate@{variant}"), variant)

@@ -23,7 +23,7 @@ if __name__ == "__main__":
         ap.error(f"--shard: {exc}")
     setup_logging()
     signal.signal(signal.SIGTERM, exit_on_signal)
-    cfg = load_config()
+    cfg = load_config(stage="ingest")
     if shard is None:
         run_ingest(cfg.ingest, cfg.data)
     else:

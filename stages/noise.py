@@ -7,6 +7,6 @@ from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    cfg = load_config()
+    cfg = load_config(stage="noise")
     report = prepare_noise(cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels)
     write_json(cfg.noise.report, report)

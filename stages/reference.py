@@ -6,4 +6,4 @@ from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    evaluate_reference(load_config())
+    evaluate_reference(load_config(stage="reference"))

@@ -1,9 +1,9 @@
 """Stage ``test_mixtures``: the frozen whole-utterance test mixture list shared by every variant."""
 
 from tavse.common.config import load_config
-from tavse.evaluation.evaluate import build_test_list
+from tavse.data.mixtures import build_test_list
 from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    build_test_list(load_config())
+    build_test_list(load_config(stage="test_mixtures"))

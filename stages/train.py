@@ -18,4 +18,4 @@ if __name__ == "__main__":
     ap.add_argument("variant")
     variant = ap.parse_args().variant
     setup_logging()
-    main_or_launch(lambda: train_variant(load_config(), variant), [sys.executable, "-m", "stages.train", variant])
+    main_or_launch(lambda: train_variant(load_config(stage=f"train@{variant}"), variant), [sys.executable, "-m", "stages.train", variant])

@@ -6,4 +6,4 @@ from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    build_validation_list(load_config())
+    build_validation_list(load_config(stage="val_mixtures"))

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tavse.common.audio import frame_loudness_db, resample
-from tavse.common.code_deps import code_fingerprint
+from tavse.common.dvc_stage import code_fingerprint
 from tavse.common.config import DataConfig, IngestConfig, params_hash
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store

@@ -292,8 +292,79 @@ def section_from_dict(cls: type, value: dict[str, Any], name: str) -> Any:
     return cfg
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read ``params.yaml`` and return the checked configuration."""
+class StageParams:
+    """A read-only view of a config that lets a stage read only the params it declares.
+
+    ``dvc.yaml`` decides when a stage re-runs from the params it lists; a stage that read
+    an unlisted key would silently keep stale outputs when that key changes. Reading one
+    through this view raises :class:`ConfigError` naming the stage and the key instead.
+    Methods and properties of the wrapped sections run against the view, so what they read
+    is checked too.
+    """
+
+    __slots__ = ("_value", "_path", "_stage", "_declared")
+
+    def __init__(self, value: Any, path: str, stage: str, declared: frozenset[str]) -> None:
+        for name, v in (("_value", value), ("_path", path), ("_stage", stage), ("_declared", declared)):
+            object.__setattr__(self, name, v)
+
+    def _child(self, name: str, value: Any) -> Any:
+        path = f"{self._path}.{name}" if self._path else name
+        if any(path == d or path.startswith(d + ".") for d in self._declared):
+            return value
+        if any(d.startswith(path + ".") for d in self._declared):
+            return StageParams(value, path, self._stage, self._declared)
+        raise ConfigError(f"stage {self._stage} reads params.yaml key {path!r}, which dvc.yaml does not declare "
+                          "for it: add it to the stage's params (or the stage reads something it should not)")
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._value
+        if dataclasses.is_dataclass(value) and name in {f.name for f in dataclasses.fields(value)}:
+            return self._child(name, getattr(value, name))
+        attr = getattr(type(value), name)  # AttributeError as usual for a typo
+        return attr.__get__(self, type(value)) if hasattr(attr, "__get__") else attr
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._child(str(key), self._value[key])
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._value
+
+    def __iter__(self):
+        return iter(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def keys(self):
+        return self._value.keys()
+
+    def items(self):
+        return [(k, self[k]) for k in self._value]
+
+    def values(self):
+        return [self[k] for k in self._value]
+
+    def __repr__(self) -> str:
+        return f"StageParams({self._stage}: {self._path or 'params'})"
+
+
+def stage_params(cfg: Config, stage: str) -> Config:
+    """``cfg`` as seen by ``stage`` ("name" or "name@key"): only its declared params are readable."""
+    from tavse.common.dvc_stage import declared_params
+
+    return StageParams(cfg, "", stage, frozenset(declared_params(stage)))  # type: ignore[return-value]
+
+
+def load_config(path: str | Path = "params.yaml", stage: str | None = None) -> Config:
+    """Read ``params.yaml`` and return the checked configuration.
+
+    With ``stage`` (how ``stages/*.py`` call it) the result only lets that stage read the
+    params its ``dvc.yaml`` entry declares (:func:`stage_params`).
+    """
     path = Path(path)
     try:
         params = yaml.safe_load(path.read_text())
@@ -302,9 +373,10 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     try:
-        return config_from_dict(params)
+        cfg = config_from_dict(params)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return cfg if stage is None else stage_params(cfg, stage)
 
 
 def params_hash(obj: Any) -> str:

@@ -250,3 +250,14 @@ def build_validation_list(cfg: Config) -> Path:
              len(mixtures), len({m.utt_id for m in mixtures}), len(noise),
              dict(sorted(snrs.items())), out)
     return out
+
+
+def build_test_list(cfg: Config) -> Path:
+    """Write the frozen test mixture list: whole test utterances x test noise x SNRs."""
+    ev = cfg.evaluation
+    utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
+    noise = read_noise_manifest(Path(cfg.noise.out_dir) / "manifest.csv", "test")
+    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None)
+    write_mixture_list(ev.test_mixtures, mixtures)
+    log.info("%d test mixtures of %d utterances -> %s", len(mixtures), len(utts), ev.test_mixtures)
+    return Path(ev.test_mixtures)

@@ -8,9 +8,6 @@ keep every metric, a failed one as empty with its reason, so items pair up by ID
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -21,43 +18,16 @@ from tqdm import tqdm
 
 from tavse.common.config import Config, ModelConfig, section_from_dict
 from tavse.data.dataset import MixtureSet
-from tavse.data.mixtures import (Mixture, make_mixture_list, read_mixture_list, read_noise_manifest,
-                                 read_utterance_manifest, write_mixture_list)
-from tavse.evaluation.metrics import METRICS, evaluate_items, metrics_row, worker_pool
-from tavse.evaluation.stats import group_summary
-from tavse.common.io import atomic_path, wav_bytes, write_json
+from tavse.data.mixtures import (Mixture, read_mixture_list)
+from tavse.evaluation.metrics import evaluate_items, metrics_row, worker_pool
+from tavse.evaluation.results import rounded, write_results
+from tavse.common.io import atomic_path, wav_bytes
 from tavse.models import TAVSE
 
 log = logging.getLogger("tavse.evaluate")
 
 SAMPLE_RATE = 16000
-ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
 CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full corpus
-SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
-
-
-def rounded(obj: Any) -> Any:
-    """``obj`` with every float cut to SIGNIFICANT digits, so results are byte-identical run to run."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{SIGNIFICANT}g}")
-    if isinstance(obj, dict):
-        return {k: rounded(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(rounded(v) for v in obj)
-    return obj
-
-
-def build_test_list(cfg: Config) -> Path:
-    """Write the frozen test mixture list: whole test utterances x test noise x SNRs."""
-    ev = cfg.evaluation
-    utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
-    noise = read_noise_manifest(Path(cfg.noise.out_dir) / "manifest.csv", "test")
-    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None)
-    write_mixture_list(ev.test_mixtures, mixtures)
-    log.info("%d test mixtures of %d utterances -> %s", len(mixtures), len(utts), ev.test_mixtures)
-    return Path(ev.test_mixtures)
-
-
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TAVSE, dict]:
     """A trained model from its ``best.pt`` (safe ``weights_only`` load) and the checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -146,60 +116,6 @@ class ModelSystem:
                 for cond, zeroed in conditions(self.modalities).items()}
 
 
-def write_items(path: Path, rows: list[dict]) -> None:
-    """Per-item CSV: one row per (mixture, system, condition); empty cell = metric failed (see failures)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ITEM_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if k == "failures" else r[k])
-                    for k in ITEM_FIELDS})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
-def read_items(path: str | Path) -> list[dict]:
-    """Rows written by :func:`write_items`, metrics as floats (None where they failed)."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for m in METRICS:
-            r[m] = float(r[m]) if r[m] != "" else None
-        r["snr_db"] = float(r["snr_db"])
-        r["failures"] = json.loads(r["failures"]) if r["failures"] else {}
-    return rows
-
-
-def summarise(rows: list[dict], seed: int) -> tuple[dict, dict]:
-    """(DVC metrics: means overall, per SNR, per noise; full summary with std, median, CIs)."""
-    full, headline = {}, {}
-    for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
-        sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
-        key = system if condition == "full" else f"{system}/{condition}"
-        full[key] = {m: {"overall": group_summary(sel, m, None, seed)["all"],
-                         "by_snr": {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed).items()},
-                         "by_noise": group_summary(sel, m, "noise_env", seed)} for m in METRICS}
-        headline[key] = {m: {"overall": full[key][m]["overall"]["mean"],
-                             **({f"snr{k}": v["mean"] for k, v in full[key][m]["by_snr"].items()} if condition == "full" else {})}
-                         for m in METRICS}
-    return headline, full
-
-
-def write_results(out: Path, rows: list[dict], seed: int, plot_system: str | None = None) -> dict:
-    """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
-    headline, full = rounded(summarise(rows, seed))
-    write_items(out / "items.csv", rows)
-    write_json(out / "metrics.json", headline)
-    write_json(out / "summary.json", full)
-    if plot_system is not None:
-        by_snr = full[plot_system]["si_snri"]["by_snr"]
-        lines = ["snr_db,si_snri,ci95_low,ci95_high"] + [
-            f"{k},{v['mean']:.4f},{v['ci95_low']:.4f},{v['ci95_high']:.4f}" for k, v in by_snr.items()]
-        with atomic_path(out / "si_snri_by_snr.csv") as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
-    return headline
-
-
 def write_samples(out: Path, ds: MixtureSet, model: TAVSE, mixtures: list[Mixture], n: int) -> None:
     """WAVs (clean, noisy, enhanced) and a spectrogram image for ``n`` lowest-SNR items."""
     import matplotlib
@@ -234,7 +150,7 @@ def evaluate_variant(cfg: Config, variant: str) -> dict:
     mixtures = read_mixture_list(cfg.evaluation.test_mixtures)
     rows = _score(cfg, mixtures, {variant: ModelSystem(model)}, variant)
     out = Path(cfg.evaluation.out_dir) / variant
-    headline = write_results(out, rows, cfg.seed, plot_system=variant)
+    headline = write_results(out, rows, cfg.seed, cfg.evaluation.bootstrap, plot_system=variant)
     ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures, model.modalities)
     write_samples(out / "samples", ds, model, mixtures, cfg.evaluation.samples)
     return headline
@@ -250,4 +166,4 @@ def evaluate_reference(cfg: Config) -> dict:
                                                     mc.hop_length)},
     }
     rows = _score(cfg, mixtures, systems, "reference")
-    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed)
+    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed, cfg.evaluation.bootstrap)

@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from tavse import losses
 from tavse.evaluation import THREAD_ENV, limit_worker_threads
+from tavse.evaluation.results import METRICS
 
 T = TypeVar("T")
 
 SAMPLE_RATE = 16000
-METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr")
 SDR_FILTER_LENGTH = 512  # BSS Eval v3 default: distortion filter of 512 taps (32 ms at 16 kHz)
 
 # What a metric raises on an item whose content it cannot score; anything else (TypeError,

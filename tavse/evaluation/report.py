@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 from tavse.common.config import Config
-from tavse.evaluation.evaluate import read_items, rounded
-from tavse.evaluation.metrics import METRICS
+from tavse.evaluation.results import METRICS, read_items, rounded
 from tavse.evaluation.stats import compare_variants, markdown_table
 from tavse.common.io import atomic_path, write_json
 
@@ -55,7 +54,7 @@ def compare(cfg: Config) -> dict:
         for key, s in summary.items():
             summaries[key] = s
     summaries["oracle IRM (ceiling)"] = ref["oracle_irm"]
-    tests = rounded(compare_variants(per_variant, METRICS, cfg.seed))
+    tests = rounded(compare_variants(per_variant, METRICS, cfg.seed, n_boot=cfg.evaluation.bootstrap))
     metrics = {t["metric"]: {} for t in tests}
     for t in tests:
         metrics[t["metric"]][f"{t['a']}_vs_{t['b']}"] = {

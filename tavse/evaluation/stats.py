@@ -53,12 +53,12 @@ def bootstrap_ci(values: Iterable[float | None], seed: int, n_boot: int = 2000,
     return float(low), float(high)
 
 
-def summarize(values: Iterable[float | None], seed: int = 0) -> dict[str, Any]:
+def summarize(values: Iterable[float | None], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """n, n_missing, mean, std (sample, ddof=1), median and the 95 % bootstrap CI of the mean."""
     values = list(values)
     x = _present(values)
     n = int(x.size)
-    low, high = bootstrap_ci(x, seed)
+    low, high = bootstrap_ci(x, seed, n_boot)
     return {
         "n": n,
         "n_missing": len(values) - n,
@@ -80,7 +80,7 @@ def _sorted_keys(keys: Iterable[Hashable]) -> list[Hashable]:
 
 
 def group_summary(rows: Sequence[Mapping[str, Any]], metric: str, by: str | None,
-                  seed: int) -> dict[Hashable, dict[str, Any]]:
+                  seed: int, n_boot: int = 2000) -> dict[Hashable, dict[str, Any]]:
     """:func:`summarize` of ``row[metric]`` per value of ``row[by]``, groups in sorted order.
 
     ``by=None`` gives one group, ``"all"``. A row without ``metric`` counts as missing; a
@@ -95,7 +95,7 @@ def group_summary(rows: Sequence[Mapping[str, Any]], metric: str, by: str | None
         else:
             raise KeyError(f"row {i} has no grouping key {by!r}")
         groups.setdefault(key, []).append(row.get(metric))
-    return {key: summarize(groups[key], seed) for key in _sorted_keys(groups)}
+    return {key: summarize(groups[key], seed, n_boot) for key in _sorted_keys(groups)}
 
 
 def rank_biserial(differences: np.ndarray) -> float | None:
@@ -157,7 +157,8 @@ def paired_wilcoxon(a: Mapping[Hashable, float | None], b: Mapping[Hashable, flo
 
 
 def compare_variants(per_variant: Mapping[str, Mapping[Hashable, Mapping[str, float | None]]],
-                     metrics: Sequence[str], seed: int, alpha: float = ALPHA) -> list[dict[str, Any]]:
+                     metrics: Sequence[str], seed: int, alpha: float = ALPHA,
+                     n_boot: int = 2000) -> list[dict[str, Any]]:
     """Paired Wilcoxon tests for every unordered pair of variants, for each metric.
 
     ``per_variant[variant][item_id][metric]`` is the per-item value (a missing key counts
@@ -178,7 +179,7 @@ def compare_variants(per_variant: Mapping[str, Mapping[Hashable, Mapping[str, fl
             b = {i: m.get(metric) for i, m in per_variant[vb].items()}
             test = paired_wilcoxon(a, b)
             x, y, _ = _paired(a, b)  # sorted-ID order, so dict order cannot change the resamples
-            low, high = bootstrap_ci(x - y, seed)
+            low, high = bootstrap_ci(x - y, seed, n_boot)
             p = test["p_value"]
             p_adj = None if p is None else min(1.0, p * len(pairs))
             rows.append({"metric": metric, "a": va, "b": vb, **test, "diff_ci95_low": low, "diff_ci95_high": high,

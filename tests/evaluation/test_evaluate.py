@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tavse.evaluation.evaluate import (ITEM_FIELDS, build_test_list, conditions, evaluate_reference,
-                                       evaluate_variant, oracle_irm, read_items)
-from tavse.evaluation.metrics import METRICS
+from tavse.data.mixtures import build_test_list
+from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.report import compare
+from tavse.evaluation.results import ITEM_FIELDS, METRICS, read_items
 from tavse.losses import si_snr
 from tests.conftest import ROOT, TRAINED_VARIANT
 

@@ -1,0 +1,84 @@
+"""Per-item result rows and their summaries: the files evaluation writes and ``compare`` reads.
+
+Light on purpose (numpy, scipy; no torch, no models) so that ``compare`` runs only this code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from tavse.common.io import atomic_path, write_json
+from tavse.evaluation.stats import group_summary
+
+METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr")
+ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
+SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
+
+
+def rounded(obj: Any) -> Any:
+    """``obj`` with every float cut to SIGNIFICANT digits, so results are byte-identical run to run."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{SIGNIFICANT}g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(rounded(v) for v in obj)
+    return obj
+
+
+def write_items(path: Path, rows: list[dict]) -> None:
+    """Per-item CSV: one row per (mixture, system, condition); empty cell = metric failed (see failures)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ITEM_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if k == "failures" else r[k])
+                    for k in ITEM_FIELDS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """Rows written by :func:`write_items`, metrics as floats (None where they failed)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for m in METRICS:
+            r[m] = float(r[m]) if r[m] != "" else None
+        r["snr_db"] = float(r["snr_db"])
+        r["failures"] = json.loads(r["failures"]) if r["failures"] else {}
+    return rows
+
+
+def summarise(rows: list[dict], seed: int, n_boot: int) -> tuple[dict, dict]:
+    """(DVC metrics: means overall, per SNR, per noise; full summary with std, median, CIs)."""
+    full, headline = {}, {}
+    for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
+        sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
+        key = system if condition == "full" else f"{system}/{condition}"
+        full[key] = {m: {"overall": group_summary(sel, m, None, seed, n_boot)["all"],
+                         "by_snr": {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed, n_boot).items()},
+                         "by_noise": group_summary(sel, m, "noise_env", seed, n_boot)} for m in METRICS}
+        headline[key] = {m: {"overall": full[key][m]["overall"]["mean"],
+                             **({f"snr{k}": v["mean"] for k, v in full[key][m]["by_snr"].items()} if condition == "full" else {})}
+                         for m in METRICS}
+    return headline, full
+
+
+def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_system: str | None = None) -> dict:
+    """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
+    headline, full = rounded(summarise(rows, seed, n_boot))
+    write_items(out / "items.csv", rows)
+    write_json(out / "metrics.json", headline)
+    write_json(out / "summary.json", full)
+    if plot_system is not None:
+        by_snr = full[plot_system]["si_snri"]["by_snr"]
+        lines = ["snr_db,si_snri,ci95_low,ci95_high"] + [
+            f"{k},{v['mean']:.4f},{v['ci95_low']:.4f},{v['ci95_high']:.4f}" for k, v in by_snr.items()]
+        with atomic_path(out / "si_snri_by_snr.csv") as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+    return headline
