@@ -35,6 +35,29 @@ def test_legacy_speaker_split():
         (lambda p: p["synth"].update(preset="huge"), "synth.preset"),
         (lambda p: p["noise"]["splits"]["test"].append(p["noise"]["splits"]["train"][0]), "more than one split"),
         (lambda p: p.update(extra=1), "unknown key"),
+        # Out of range: each message names the one key and what is allowed.
+        (lambda p: p["train"].update(max_steps=0), r"train\.max_steps: 0 is out of range \(must be >= 1\)"),
+        (lambda p: p["train"].update(eval_every=0), r"train\.eval_every: 0 is out of range"),
+        (lambda p: p["train"].update(checkpoint_every=0), r"train\.checkpoint_every: 0 is out of range"),
+        (lambda p: p["train"].update(batch_size=-8), r"train\.batch_size: -8 is out of range"),
+        (lambda p: p["train"].update(lr=0.0), r"train\.lr: 0.0 is out of range \(must be > 0\)"),
+        (lambda p: p["train"].update(warmup_steps=160), r"train\.warmup_steps: 160 must be below train\.max_steps"),
+        (lambda p: p["train"].update(eval_every=161), r"train\.eval_every: 161 exceeds"),
+        (lambda p: p["mix"].update(snrs_db=[]), r"mix\.snrs_db: must not be empty"),
+        (lambda p: p["evaluation"].update(snrs_db=[]), r"evaluation\.snrs_db: must not be empty"),
+        (lambda p: p["validation"].update(snrs_db=[0, 99]), r"validation\.snrs_db\[1\]: 99.0 is out of range"),
+        (lambda p: p["ingest"].update(roi_size=0), r"^params\.ingest\.roi_size: 0 is out of range \(must be >= 8 and <= 512\)$"),
+        (lambda p: p["ingest"].update(min_detection_ratio=1.5), r"ingest\.min_detection_ratio: 1.5"),
+        (lambda p: p["ingest"].update(sample_rate=44100), r"ingest\.sample_rate: 44100"),
+        (lambda p: p["model"].update(modality_dropout=1.0), r"model\.modality_dropout: 1.0 is out of range \(must be >= 0 and < 1\)"),
+        (lambda p: p["model"].update(win_length=1024), r"hop_length <= win_length <= n_fft"),
+        (lambda p: p["model"]["sizes"]["small"].update(fusion_heads=3), r"model\.sizes\.small\.fusion_dim: 64 is not a multiple"),
+        (lambda p: p["synth"]["presets"]["tiny"].update(positions=[0]), r"synth\.presets\.tiny\.positions\[0\]: 0"),
+        (lambda p: p["noise"]["splits"].update(val=[]), r"noise\.splits\.val: must list"),
+        (lambda p: p["noise"].update(channels=[]), r"noise\.channels: must not be empty"),
+        (lambda p: p.update(variants={}), r"variants: must declare"),
+        (lambda p: p.update(seed=-1), r"params\.seed: -1 is out of range"),
+        (lambda p: p["evaluation"].update(bootstrap=0), r"evaluation\.bootstrap: 0"),
     ],
 )
 def test_bad_params_are_rejected(edit, message):
@@ -50,3 +73,21 @@ def test_params_hash_is_stable_and_sensitive():
     p = copy.deepcopy(PARAMS)
     p["ingest"]["roi_size"] += 1
     assert params_hash(config_from_dict(p).ingest) != params_hash(cfg.ingest)
+
+
+def test_a_stage_reads_only_the_params_dvc_yaml_declares_for_it():
+    """The view a stage gets: declared keys read as usual, anything else fails naming stage and key."""
+    cfg = load_config(ROOT / "params.yaml", stage="train@audio_rgb")
+    assert cfg.train.max_steps == PARAMS["train"]["max_steps"] and cfg.variants["audio_rgb"] == ["rgb"]
+    assert cfg.ingest.roi_size == PARAMS["ingest"]["roi_size"]  # declared key by key
+    assert cfg.ingest.out_dir == PARAMS["ingest"]["out_dir"]    # interpolated into the stage's deps
+    with pytest.raises(ConfigError, match=r"stage train@audio_rgb reads params.yaml key 'ingest.workers'"):
+        cfg.ingest.workers
+    with pytest.raises(ConfigError, match=r"'variants.audio_only'"):
+        cfg.variants["audio_only"]
+    with pytest.raises(ConfigError, match=r"'evaluation'"):
+        cfg.evaluation
+    ingest = load_config(ROOT / "params.yaml", stage="ingest")
+    assert ingest.data.split_of(121) == "test"  # a method runs against the view: its reads are checked too
+    with pytest.raises(ConfigError, match=r"'data.demand_dir'"):
+        ingest.data.demand_dir

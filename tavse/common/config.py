@@ -18,18 +18,43 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A params.yaml value is missing, unknown or of the wrong type."""
+    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
+
+
+def bounded(lo: float | None = None, hi: float | None = None, *, above: float | None = None,
+            below: float | None = None, nonempty: bool = False) -> Any:
+    """A dataclass field whose value (each item, for a list) must be in range; checked in :func:`_build`.
+
+    ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``nonempty`` for lists.
+    """
+    return dataclasses.field(metadata={"range": (lo, hi, above, below), "nonempty": nonempty})
+
+
+def _check_range(where: str, value: Any, meta: Any) -> None:
+    if meta.get("nonempty") and isinstance(value, (list, dict)) and not value:
+        raise ConfigError(f"{where}: must not be empty")
+    if "range" not in meta:
+        return
+    lo, hi, above, below = meta["range"]
+    for i, v in enumerate(value if isinstance(value, list) else [value]):
+        at = f"{where}[{i}]" if isinstance(value, list) else where
+        if (lo is not None and v < lo) or (hi is not None and v > hi) or (above is not None and v <= above) \
+                or (below is not None and v >= below):
+            allowed = " and ".join(t for t in (
+                lo is not None and f">= {lo:g}", above is not None and f"> {above:g}",
+                hi is not None and f"<= {hi:g}", below is not None and f"< {below:g}") if t)
+            raise ConfigError(f"{at}: {v!r} is out of range (must be {allowed})")
 
 
 @dataclass(frozen=True)
 class SynthPreset:
     """Size of the synthetic SpeakingFaces corpus."""
 
-    train_speakers: int
-    val_speakers: int
-    test_speakers: int
-    commands_per_speaker: int
-    positions: list[int]
+    train_speakers: int = bounded(1)
+    val_speakers: int = bounded(1)
+    test_speakers: int = bounded(1)
+    commands_per_speaker: int = bounded(1)
+    positions: list[int] = bounded(1, 9, nonempty=True)  # SpeakingFaces camera positions
 
 
 @dataclass(frozen=True)
@@ -39,9 +64,9 @@ class SynthConfig:
     preset: str
     presets: dict[str, SynthPreset]
     out_dir: str
-    workers: int
-    mouth_lag_frames: list[int]
-    mouth_jitter: float
+    workers: int = bounded(1)
+    mouth_lag_frames: list[int] = bounded(0, 7)
+    mouth_jitter: float = bounded(0.0, 1.0)
 
     @property
     def size(self) -> SynthPreset:
@@ -53,9 +78,9 @@ class SynthNoiseConfig:
     """The embedded synthetic DEMAND-format noise corpus."""
 
     out_dir: str
-    environments: list[str]
-    duration_s: float
-    channels: int
+    environments: list[str] = bounded(nonempty=True)
+    duration_s: float = bounded(above=0.0)
+    channels: int = bounded(1, 16)
 
 
 @dataclass(frozen=True)
@@ -82,16 +107,16 @@ class IngestConfig:
 
     out_dir: str
     report: str
-    roi_size: int
-    box_scale: float
-    smooth_frames: int
-    landmark_stride: int
-    min_detection_ratio: float
-    frame_tolerance: int
+    roi_size: int = bounded(8, 512)
+    box_scale: float = bounded(above=0.0)
+    smooth_frames: int = bounded(1)
+    landmark_stride: int = bounded(1)
+    min_detection_ratio: float = bounded(0.0, 1.0)
+    frame_tolerance: int = bounded(0)
     on_error: Literal["skip", "fail"]
-    workers: int
-    sample_rate: int
-    fps: int
+    workers: int = bounded(1)
+    sample_rate: int = bounded(16000, 16000)  # the models, mixtures and PESQ/STOI assume 16 kHz
+    fps: int = bounded(28, 28)                # SpeakingFaces video rate; 7 frames = 4000 samples
 
 
 @dataclass(frozen=True)
@@ -100,7 +125,7 @@ class NoiseConfig:
 
     out_dir: str
     report: str
-    channels: list[int]
+    channels: list[int] = bounded(1, 16, nonempty=True)  # DEMAND has 16 microphones
     splits: dict[str, list[str]]
 
 
@@ -108,13 +133,13 @@ class NoiseConfig:
 class ModelSize:
     """Widths of one model size (``model.sizes.<name>``)."""
 
-    unet_channels: list[int]                      # encoder widths, one per U-Net level
+    unet_channels: list[int] = bounded(1, nonempty=True)  # encoder widths, one per U-Net level
     visual_trunk: Literal["resnet18", "compact"]  # torchvision ResNet-18, or a narrow ResNet for CPUs
-    visual_width: int                             # base width of the compact trunk (resnet18: 64)
-    gru_hidden: int                               # per direction
-    gru_layers: int
-    fusion_dim: int
-    fusion_heads: int
+    visual_width: int = bounded(1)                # base width of the compact trunk (resnet18: 64)
+    gru_hidden: int = bounded(1)                  # per direction
+    gru_layers: int = bounded(1)
+    fusion_dim: int = bounded(1)
+    fusion_heads: int = bounded(1)
 
 
 @dataclass(frozen=True)
@@ -124,10 +149,10 @@ class ModelConfig:
     size: str
     sizes: dict[str, ModelSize]
     fusion: Literal["cross_attention", "concat", "film"]
-    modality_dropout: float
-    n_fft: int
-    win_length: int
-    hop_length: int
+    modality_dropout: float = bounded(0.0, below=1.0)
+    n_fft: int = bounded(16)
+    win_length: int = bounded(1)
+    hop_length: int = bounded(1)
 
     @property
     def dims(self) -> ModelSize:
@@ -138,7 +163,7 @@ class ModelConfig:
 class MixConfig:
     """How noisy mixtures are made: from which noise split, at which SNRs."""
 
-    snrs_db: list[float]
+    snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
 
 
 @dataclass(frozen=True)
@@ -146,28 +171,28 @@ class ValidationConfig:
     """The frozen validation mixture list (``val_mixtures`` stage), shared by every variant."""
 
     out: str
-    segments_per_utterance: int
-    snrs_db: list[float]
+    segments_per_utterance: int = bounded(1)
+    snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The one training recipe of every variant (identical steps, batch and warm-up)."""
 
-    segment_frames: int          # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
-    batch_size: int
-    grad_accum: int              # effective batch = batch_size x grad_accum, split over the GPUs (any count)
-    max_steps: int               # optimiser steps
-    warmup_steps: int
-    lr: float
-    min_lr_ratio: float          # cosine decays to lr x this
-    weight_decay: float
-    grad_clip: float
-    mag_loss_weight: float
-    eval_every: int              # optimiser steps between validations
-    patience: int                # validations without improvement before early stop
-    checkpoint_every: int        # optimiser steps between resumable-state saves
-    num_workers: int
+    segment_frames: int = bounded(7)  # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
+    batch_size: int = bounded(1)
+    grad_accum: int = bounded(1)      # effective batch = batch_size x grad_accum, split over the GPUs (any count)
+    max_steps: int = bounded(1)       # optimiser steps
+    warmup_steps: int = bounded(0)
+    lr: float = bounded(above=0.0)
+    min_lr_ratio: float = bounded(0.0, 1.0)  # cosine decays to lr x this
+    weight_decay: float = bounded(0.0)
+    grad_clip: float = bounded(above=0.0)
+    mag_loss_weight: float = bounded(0.0)
+    eval_every: int = bounded(1)      # optimiser steps between validations
+    patience: int = bounded(1)        # validations without improvement before early stop
+    checkpoint_every: int = bounded(1)  # optimiser steps between resumable-state saves
+    num_workers: int = bounded(0)
     out_dir: str                 # models/<variant>/ : best.pt, summary.json
     dvclive_dir: str             # dvclive/<variant>/
 
@@ -177,19 +202,19 @@ class EvaluationConfig:
     """Frozen whole-utterance test mixtures, metrics, statistics and listening samples."""
 
     test_mixtures: str           # the frozen test list, shared by every variant and experiment
-    mixtures_per_utterance: int
-    snrs_db: list[float]
+    mixtures_per_utterance: int = bounded(1)
+    snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
     out_dir: str                 # results/<variant>/, results/reference/, results/compare.*
-    workers: int                 # metric processes
-    bootstrap: int               # resamples for the 95% CIs
-    samples: int                 # items written as WAV + spectrogram per variant
+    workers: int = bounded(1)    # metric processes
+    bootstrap: int = bounded(100)  # resamples for the 95% CIs
+    samples: int = bounded(0)    # items written as WAV + spectrogram per variant
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
-    seed: int
+    seed: int = bounded(0)
     synth: SynthConfig
     synth_noise: SynthNoiseConfig
     data: DataConfig
@@ -220,7 +245,11 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         missing = [n for n in names if n not in value]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}")
-        return tp(**{n: _build(hints[n], value[n], f"{where}.{n}") for n in names})
+        built = {}
+        for f in dataclasses.fields(tp):
+            built[f.name] = _build(hints[f.name], value[f.name], f"{where}.{f.name}")
+            _check_range(f"{where}.{f.name}", built[f.name], f.metadata)
+        return tp(**built)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -269,12 +298,38 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"noise.splits: environment(s) {dup} listed in more than one split")
     if cfg.model.size not in cfg.model.sizes:
         raise ConfigError(f"model.size: {cfg.model.size!r} not in {sorted(cfg.model.sizes)}")
-    if not 0.0 <= cfg.model.modality_dropout < 1.0:
-        raise ConfigError("model.modality_dropout: must be in [0, 1)")
-    if cfg.train.segment_frames % 7:
-        raise ConfigError("train.segment_frames: must be a multiple of 7 (7 frames = 4000 samples at 16 kHz)")
-    if cfg.ingest.roi_size < 8 or cfg.ingest.landmark_stride < 1 or cfg.ingest.smooth_frames < 1:
-        raise ConfigError("ingest: roi_size >= 8, landmark_stride >= 1, smooth_frames >= 1 required")
+    for name, size in cfg.model.sizes.items():
+        if size.fusion_dim % size.fusion_heads:
+            raise ConfigError(f"model.sizes.{name}.fusion_dim: {size.fusion_dim} is not a multiple of "
+                              f"fusion_heads ({size.fusion_heads})")
+    m = cfg.model
+    if not m.hop_length <= m.win_length <= m.n_fft:
+        raise ConfigError(f"model: need hop_length <= win_length <= n_fft, got {m.hop_length}, {m.win_length}, {m.n_fft}")
+    lag = cfg.synth.mouth_lag_frames
+    if len(lag) != 2 or lag[0] > lag[1]:
+        raise ConfigError(f"synth.mouth_lag_frames: expected [min, max] with min <= max, got {lag}")
+    envs = cfg.synth_noise.environments
+    if len(set(envs)) != len(envs):
+        raise ConfigError(f"synth_noise.environments: listed twice: {sorted({e for e in envs if envs.count(e) > 1})}")
+    if sorted(cfg.noise.splits) != ["test", "train", "val"]:
+        raise ConfigError(f"noise.splits: needs exactly train, val and test, got {sorted(cfg.noise.splits)}")
+    for split, names in cfg.noise.splits.items():
+        if not names:
+            raise ConfigError(f"noise.splits.{split}: must list at least one environment")
+    if not cfg.variants:
+        raise ConfigError("variants: must declare at least one variant")
+    for name, streams in cfg.variants.items():
+        if len(set(streams)) != len(streams):
+            raise ConfigError(f"variants.{name}: a stream is listed twice: {streams}")
+    tc = cfg.train
+    if tc.segment_frames % 7:
+        raise ConfigError(f"train.segment_frames: {tc.segment_frames} is not a multiple of 7 "
+                          "(7 frames = 4000 samples at 16 kHz)")
+    if tc.warmup_steps >= tc.max_steps:
+        raise ConfigError(f"train.warmup_steps: {tc.warmup_steps} must be below train.max_steps ({tc.max_steps})")
+    if tc.eval_every > tc.max_steps:
+        raise ConfigError(f"train.eval_every: {tc.eval_every} exceeds train.max_steps ({tc.max_steps}): "
+                          "the run would never validate, so no best model could be chosen")
 
 
 def config_from_dict(params: dict[str, Any]) -> Config:
