@@ -56,7 +56,9 @@ def select_utterance(utts: list[sfc.UtteranceMembers], wanted: str | None, sourc
 def run(model_path: Path, noisy_path: Path, frames_path: Path, out: Path, utterance: str | None) -> dict:
     t0 = time.perf_counter()
     model, ckpt = load_model(model_path)
-    ingest_cfg = section_from_dict(IngestConfig, ckpt["config"]["ingest"], "ingest")
+    # best.pt holds the keys that shaped the training crops; the rest only matter to the ingest stage.
+    crop = {**ckpt["config"]["ingest"], "out_dir": "", "report": "", "on_error": "fail", "workers": 1}
+    ingest_cfg = section_from_dict(IngestConfig, crop, f"{model_path}: ingest")
     audio, sr = sf.read(noisy_path, dtype="float32", always_2d=True)
     if audio.shape[1] != 1:
         raise SystemExit(f"{noisy_path}: expected a mono WAV, found {audio.shape[1]} channels")

@@ -12,7 +12,7 @@ import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -104,6 +104,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     """``ingest``: archives → mouth-ROI LMDBs, 16 kHz audio, manifests."""
+
+    # The keys that shape what a model is trained on: train@ declares and stores them (best.pt),
+    # so that `enhance` crops a user's video exactly as ingest cropped the training data.
+    MODEL_INPUT_KEYS: ClassVar[tuple[str, ...]] = (
+        "roi_size", "box_scale", "smooth_frames", "landmark_stride", "min_detection_ratio", "frame_tolerance",
+        "sample_rate", "fps")
 
     out_dir: str
     report: str

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from tavse.common.config import Config, params_hash
+from tavse.common.config import Config, IngestConfig, params_hash
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
@@ -358,6 +358,13 @@ def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:
     return staged
 
 
+def trained_config(cfg: Config) -> dict:
+    """The params a trained model depends on (all declared by train@ in dvc.yaml), stored in best.pt."""
+    return {"seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train),
+            "mix": dataclasses.asdict(cfg.mix),
+            "ingest": {k: getattr(cfg.ingest, k) for k in IngestConfig.MODEL_INPUT_KEYS}}
+
+
 def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, progress: Progress, counts: dict,
            world_size: int = 1) -> dict:
     """Write the best model and the summary (atomically)."""
@@ -372,7 +379,7 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
     checkpoint = {
         "state_dict": best_weights if best_weights is not None else model.state_dict(),
         "variant": variant, "modalities": list(cfg.variants[variant]), "roi_size": cfg.ingest.roi_size,
-        "config": cfg.to_dict(), "data_hashes": summary["data"], "best_step": progress.best_step,
+        "config": trained_config(cfg), "data_hashes": summary["data"], "best_step": progress.best_step,
         "val": {k: v for k, v in best.items() if isinstance(v, (int, float))},
     }
     with atomic_path(out) as tmp:
