@@ -9,8 +9,9 @@ hint of teeth) is painted into the gap, so that MediaPipe FaceMesh sees the mout
 The thermal frame is a temperature field built in the same geometry, warped by the same
 maps and rendered through the FLIR Iron palette.
 
-FaceMesh and selfie segmentation run once per base photo and process (static image
-mode); frames are then produced by pure geometry, a few milliseconds each.
+The base photos' FaceMesh landmarks and person masks are stored in the repository
+(:mod:`tavse.synth.base_faces`; no model runs at synthesis time); frames are then produced
+by pure geometry, a few milliseconds each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tavse.synth.base_faces import BASE_FACES, FACE_OVAL, load_base_face_data
 from tavse.vision.thermal_palette import temperature_to_iron
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
 ]
 
 FRAME_W, FRAME_H = 464, 348
-BASE_FACES: tuple[str, ...] = ("grace_hopper", "astronaut")
 
 # FaceMesh landmark indices used for geometry.
 _MOUTH_LEFT, _MOUTH_RIGHT = 61, 291
@@ -93,58 +94,18 @@ class BaseFace:
     glasses: bool
 
 
-def _base_photo(name: str) -> np.ndarray:
-    """Load a base photograph shipped inside an installed wheel, as RGB uint8."""
-    if name == "grace_hopper":
-        import matplotlib.cbook
-        from PIL import Image
-
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-            return np.asarray(Image.open(f).convert("RGB"))
-    if name == "astronaut":
-        import skimage.data
-
-        return np.ascontiguousarray(skimage.data.astronaut()[..., :3])
-    raise ValueError(f"unknown base face {name!r}; expected one of {BASE_FACES}")
-
-
 @functools.lru_cache(maxsize=None)
 def load_base_face(name: str) -> BaseFace:
-    """Load a base photo and find its landmarks and person mask (once per process).
+    """Load a base photo with its stored landmarks and person mask (once per process).
 
-    Landmarks are rounded to 1/16 px and the mask to 1/255 so that tiny float
-    differences between machines are less likely to change the rendered frames.
+    The landmarks (1/16 px) and the mask (1/255) were computed once by MediaPipe and are
+    stored in the repository (:mod:`tavse.synth.base_faces`): model inference is not
+    bit-reproducible across CPUs, so synthesis does not run it.
     """
-    import mediapipe as mp
-
-    rgb = _base_photo(name)
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=1, refine_landmarks=False
-    ) as mesh:
-        found = mesh.process(rgb)
-    if not found.multi_face_landmarks:
-        raise RuntimeError(f"FaceMesh found no face in base photo {name!r}")
-    h, w = rgb.shape[:2]
-    pts = np.array([(p.x * w, p.y * h) for p in found.multi_face_landmarks[0].landmark])
-    landmarks = (np.round(pts[:468] * 16) / 16).astype(np.float32)
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
-        mask = seg.process(rgb).segmentation_mask
-    person = (np.round(np.clip(mask, 0, 1) * 255) / 255).astype(np.float32)
-    for arr in (rgb, landmarks, person):
-        arr.setflags(write=False)
-    return BaseFace(name, rgb, landmarks, person, glasses=name == "grace_hopper")
-
-
-@functools.lru_cache(maxsize=None)
-def _face_oval_order() -> tuple[int, ...]:
-    """FaceMesh face-oval landmark indices in polygon order (chained from the edge set)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
-
-    nxt = dict(FACEMESH_FACE_OVAL)
-    order = [10]
-    while nxt[order[-1]] != order[0]:
-        order.append(nxt[order[-1]])
-    return tuple(order)
+    data = load_base_face_data(name)
+    person = data.person_u8.astype(np.float32) / np.float32(255)  # as MediaPipe's mask, rounded
+    person.setflags(write=False)
+    return BaseFace(name, data.rgb, data.landmarks, person, glasses=name == "grace_hopper")
 
 
 # ----------------------------------------------------------------------------- identity
@@ -235,7 +196,7 @@ def make_identity(speaker_id: int, seed: int) -> FaceIdentity:
 def _pose_matrix(identity: FaceIdentity, base: BaseFace, position: int) -> np.ndarray:
     """2x3 affine from base-photo pixels to frame pixels for this speaker and position."""
     lm = base.landmarks.astype(np.float64)
-    centre = lm[list(_face_oval_order())].mean(axis=0)
+    centre = lm[list(FACE_OVAL)].mean(axis=0)
     eye_l, eye_r = lm[_EYE_OUTER[0]], lm[_EYE_OUTER[1]]
     level = np.arctan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0])  # undo the photo's roll
     width = float(np.linalg.norm(lm[_CHEEK_RIGHT] - lm[_CHEEK_LEFT]))
@@ -485,7 +446,7 @@ def _temperature(
 
     # Skin: the face oval, cooler towards its edge (grazing emission angle).
     oval = np.zeros((h, w), np.uint8)
-    polygon = np.round(lm[list(_face_oval_order())] * 16).astype(np.int32)
+    polygon = np.round(lm[list(FACE_OVAL)] * 16).astype(np.int32)
     cv2.fillPoly(oval, [polygon], 255, cv2.LINE_AA, shift=4)  # 1/16 px vertices
     inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
     t_face = identity.t_skin - 0.09 * np.exp(-inside / (0.04 * fw))
