@@ -3,7 +3,7 @@
 For each stage (foreach entries expanded by DVC itself) the import closure of its ``python -m``
 module is computed from the source with ``ast`` — every ``import`` anywhere in a module, including
 those inside functions, plus the ``__init__.py`` of every package on the way — and every file of
-that closure (and any data file shipped beside those modules) must lie under one of the stage's
+that closure (and any data file in those packages that their source names) must lie under one of the stage's
 declared deps. A declared code path that holds no module of the closure is reported as well.
 """
 
@@ -55,6 +55,11 @@ def imported_names(path: Path, module: str) -> set[str]:
     return {n for n in found if n.split(".")[0] in PROJECT_PACKAGES and module_file(n)}
 
 
+def in_subpackage(path: Path, package_dir: Path) -> bool:
+    """Whether ``path`` lies in a Python package below ``package_dir`` (a module there is imported on its own)."""
+    return any((package_dir / d / "__init__.py").is_file() for d in path.relative_to(package_dir).parents if d != Path("."))
+
+
 @cache
 def closure(module: str) -> frozenset[Path]:
     """Every project source file that running ``python -m module`` may execute."""
@@ -69,10 +74,13 @@ def closure(module: str) -> frozenset[Path]:
                 seen.add(parent)
                 todo.extend(imported_names(module_file(parent), parent) - seen)
     files = {module_file(n) for n in seen}
-    # Data shipped beside the modules (stored arrays, templates) is read by that code.
+    # Data shipped beside the modules (stored arrays, templates: in the package folder or a plain
+    # sub-folder of it) is read by the module of that package that names it.
     for package_dir in {f.parent for f in files}:
+        sources = "".join(f.read_text() for f in files if f.parent == package_dir)
         files.update(f for f in code_files([package_dir.relative_to(ROOT).as_posix()])
-                     if f.parent == package_dir and f.suffix != ".py")
+                     if f.suffix != ".py" and not in_subpackage(f, package_dir)
+                     and f.relative_to(package_dir).parts[0] in sources)
     return frozenset(files)
 
 
