@@ -1,32 +1,43 @@
-"""Resumable, verified downloads of the two corpora TAVSE reads.
+"""Resumable, verified downloads of the two corpora TAVSE reads, each recorded in a manifest.
 
-* ``speakingfaces``: ``image_audio/sub_{id}_ia.zip`` from the gated HuggingFace dataset
-  ``ISSAI/Speaking_Faces`` (about 6.4 GB per speaker).
+* ``speakingfaces``: ``image_audio/sub_{id}_ia.zip`` of the gated HuggingFace dataset
+  ``issai/Speaking_Faces`` (about 6.4 GB per speaker), saved as ``OUT/sub_{id}_ia.zip``.
 * ``demand``: the DEMAND noise zips of Zenodo record 1227121, checked against Zenodo's MD5s.
 
-Both go through one engine (:func:`download_file`): bytes stream into ``<name>.part`` with HTTP
-``Range`` resume (across retries *and* across runs), the finished part is checked against the
+``OUT`` is the folder ``params.yaml`` points at (``data.speakingfaces_dir`` / ``data.demand_dir``).
+Besides the archives it holds ``manifest.json`` (:mod:`tavse.corpus.manifest`): the source (Hub
+repo, endpoint, requested revision and the commit it resolved to; or the Zenodo record) and per
+archive its path, size and hashes. It is rewritten atomically after each completed file, so a
+killed download leaves a valid manifest of the files that are complete. The stages read the
+archive list from it.
+
+Both corpora go through one engine (:func:`download_file`): bytes stream into ``<name>.part`` with
+HTTP ``Range`` resume (across retries *and* across runs), the finished part is checked against the
 remote size and hash (MD5 from Zenodo; SHA-256 from the Hub's ``X-Linked-Etag`` for LFS/Xet
 files), then renamed atomically. A final file therefore only ever exists complete and verified.
 
-The Hub is spoken to with plain ``requests`` on the documented resolve URL
-``{endpoint}/datasets/{repo}/resolve/{revision}/{path}`` with ``Authorization: Bearer``, not with
-``huggingface_hub.hf_hub_download``: that function (2.x) writes into a process-unique temporary
-file that it deletes on failure, so an interrupted 6.4 GB download restarts from zero.
+The Hub is spoken to with plain ``requests``: the revision (branch, tag or commit; ``--revision``,
+``$TAVSE_HF_REVISION`` or ``.env``, default ``main``) is resolved once to a commit with
+``{endpoint}/api/datasets/{repo}/revision/{revision}``, and every file comes from the documented
+resolve URL of that one commit, ``{endpoint}/datasets/{repo}/resolve/{commit}/{path}``, with
+``Authorization: Bearer``; not with ``huggingface_hub.hf_hub_download``: that function (2.x)
+writes into a process-unique temporary file that it deletes on failure, so an interrupted 6.4 GB
+download restarts from zero.
 
 The token (``HF_TOKEN`` env, a ``.env`` file, or the huggingface CLI's token file) is never
 printed: every message that leaves this module goes through :func:`redact`.
 
 CLI::
 
-    python -m tavse.download speakingfaces --out DIR [--speakers 1-10,121] [--status]
-    python -m tavse.download demand --out DIR [--envs DKITCHEN,SCAFE] [--status]
+    python -m tavse.download speakingfaces --out DIR [--speakers 1-10,121] [--revision REV] [--status] [--verify]
+    python -m tavse.download demand --out DIR [--envs DKITCHEN,SCAFE] [--status] [--verify]
+    python -m tavse.download manifest DIR [--corpus speakingfaces|demand]   # archives obtained elsewhere
+    python -m tavse.download verify DIR                                     # re-hash against the manifest
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -40,15 +51,20 @@ from urllib.parse import quote, urljoin
 import requests
 from tqdm import tqdm
 
+from tavse.corpus import manifest as mf
+
 log = logging.getLogger(__name__)
 
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
-HF_REPO = "ISSAI/Speaking_Faces"
+HF_REPO = "issai/Speaking_Faces"
+HF_DEFAULT_REVISION = "main"
+REVISION_ENV = "TAVSE_HF_REVISION"
 N_SPEAKERS = 142
 ZENODO_RECORD_URL = "https://zenodo.org/api/records/1227121"
 ZENODO_FILES_URL = "https://zenodo.org/records/1227121/files"
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -69,6 +85,7 @@ class RemoteFile:
     size: int | None = None
     md5: str | None = None
     sha256: str | None = None
+    remote_path: str | None = None  # path on the server, where it differs from ``name``
 
 
 @dataclass(frozen=True)
@@ -150,26 +167,29 @@ def part_path(dest: Path) -> Path:
 
 def hash_file(path: Path, algorithm: str) -> str:
     """Hex digest of a file with ``hashlib.new(algorithm)``."""
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return mf.hash_file(path, (algorithm,))[algorithm]
 
 
-def verify(path: Path, remote: RemoteFile) -> None:
-    """Check a finished file against the remote size and hash; raise :class:`ChecksumError`."""
+def manifest_algorithms(remote: RemoteFile) -> tuple[str, ...]:
+    """Hashes a manifest records for ``remote``: SHA-256 always, MD5 where the server publishes one."""
+    return ("sha256", "md5") if remote.md5 else ("sha256",)
+
+
+def verify(path: Path, remote: RemoteFile, *, what: str = "the partial download was deleted, run again to re-download") -> dict[str, str]:
+    """Check a finished file against the remote size and hashes; return its digests (one read).
+
+    Raises :class:`ChecksumError` naming the file; ``what`` says what happens next.
+    """
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
         raise ChecksumError(f"{remote.name}: size {size} bytes, expected {remote.size}")
+    digests = mf.hash_file(path, manifest_algorithms(remote))
     for algorithm, expected in (("md5", remote.md5), ("sha256", remote.sha256)):
-        if expected:
-            actual = hash_file(path, algorithm)
-            if actual != expected.lower():
-                raise ChecksumError(
-                    f"{remote.name}: {algorithm.upper()} mismatch (got {actual}, expected {expected}); "
-                    "the partial download was deleted, run again to re-download"
-                )
+        if expected and digests[algorithm] != expected.lower():
+            raise ChecksumError(
+                f"{remote.name}: {algorithm.upper()} mismatch (got {digests[algorithm]}, expected {expected}); {what}"
+            )
+    return digests
 
 
 def http_error(status: int, name: str, gated_url: str | None) -> DownloadError:
@@ -293,17 +313,18 @@ def download_file(
     retries: int = 5,
     backoff: float = 1.0,
     gated_url: str | None = None,
-) -> bool:
-    """Download one file into ``out_dir / remote.name``; return False if it was already complete.
+) -> dict[str, str] | None:
+    """Download one file into ``out_dir / remote.name``; return its digests, or None if it was already complete.
 
     Streams into ``.part`` (resuming a previous part), retries with exponential backoff while
     connections drop (the retry budget refills whenever bytes arrive), verifies size and hash,
-    then renames atomically. A verification failure deletes the part and raises.
+    then renames atomically. A verification failure deletes the part and raises. The digests
+    (SHA-256, and MD5 where the server publishes one) come from that verification's single read.
     """
     dest = out_dir / remote.name
     if dest.is_file() and (remote.size is None or dest.stat().st_size == remote.size):
         log.info("%s: complete, skipped", remote.name)
-        return False
+        return None
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     if part.exists() and remote.size is not None and part.stat().st_size > remote.size:
@@ -350,13 +371,87 @@ def download_file(
                 )
                 backoff_sleep(failures, backoff)
     try:
-        verify(part, remote)
+        digests = verify(part, remote)
     except ChecksumError:
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
     log.info("%s: downloaded and verified", remote.name)
-    return True
+    return digests
+
+
+# --------------------------------------------------------------------------- manifest of a download
+
+
+def open_manifest(out_dir: Path, corpus: str, source: dict, same: Sequence[str]) -> mf.Manifest:
+    """The manifest a download into ``out_dir`` extends: the folder's own if it has the same source, else a new one.
+
+    ``same`` names the source keys that must agree (the Hub commit, the Zenodo record): archives
+    of two snapshots never share one manifest. Entries whose file is gone are dropped. The
+    manifest is written at once, so the folder has one from the start.
+    """
+    path = mf.manifest_path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        manifest = mf.Manifest(corpus, dict(source), [])
+    else:
+        manifest = mf.read_manifest(out_dir)
+        old = manifest.source
+        mismatch = [k for k in ("type", *same) if str(old.get(k, "")).lower() != str(source.get(k, "")).lower()]
+        if manifest.corpus != corpus or mismatch:
+            what = ", ".join(f"{k} {old.get(k)!r}" for k in ("type", *same) if k in old)
+            want = ", ".join(f"{k} {source.get(k)!r}" for k in ("type", *same))
+            hint = (f"pass --revision {old['commit']} to continue that snapshot, or " if corpus == "speakingfaces"
+                    and old.get("type") == "huggingface" and old.get("commit") else "")
+            raise DownloadError(
+                f"{path}: the folder holds a {manifest.corpus} corpus of {what}, not {want}; {hint}download into "
+                "another folder (or delete the manifest to record this folder anew: complete files are kept, re-hashed)"
+            )
+        manifest.source = dict(source)
+        for entry in list(manifest.files):
+            if not (out_dir / entry.path).is_file():
+                log.warning("%s: listed in %s but gone, dropped from it", entry.path, path)
+                manifest.files.remove(entry)
+    mf.write_manifest(out_dir, manifest)
+    return manifest
+
+
+def fetch_and_record(
+    session: requests.Session,
+    remote: RemoteFile,
+    out_dir: Path,
+    manifest: mf.Manifest,
+    *,
+    verify_existing: bool = False,
+    **kwargs,
+) -> Path:
+    """Download ``remote`` (or skip it, if complete), add it to ``manifest`` and rewrite the manifest atomically.
+
+    A file that was already complete keeps its manifest entry if the entry has its size;
+    otherwise (or with ``verify_existing``) it is hashed and checked against the server's hashes
+    and the manifest's.
+    """
+    dest = out_dir / remote.name
+    digests = download_file(session, remote, out_dir, **kwargs)
+    old = manifest.by_path().get(remote.name)
+    size = dest.stat().st_size
+    if digests is None and old is not None and old.size == size and old.sha256 and not verify_existing:
+        entry = old
+    else:
+        if digests is None:
+            log.info("%s: hashing the existing file", remote.name)
+            digests = verify(dest, remote, what="the file was there before this run: delete it and run again to re-download")
+            for algorithm in ("sha256", "md5"):
+                recorded = getattr(old, algorithm) if old is not None and old.size == size else None
+                if recorded and recorded != digests[algorithm]:
+                    raise ChecksumError(
+                        f"{remote.name}: {algorithm.upper()} {digests[algorithm]}, but {mf.manifest_path(out_dir)} lists "
+                        f"{recorded}; delete the file and run again to re-download"
+                    )
+        entry = mf.FileEntry(remote.name, size, digests["sha256"], digests.get("md5"), remote.remote_path)
+    manifest.put(entry)
+    mf.write_manifest(out_dir, manifest)
+    return dest
 
 
 def file_status(out_dir: Path, remote: RemoteFile) -> FileStatus:
@@ -415,6 +510,56 @@ def speaker_path(speaker: int) -> str:
     return f"image_audio/sub_{speaker}_ia.zip"
 
 
+def resolve_revision(cli: str | None, env_file: Path | None = Path(".env")) -> str:
+    """The Hub revision to download: ``--revision``, else ``$TAVSE_HF_REVISION``, else ``.env``, else ``main``."""
+    return (
+        cli
+        or os.environ.get(REVISION_ENV)
+        or (read_dotenv(env_file).get(REVISION_ENV) if env_file is not None else None)
+        or HF_DEFAULT_REVISION
+    )
+
+
+def hf_revision_url(endpoint: str, repo: str, revision: str) -> str:
+    """The Hub API URL that resolves a dataset revision (branch, tag or commit) to its commit."""
+    return f"{endpoint.rstrip('/')}/api/datasets/{repo}/revision/{quote(revision, safe='')}"
+
+
+def hf_resolve_commit(
+    session: requests.Session,
+    endpoint: str,
+    repo: str,
+    revision: str,
+    token: str | None,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> str:
+    """The commit SHA that ``revision`` of the dataset points at now (``sha`` of the Hub's revision API)."""
+    resp = request_with_retries(
+        session,
+        "GET",
+        hf_revision_url(endpoint, repo, revision),
+        f"revision {revision!r} of {repo}",
+        headers=hf_auth_headers(token),
+        retries=retries,
+        backoff=backoff,
+        gated_url=hf_gated_url(endpoint, repo),
+    )
+    try:
+        sha = resp.json()["sha"]
+    except (ValueError, KeyError, TypeError):
+        raise DownloadError(
+            f"revision {revision!r} of {repo}: the Hub's answer has no commit sha"
+        ) from None
+    if not isinstance(sha, str) or not COMMIT_RE.fullmatch(sha):
+        raise DownloadError(f"revision {revision!r} of {repo}: bad commit sha {sha!r} from the Hub")
+    if COMMIT_RE.fullmatch(revision) and revision != sha:
+        raise DownloadError(f"revision {revision!r} of {repo}: the Hub resolved it to another commit, {sha}")
+    log.info("%s revision %s is commit %s", repo, revision, sha)
+    return sha
+
+
 def hf_resolve_url(endpoint: str, repo: str, revision: str, path: str) -> str:
     """The Hub's documented file URL for a dataset file."""
     return f"{endpoint.rstrip('/')}/datasets/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
@@ -441,7 +586,11 @@ def hf_remote_file(
     retries: int = 5,
     backoff: float = 1.0,
 ) -> RemoteFile:
-    """HEAD the resolve URL (no redirect) for size and SHA-256 (``X-Linked-Size``/``X-Linked-Etag``)."""
+    """HEAD the resolve URL (no redirect) for size and SHA-256 (``X-Linked-Size``/``X-Linked-Etag``).
+
+    ``revision`` should be a commit (:func:`hf_resolve_commit`); a file the Hub serves from
+    another commit (``X-Repo-Commit``) is refused. The local name is the file name of ``path``.
+    """
     url = hf_resolve_url(endpoint, repo, revision, path)
     headers = {**hf_auth_headers(token), "Accept-Encoding": "identity"}
     gated = hf_gated_url(endpoint, repo)
@@ -483,11 +632,15 @@ def hf_remote_file(
         .removeprefix("W/")
         .strip('"')
     )
+    served = resp.headers.get("X-Repo-Commit")
+    if served and COMMIT_RE.fullmatch(revision) and served != revision:
+        raise DownloadError(f"{path}: the Hub serves it from commit {served}, not the requested {revision}")
     return RemoteFile(
-        name=path,
+        name=path.rsplit("/", 1)[-1],
         url=url,
         size=int(size) if size else None,
         sha256=etag if SHA256_RE.fullmatch(etag) else None,
+        remote_path=path,
     )
 
 
@@ -502,7 +655,7 @@ def speakingfaces_files(
     retries: int = 5,
     backoff: float = 1.0,
 ) -> list[RemoteFile]:
-    """Remote metadata of the selected speakers' archives."""
+    """Remote metadata of the selected speakers' archives (``revision``: a commit)."""
     return [
         hf_remote_file(
             session,
@@ -518,6 +671,27 @@ def speakingfaces_files(
     ]
 
 
+def hf_source(endpoint: str, repo: str, revision: str, commit: str) -> dict:
+    """The ``source`` of a SpeakingFaces manifest."""
+    return {"type": "huggingface", "repo": repo, "endpoint": endpoint.rstrip("/"), "revision": revision, "commit": commit}
+
+
+def move_legacy_layout(out_dir: Path) -> int:
+    """Move archives (and parts) of the earlier ``OUT/image_audio/`` layout up into ``OUT``; return how many."""
+    legacy = out_dir / "image_audio"
+    moved = 0
+    if legacy.is_dir():
+        for p in sorted(legacy.iterdir()):
+            if re.fullmatch(r"sub_\d+_ia\.zip(\.part)?", p.name) and not (out_dir / p.name).exists():
+                os.replace(p, out_dir / p.name)
+                moved += 1
+        if moved:
+            log.info("moved %d archive(s) of the earlier layout from %s up into %s", moved, legacy, out_dir)
+        if not any(legacy.iterdir()):
+            legacy.rmdir()
+    return moved
+
+
 def download_speakingfaces(
     out_dir: Path,
     speakers: Sequence[int],
@@ -525,33 +699,47 @@ def download_speakingfaces(
     *,
     endpoint: str = HF_DEFAULT_ENDPOINT,
     repo: str = HF_REPO,
-    revision: str = "main",
+    revision: str = HF_DEFAULT_REVISION,
     retries: int = 5,
     backoff: float = 1.0,
+    verify_existing: bool = False,
 ) -> list[Path]:
-    """Download (or skip, if complete) ``image_audio/sub_{id}_ia.zip`` for each speaker into ``out_dir``."""
+    """Download (or skip, if complete) each speaker's archive as ``out_dir/sub_{id}_ia.zip``.
+
+    ``revision`` is resolved once to a commit and every file comes from that commit;
+    ``out_dir/manifest.json`` records it and is rewritten after each completed file.
+    """
     paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    move_legacy_layout(out_dir)
     with requests.Session() as session:
+        commit = hf_resolve_commit(session, endpoint, repo, revision, token, retries=retries, backoff=backoff)
+        manifest = open_manifest(out_dir, "speakingfaces", hf_source(endpoint, repo, revision, commit), ("repo", "commit"))
         for remote in speakingfaces_files(
             session,
             speakers,
             endpoint,
             repo,
-            revision,
+            commit,
             token,
             retries=retries,
             backoff=backoff,
         ):
-            download_file(
-                session,
-                remote,
-                out_dir,
-                headers=hf_auth_headers(token),
-                retries=retries,
-                backoff=backoff,
-                gated_url=hf_gated_url(endpoint, repo),
+            paths.append(
+                fetch_and_record(
+                    session,
+                    remote,
+                    out_dir,
+                    manifest,
+                    verify_existing=verify_existing,
+                    headers=hf_auth_headers(token),
+                    retries=retries,
+                    backoff=backoff,
+                    gated_url=hf_gated_url(endpoint, repo),
+                )
             )
-            paths.append(out_dir / remote.name)
+    log.info("%s: %d archive(s) of %s@%s; point data.speakingfaces_dir at this folder",
+             mf.manifest_path(out_dir), len(manifest.files), repo, commit[:12])
     return paths
 
 
@@ -562,18 +750,22 @@ def status_speakingfaces(
     *,
     endpoint: str = HF_DEFAULT_ENDPOINT,
     repo: str = HF_REPO,
-    revision: str = "main",
+    revision: str = HF_DEFAULT_REVISION,
     retries: int = 5,
     backoff: float = 1.0,
 ) -> list[FileStatus]:
-    """Per-speaker local state against the Hub's sizes, without downloading."""
+    """Per-speaker local state against the Hub's sizes (at the commit ``revision`` resolves to), without downloading."""
+    if (out_dir / "image_audio").is_dir():
+        log.warning("%s: archives of the earlier layout; the next download moves them up into %s",
+                    out_dir / "image_audio", out_dir)
     with requests.Session() as session:
+        commit = hf_resolve_commit(session, endpoint, repo, revision, token, retries=retries, backoff=backoff)
         remotes = speakingfaces_files(
             session,
             speakers,
             endpoint,
             repo,
-            revision,
+            commit,
             token,
             retries=retries,
             backoff=backoff,
@@ -584,6 +776,32 @@ def status_speakingfaces(
 # --------------------------------------------------------------------------- DEMAND (Zenodo)
 
 
+def zenodo_record(
+    session: requests.Session,
+    record_url: str = ZENODO_RECORD_URL,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> dict:
+    """The record JSON of a Zenodo record."""
+    resp = request_with_retries(
+        session, "GET", record_url, "Zenodo record", retries=retries, backoff=backoff
+    )
+    try:
+        return resp.json()
+    except ValueError:
+        raise DownloadError(f"Zenodo record {record_url}: the answer is not JSON") from None
+
+
+def zenodo_source(record: dict, record_url: str) -> dict:
+    """The ``source`` of a DEMAND manifest: the record id (and DOI), from the record JSON."""
+    record_id = str(record.get("id") or record.get("recid") or record_url.rstrip("/").rsplit("/", 1)[-1])
+    source = {"type": "zenodo", "record": record_id, "record_url": record_url}
+    if record.get("doi"):
+        source["doi"] = record["doi"]
+    return source
+
+
 def zenodo_files(
     session: requests.Session,
     record_url: str = ZENODO_RECORD_URL,
@@ -591,12 +809,12 @@ def zenodo_files(
     *,
     retries: int = 5,
     backoff: float = 1.0,
+    record: dict | None = None,
 ) -> list[RemoteFile]:
     """All files of a Zenodo record with sizes and MD5s (``files[].checksum == "md5:<hex>"``)."""
-    resp = request_with_retries(
-        session, "GET", record_url, "Zenodo record", retries=retries, backoff=backoff
-    )
-    entries = resp.json()["files"]
+    if record is None:
+        record = zenodo_record(session, record_url, retries=retries, backoff=backoff)
+    entries = record["files"]
     if isinstance(entries, dict):  # /files endpoint shape: {"entries": [...]}
         entries = entries.get("entries", [])
     files = []
@@ -654,12 +872,22 @@ def download_demand(
     files_url: str = ZENODO_FILES_URL,
     retries: int = 5,
     backoff: float = 1.0,
+    verify_existing: bool = False,
 ) -> list[Path]:
-    """Download (or skip, if complete) the chosen DEMAND zips into ``out_dir``, MD5-verified."""
+    """Download (or skip, if complete) the chosen DEMAND zips into ``out_dir``, MD5-verified.
+
+    ``out_dir/manifest.json`` records the Zenodo record and per zip its size, MD5 and SHA-256,
+    rewritten after each completed file.
+    """
     with requests.Session() as session:
-        remotes = select_demand(zenodo_files(session, record_url, files_url, retries=retries, backoff=backoff), envs)
+        record = zenodo_record(session, record_url, retries=retries, backoff=backoff)
+        remotes = select_demand(zenodo_files(session, record_url, files_url, record=record), envs)
+        manifest = open_manifest(out_dir, "demand", zenodo_source(record, record_url), ("record",))
         for remote in remotes:
-            download_file(session, remote, out_dir, retries=retries, backoff=backoff)
+            fetch_and_record(session, remote, out_dir, manifest, verify_existing=verify_existing,
+                             retries=retries, backoff=backoff)
+    log.info("%s: %d zip(s) of Zenodo record %s; point data.demand_dir at this folder",
+             mf.manifest_path(out_dir), len(manifest.files), manifest.source["record"])
     return [out_dir / r.name for r in remotes]
 
 
@@ -682,17 +910,27 @@ def status_demand(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Argument parser with the ``speakingfaces`` and ``demand`` sub-commands."""
+    """Argument parser with the ``speakingfaces``, ``demand``, ``manifest`` and ``verify`` sub-commands."""
     parser = argparse.ArgumentParser(
         prog="python -m tavse.download", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="corpus", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", type=Path, required=True, help="output folder")
+    common.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: archives and manifest.json (point data.speakingfaces_dir / data.demand_dir here)",
+    )
     common.add_argument(
         "--status",
         action="store_true",
         help="list complete/partial/missing files, download nothing",
+    )
+    common.add_argument(
+        "--verify",
+        action="store_true",
+        help="also re-hash files that were already complete against the server's and the manifest's hashes",
     )
     common.add_argument(
         "--retries",
@@ -723,12 +961,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Hub URL (default: $HF_ENDPOINT or {HF_DEFAULT_ENDPOINT})",
     )
     sf.add_argument("--repo", default=HF_REPO, help="dataset repository")
-    sf.add_argument("--revision", default="main", help="branch, tag or commit")
+    sf.add_argument(
+        "--revision",
+        default=None,
+        help=f"branch, tag or commit (default: ${REVISION_ENV}, or {REVISION_ENV} in --env-file, or "
+        f"{HF_DEFAULT_REVISION}); resolved once to a commit, which the manifest records",
+    )
     sf.add_argument(
         "--env-file",
         type=Path,
         default=Path(".env"),
-        help="file with HF_TOKEN=... (if $HF_TOKEN unset)",
+        help=f"file with HF_TOKEN=... and {REVISION_ENV}=... (used where the environment has none)",
     )
 
     dm = sub.add_parser(
@@ -747,11 +990,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=ZENODO_FILES_URL,
         help="base URL the files are fetched from",
     )
+
+    mk = sub.add_parser(
+        "manifest",
+        help="write DIR/manifest.json (source: local) for archives obtained elsewhere",
+    )
+    mk.add_argument("dir", type=Path, help="folder of sub_{id}_ia.zip, or of DEMAND {ENV}_16k.zip / {ENV}/chNN.wav")
+    mk.add_argument("--corpus", dest="corpus_kind", choices=mf.CORPORA, default=None,
+                    help="default: from the file names")
+
+    vf = sub.add_parser(
+        "verify", help="re-hash every archive DIR/manifest.json lists and compare (exit 1 on a mismatch)"
+    )
+    vf.add_argument("dir", type=Path, help="a corpus folder with a manifest.json")
     return parser
+
+
+def write_local_manifest(folder: Path, corpus: str | None = None) -> mf.Manifest:
+    """Hash the archives of ``folder`` into a manifest of source ``local`` (SHA-256; DEMAND also MD5)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    corpus = corpus or mf.detect_corpus(folder)
+    path = mf.manifest_path(folder)
+    if path.is_file():
+        try:
+            old = mf.read_manifest(folder).source.get("type")
+        except mf.ManifestError:
+            old = "unreadable"
+        if old != "local":
+            log.warning("%s: replacing a manifest of source %s by one of source local", path, old)
+    return mf.make_manifest(folder, corpus, {"type": "local"})
 
 
 def run(args: argparse.Namespace, token: str | None) -> int:
     """Execute a parsed command; return the exit status."""
+    if args.corpus == "manifest":
+        m = write_local_manifest(args.dir, args.corpus_kind)
+        print(f"{mf.manifest_path(args.dir)}: {m.corpus}, {len(m.files)} file(s), "
+              f"{sum(f.size for f in m.files) / 1e9:.3f} GB")
+        return 0
+    if args.corpus == "verify":
+        n = mf.verify_folder(args.dir)
+        print(f"{mf.manifest_path(args.dir)}: all {n} file(s) match")
+        return 0
     opts = {"retries": args.retries, "backoff": args.backoff}
     if args.corpus == "speakingfaces":
         speakers = parse_speakers(args.speakers)
@@ -759,7 +1040,7 @@ def run(args: argparse.Namespace, token: str | None) -> int:
         hub = {
             "endpoint": endpoint,
             "repo": args.repo,
-            "revision": args.revision,
+            "revision": resolve_revision(args.revision, args.env_file),
             **opts,
         }
         if not token:
@@ -770,14 +1051,14 @@ def run(args: argparse.Namespace, token: str | None) -> int:
         if args.status:
             print(format_status(status_speakingfaces(args.out, speakers, token, **hub)))
         else:
-            download_speakingfaces(args.out, speakers, token, **hub)
+            download_speakingfaces(args.out, speakers, token, verify_existing=args.verify, **hub)
     else:
         envs = [e for e in args.envs.split(",") if e] if args.envs else None
         zen = {"record_url": args.record_url, "files_url": args.base_url, **opts}
         if args.status:
             print(format_status(status_demand(args.out, envs, **zen)))
         else:
-            download_demand(args.out, envs, **zen)
+            download_demand(args.out, envs, verify_existing=args.verify, **zen)
     return 0
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from tavse.common.audio import frame_loudness_db, resample
 from tavse.common.dvc_stage import code_fingerprint
 from tavse.common.config import DataConfig, IngestConfig, params_hash
+from tavse.corpus import manifest as corpus_manifest
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.corpus.errors import BadInput
@@ -264,10 +265,13 @@ class IngestPlan:
         return archive, split, cfg, self.subjects, shard
 
 
-def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> IngestPlan:
+def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None, verify: bool = False) -> IngestPlan:
     """The shards of ``data.speakingfaces_dir`` and their scratch folders (keyed by params, code, content).
 
-    Raises FileNotFoundError naming the folder when it is missing or holds no archives.
+    The archives are those ``manifest.json`` in the folder lists (each checked to exist with its
+    listed size; files it does not list are ignored), never a glob. Raises FileNotFoundError
+    naming the folder when it or its manifest is missing, ManifestError when an archive
+    disagrees with the manifest or the manifest lists none.
     """
     folder = Path(data.speakingfaces_dir)
     if not folder.is_dir():
@@ -275,10 +279,14 @@ def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = Non
             f"{folder}: SpeakingFaces archive folder not found (params.yaml data.speakingfaces_dir). "
             "It is the input of the ingest stage: for the embedded synthetic default the stage "
             "synth_corpus writes it (`dvc repro synth_corpus`); for the real corpus download it "
-            "(`python -m tavse.download speakingfaces --out DIR`) and point data.speakingfaces_dir there")
-    archives = sfc.find_archives(folder)
+            "(`python -m tavse.download speakingfaces --out DIR`) and point data.speakingfaces_dir at DIR, "
+            "the folder that holds sub_{id}_ia.zip and manifest.json")
+    listed = corpus_manifest.checked_files(folder, "speakingfaces", verify=verify)
+    archives = sorted((p for p in listed if corpus_manifest.is_recording("speakingfaces", p.relative_to(folder).as_posix())),
+                      key=sfc.speaker_id_of)
     if not archives:
-        raise FileNotFoundError(f"{folder}: no sub_{{id}}_ia.zip archives found (params.yaml data.speakingfaces_dir)")
+        raise corpus_manifest.ManifestError(
+            f"{corpus_manifest.manifest_path(folder)}: lists no sub_{{id}}_ia.zip archives (params.yaml data.speakingfaces_dir)")
     work = (work_dir or scratch_dir() / "ingest").resolve()
     shards, unsplit = {}, []
     for a in archives:

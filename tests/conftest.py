@@ -35,13 +35,16 @@ def tiny_params(tmp: Path) -> dict:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Config:
     """The tiny synthetic SpeakingFaces and DEMAND corpora, written once per test session."""
+    from tavse.corpus.manifest import write_synthetic_manifest
     from tavse.synth.corpus import write_corpus
     from tavse.synth.noise import write_demand_corpus
 
     cfg = config_from_dict(tiny_params(tmp_path_factory.mktemp("tiny")))
     write_corpus(cfg.synth, cfg.data, cfg.seed)
+    write_synthetic_manifest(cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset})
     sn = cfg.synth_noise
     write_demand_corpus(sn.out_dir, sn.environments, sn.duration_s, sn.channels, cfg.seed)
+    write_synthetic_manifest(sn.out_dir, "demand", "synth_noise", {"seed": cfg.seed})
     return cfg
 
 

@@ -12,15 +12,18 @@ import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import requests
 
 from tavse import download as dl
+from tavse.corpus import manifest as mf
 
 TOKEN = "hf_TESTsecretTOKEN0123456789"
-REPO = "ISSAI/Speaking_Faces"
+REPO = "issai/Speaking_Faces"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+COMMIT_V1 = "89abcdef0123456789abcdef0123456789abcdef"
 
 
 def make_zip(member: str, n_bytes: int, seed: int) -> bytes:
@@ -53,6 +56,8 @@ class FakeServer:
             for s in (1, 2, 3)
         }
         self.bad_md5: set[str] = set()
+        self.bad_sha256: set[str] = set()  # repository paths whose X-Linked-Etag is wrong
+        self.revisions = {"main": COMMIT, "v1.0": COMMIT_V1, COMMIT: COMMIT, COMMIT_V1: COMMIT_V1}
         self.drop_once: set[str] = set()
         # method, path, Range, Authorization of every request
         self.requests: list[tuple[str, str, str | None, str | None]] = []
@@ -125,15 +130,32 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _hf(self, head: bool) -> None:
-            prefix = f"/datasets/{REPO}/resolve/main/"
+            api = f"/api/datasets/{REPO}/revision/"
+            if self.path.startswith(api):  # the Hub's revision API: revision -> commit sha
+                revision = unquote(self.path[len(api) :])
+                if revision not in state.revisions:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RevisionNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"id": REPO, "sha": state.revisions[revision]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                return
             if self.path.startswith("/cdn/"):
                 path = self.path[len("/cdn/") :]
                 self._send_bytes(state.hf[path], path, head)
                 return
-            if not self.path.startswith(prefix):
+            match = re.fullmatch(rf"/datasets/{REPO}/resolve/([^/]+)/(.+)", self.path)
+            if not match or unquote(match.group(1)) not in state.revisions:
                 self.send_error(404)
                 return
-            path = self.path[len(prefix) :]
+            commit, path = state.revisions[unquote(match.group(1))], match.group(2)
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 self.send_response(401)
                 self.send_header("X-Error-Code", "GatedRepo")
@@ -150,8 +172,9 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             # LFS-style: metadata in X-Linked-*, bytes on the "CDN"
             self.send_response(302)
             self.send_header("Location", f"/cdn/{path}")
-            self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("X-Repo-Commit", commit)
+            sha = "f" * 64 if path in state.bad_sha256 else hashlib.sha256(data).hexdigest()
+            self.send_header("X-Linked-Etag", f'"{sha}"')
             self.send_header("X-Linked-Size", str(len(data)))
             self.send_header("ETag", '"abc"')
             self.send_header("Content-Length", "0")
@@ -355,7 +378,7 @@ def test_speakingfaces_download_resume_skip(
         tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01
     )
     for p, s in zip(paths, (1, 2)):
-        assert p == tmp_path / "image_audio" / f"sub_{s}_ia.zip"
+        assert p == tmp_path / f"sub_{s}_ia.zip"
         assert p.read_bytes() == state.hf[dl.speaker_path(s)]
     cdn = [
         r
@@ -369,18 +392,15 @@ def test_speakingfaces_download_resume_skip(
 
     n_before = len(state.requests)
     dl.download_speakingfaces(tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01)
-    # second run skips: metadata only
-    assert all(m == "HEAD" for m, _, _, _ in state.requests[n_before:])
+    # second run skips: metadata only (the revision API, HEADs)
+    assert all(m == "HEAD" or p.startswith("/api/") for m, p, _, _ in state.requests[n_before:])
 
-    (tmp_path / "image_audio" / "sub_3_ia.zip.part").write_bytes(b"PK")
+    (tmp_path / "sub_3_ia.zip.part").write_bytes(b"PK")
     rows = {
         r.name: r.state
         for r in dl.status_speakingfaces(tmp_path, [1, 3], TOKEN, endpoint=url)
     }
-    assert rows == {
-        "image_audio/sub_1_ia.zip": "complete",
-        "image_audio/sub_3_ia.zip": "partial",
-    }
+    assert rows == {"sub_1_ia.zip": "complete", "sub_3_ia.zip": "partial"}
 
 
 def test_speakingfaces_sha256_mismatch_deletes_part(
@@ -390,14 +410,13 @@ def test_speakingfaces_sha256_mismatch_deletes_part(
     path = dl.speaker_path(1)
     good = state.hf[path]
     # the Hub advertises the sha256 of `good`, but a stale part holds different leading bytes
-    part = tmp_path / "image_audio" / "sub_1_ia.zip.part"
-    part.parent.mkdir(parents=True)
+    part = tmp_path / "sub_1_ia.zip.part"
     part.write_bytes(b"\0" * 100)
     with pytest.raises(dl.ChecksumError, match="sub_1_ia.zip.*SHA256"):
         dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)
-    assert not part.exists() and not (tmp_path / path).exists()
+    assert not part.exists() and not (tmp_path / "sub_1_ia.zip").exists()
     dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)
-    assert (tmp_path / path).read_bytes() == good
+    assert (tmp_path / "sub_1_ia.zip").read_bytes() == good
 
 
 def test_speakingfaces_401_clear_and_token_never_shown(
@@ -470,3 +489,163 @@ def test_speakingfaces_401_clear_and_token_never_shown(
     assert TOKEN not in text and wrong not in text
     # it was really sent
     assert any(a == f"Bearer {TOKEN}" for _, _, _, a in state.requests)
+
+
+# --------------------------------------------------------------------------- manifests of downloads
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_speakingfaces_manifest_records_commit_sizes_hashes(
+    server: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    state, url = server
+    dl.download_speakingfaces(tmp_path, [2, 1], TOKEN, endpoint=url, backoff=0.01)
+    raw = json.loads((tmp_path / "manifest.json").read_text())
+    assert raw == {
+        "format": 1,
+        "corpus": "speakingfaces",
+        "source": {"type": "huggingface", "repo": REPO, "endpoint": url, "revision": "main", "commit": COMMIT},
+        "files": [
+            {
+                "path": f"sub_{s}_ia.zip",
+                "remote_path": f"image_audio/sub_{s}_ia.zip",
+                "size": len(state.hf[dl.speaker_path(s)]),
+                "sha256": sha256(state.hf[dl.speaker_path(s)]),
+            }
+            for s in (1, 2)
+        ],
+    }
+    # every file came from the one resolved commit, never from the moving branch name
+    resolves = [p for _, p, _, _ in state.requests if "/resolve/" in p]
+    assert resolves and all(f"/resolve/{COMMIT}/" in p for p in resolves)
+    assert [p for _, p, _, _ in state.requests if p.startswith("/api/")] == [f"/api/datasets/{REPO}/revision/main"]
+    # read back: the stages' view
+    assert mf.checked_files(tmp_path, "speakingfaces") == [tmp_path / "sub_1_ia.zip", tmp_path / "sub_2_ia.zip"]
+    assert mf.verify_folder(tmp_path) == 2
+
+
+def test_manifest_is_rewritten_after_each_file(
+    server: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    """A download that stops (here: a checksum failure on the 2nd file) leaves a valid manifest of the complete ones."""
+    state, url = server
+    state.bad_sha256.add(dl.speaker_path(2))
+    with pytest.raises(dl.ChecksumError, match="sub_2_ia.zip"):
+        dl.download_speakingfaces(tmp_path, [1, 2, 3], TOKEN, endpoint=url, backoff=0.01)
+    m = mf.read_manifest(tmp_path, "speakingfaces")
+    assert [f.path for f in m.files] == ["sub_1_ia.zip"] and m.source["commit"] == COMMIT
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".manifest*"))
+    state.bad_sha256.clear()
+    (tmp_path / "sub_3_ia.zip.part").write_bytes(state.hf[dl.speaker_path(3)][:5000])  # as if killed mid-file
+    assert mf.checked_files(tmp_path, "speakingfaces") == [tmp_path / "sub_1_ia.zip"]  # the .part is not listed
+    dl.download_speakingfaces(tmp_path, [1, 2, 3], TOKEN, endpoint=url, backoff=0.01)
+    assert [f.path for f in mf.read_manifest(tmp_path).files] == ["sub_1_ia.zip", "sub_2_ia.zip", "sub_3_ia.zip"]
+
+
+def test_revision_pinned_by_cli_or_dotenv_and_one_commit_per_folder(
+    server: tuple[FakeServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state, url = server
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(dl.REVISION_ENV, raising=False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    base = ["speakingfaces", "--speakers", "1", "--endpoint", url, "--backoff", "0.01"]
+    (tmp_path / ".env").write_text(f"{dl.REVISION_ENV}=v1.0  # pinned snapshot\n")
+    assert dl.main([*base, "--out", "pinned"]) == 0
+    source = mf.read_manifest(tmp_path / "pinned").source
+    assert (source["revision"], source["commit"]) == ("v1.0", COMMIT_V1)
+    assert any(f"/resolve/{COMMIT_V1}/" in p for _, p, _, _ in state.requests)
+    # --revision wins over .env; a folder holds one commit: another is refused with the way out
+    assert dl.main([*base, "--out", "pinned", "--revision", "main", "--speakers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"commit '{COMMIT_V1}'" in err and f"pass --revision {COMMIT_V1}" in err, err
+    assert [f.path for f in mf.read_manifest(tmp_path / "pinned").files] == ["sub_1_ia.zip"]
+    # the commit itself continues the snapshot
+    assert dl.main([*base, "--out", "pinned", "--revision", COMMIT_V1, "--speakers", "2"]) == 0
+    assert [f.path for f in mf.read_manifest(tmp_path / "pinned").files] == ["sub_1_ia.zip", "sub_2_ia.zip"]
+    # an unknown revision: a clear 404
+    assert dl.main([*base, "--out", "other", "--revision", "nope"]) == 1
+    assert "HTTP 404: revision 'nope' of issai/Speaking_Faces not found" in capsys.readouterr().err
+
+
+def test_earlier_image_audio_layout_is_moved_up_and_resumed(
+    server: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    state, url = server
+    legacy = tmp_path / "image_audio"
+    legacy.mkdir()
+    (legacy / "sub_1_ia.zip").write_bytes(state.hf[dl.speaker_path(1)])
+    (legacy / "sub_2_ia.zip.part").write_bytes(state.hf[dl.speaker_path(2)][:3000])
+    dl.download_speakingfaces(tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01)
+    assert not legacy.exists()
+    assert [p.name for p in mf.checked_files(tmp_path, "speakingfaces")] == ["sub_1_ia.zip", "sub_2_ia.zip"]
+    assert ("/cdn/image_audio/sub_2_ia.zip", "bytes=3000-") in [(p, r) for _, p, r, _ in state.requests]
+    assert not any(p == "/cdn/image_audio/sub_1_ia.zip" for _, p, _, _ in state.requests)  # hashed, not fetched
+
+
+def test_demand_manifest_records_record_md5_sha256(
+    server: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    state, url = server
+    dl.download_demand(tmp_path, ["NPARK", "SCAFE"], **demand_kwargs(url))
+    m = mf.read_manifest(tmp_path, "demand")
+    assert m.source == {"type": "zenodo", "record": "1227121", "record_url": f"{url}/api/records/1227121"}
+    assert [f.to_json() for f in m.files] == [
+        {"path": n, "size": len(state.demand[n]), "md5": hashlib.md5(state.demand[n]).hexdigest(),
+         "sha256": sha256(state.demand[n])}
+        for n in ("NPARK_16k.zip", "SCAFE_48k.zip")
+    ]
+    dl.download_demand(tmp_path, ["DKITCHEN"], **demand_kwargs(url))  # a later run extends it
+    assert [f.path for f in mf.read_manifest(tmp_path).files] == ["DKITCHEN_16k.zip", "NPARK_16k.zip", "SCAFE_48k.zip"]
+
+
+def test_verify_rejects_same_size_content_change(
+    server: tuple[FakeServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = server
+    dl.download_demand(tmp_path, ["NPARK"], **demand_kwargs(url))
+    assert dl.main(["verify", str(tmp_path)]) == 0
+    assert "all 1 file(s) match" in capsys.readouterr().out
+    zip_path = tmp_path / "NPARK_16k.zip"
+    data = bytearray(zip_path.read_bytes())
+    data[100] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+    # the size still matches: the stages' check passes, --verify catches it
+    assert mf.checked_files(tmp_path, "demand") == [zip_path]
+    with pytest.raises(mf.ChecksumMismatch, match=r"NPARK_16k\.zip: SHA256 [0-9a-f]{64}, but .*manifest\.json lists"):
+        mf.checked_files(tmp_path, "demand", verify=True)
+    assert dl.main(["verify", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "NPARK_16k.zip" in err and "download the file again" in err
+    # the download's --verify re-hashes files it would otherwise skip
+    argv = ["demand", "--out", str(tmp_path), "--envs", "NPARK", "--record-url", f"{url}/api/records/1227121",
+            "--base-url", f"{url}/files", "--backoff", "0.01"]
+    assert dl.main(argv) == 0  # without --verify: complete by size, skipped
+    assert dl.main([*argv, "--verify"]) == 1
+    assert re.search(r"NPARK_16k\.zip: MD5 mismatch.*delete it and run again", capsys.readouterr().err)
+
+
+def test_manifest_command_for_local_archives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sf_dir = tmp_path / "sf"
+    sf_dir.mkdir()
+    for s in (3, 12):
+        (sf_dir / f"sub_{s}_ia.zip").write_bytes(make_zip("x", 1000 + s, s))
+    (sf_dir / "sub_13_ia.zip.part").write_bytes(b"PK")
+    (sf_dir / "subjects.csv").write_text("Sub_ID\n3\n12\n")
+    (sf_dir / "notes.txt").write_text("from a colleague's disk")
+    assert dl.main(["manifest", str(sf_dir)]) == 0
+    assert "speakingfaces, 3 file(s)" in capsys.readouterr().out
+    m = mf.read_manifest(sf_dir, "speakingfaces")
+    assert m.source == {"type": "local"}
+    assert [f.path for f in m.files] == ["sub_12_ia.zip", "sub_3_ia.zip", "subjects.csv"]
+    assert m.by_path()["sub_3_ia.zip"].sha256 == sha256((sf_dir / "sub_3_ia.zip").read_bytes())
+    assert mf.unlisted_files(sf_dir, m) == ["notes.txt", "sub_13_ia.zip.part"]
+    # a folder with nothing of a corpus, and a missing folder: errors that say so
+    assert dl.main(["manifest", str(tmp_path / "sf" / "..")]) == 1
+    assert "no corpus archives found" in capsys.readouterr().err
+    assert dl.main(["manifest", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere: folder not found" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -29,6 +30,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tavse.common.io import atomic_path, wav_bytes
+from tavse.corpus import manifest as corpus_manifest
 
 __all__ = [
     "DEMAND_RATES",
@@ -67,9 +69,11 @@ class DemandSource:
         return f"{self.env}/ch{channel:02d}.wav"
 
 
-def discover_demand(source_dir: str | os.PathLike) -> dict[str, list[DemandSource]]:
+def discover_demand(source_dir: str | os.PathLike, listed: Collection[str] | None = None) -> dict[str, list[DemandSource]]:
     """All DEMAND recordings in ``source_dir``: env name -> candidate sources, best first.
 
+    With ``listed`` (paths relative to ``source_dir``, as its ``manifest.json`` lists them) only
+    those files count: a zip if listed, a folder if one of its channels is listed.
     Preference: 16 kHz before 48 kHz (no resampling), then zip before folder (the zip is
     the canonical download; an extracted copy of it holds the same audio).
     """
@@ -77,11 +81,12 @@ def discover_demand(source_dir: str | os.PathLike) -> dict[str, list[DemandSourc
     if not root.is_dir():
         raise FileNotFoundError(f"DEMAND source folder {root} does not exist or is not a folder")
     found: dict[str, list[DemandSource]] = {}
-    for entry in sorted(root.iterdir()):
-        if entry.is_file() and (m := _ZIP_RE.match(entry.name)):
+    entries = sorted(root.iterdir()) if listed is None else [root / n for n in sorted({r.split("/")[0] for r in listed})]
+    for entry in entries:
+        if entry.is_file() and (m := _ZIP_RE.match(entry.name)) and (listed is None or entry.name in listed):
             src = DemandSource(m["env"], entry, "zip", int(m["khz"]) * 1000)
         elif entry.is_dir() and _ENV_RE.match(entry.name) and any(
-            _CHANNEL_RE.match(p.name) for p in entry.iterdir()
+            _CHANNEL_RE.match(p.name) and (listed is None or f"{entry.name}/{p.name}" in listed) for p in entry.iterdir()
         ):
             src = DemandSource(entry.name, entry, "folder", None)
         else:
@@ -194,10 +199,13 @@ def prepare_noise(
     splits: dict[str, list[str]],
     channels: list[int],
     sample_rate: int = 16000,
+    verify: bool = False,
 ) -> dict:
     """Write ``out_dir/{split}/{ENV}_chNN.wav`` (PCM_16 at ``sample_rate``) and ``out_dir/manifest.csv``.
 
-    ``splits`` maps split name -> environment names. Returns a report: files/seconds per
+    ``splits`` maps split name -> environment names. The recordings are those
+    ``source_dir/manifest.json`` lists (each checked to exist with its listed size, hashes too
+    with ``verify``; files it does not list are ignored). Returns a report: files/seconds per
     split, the source of each environment, unused environments, totals. ``out_dir`` is
     replaced atomically, so a failure leaves the previous contents (or nothing).
     """
@@ -209,13 +217,17 @@ def prepare_noise(
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     source_dir = Path(source_dir)
-    found = discover_demand(source_dir)
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"DEMAND source folder {source_dir} does not exist or is not a folder (params.yaml data.demand_dir)")
+    listed = {p.relative_to(source_dir).as_posix() for p in corpus_manifest.checked_files(source_dir, "demand", verify=verify)}
+    found = discover_demand(source_dir, listed)
     missing = sorted(set(owner) - set(found))
     if missing:
         have = ", ".join(sorted(found)) or "none"
         raise FileNotFoundError(
             f"environment(s) {', '.join(missing)} not found in {source_dir} "
-            f"(expected {{ENV}}_16k.zip, {{ENV}}_48k.zip or {{ENV}}/chNN.wav; found: {have})"
+            f"(expected {{ENV}}_16k.zip, {{ENV}}_48k.zip or {{ENV}}/chNN.wav listed in its {corpus_manifest.MANIFEST_NAME}; "
+            f"found: {have})"
         )
     unused = sorted(set(found) - set(owner))
     if unused:
@@ -235,6 +247,13 @@ def prepare_noise(
                     log.info("%s: using %s (also present: %s)", env, src.name, ", ".join(s.name for s in found[env][1:]))
                 source_rates = set()
                 for ch in channels:
+                    rel_src = f"{env}/ch{ch:02d}.wav"
+                    if src.kind == "folder" and (src.path / f"ch{ch:02d}.wav").is_file() and rel_src not in listed:
+                        raise FileNotFoundError(
+                            f"{src.path / f'ch{ch:02d}.wav'}: channel {ch} of {env} is not listed in "
+                            f"{corpus_manifest.manifest_path(source_dir)}; rewrite the manifest "
+                            f"(`python -m tavse.download manifest {source_dir}`)"
+                        )
                     x, rate, label = read_channel(src, ch)
                     source_rates.add(rate)
                     if rate != sample_rate:

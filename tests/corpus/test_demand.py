@@ -12,9 +12,18 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from tavse.corpus.demand import MANIFEST_COLUMNS, discover_demand, prepare_noise
 from tavse.common.io import wav_bytes
+from tavse.corpus import demand
+from tavse.corpus.demand import MANIFEST_COLUMNS, discover_demand
+from tavse.corpus.manifest import make_manifest
 from tavse.synth.noise import write_demand_corpus
+
+
+def prepare_noise(source_dir: Path, *args, **kwargs) -> dict:
+    """The noise stage on ``source_dir`` as these tests build it: its manifest (source local) first."""
+    if Path(source_dir).is_dir():
+        make_manifest(source_dir, "demand", {"type": "local"})
+    return demand.prepare_noise(source_dir, *args, **kwargs)
 
 
 def _seed(env: str, channel: int) -> int:
