@@ -16,6 +16,7 @@ from tavse.common.logs import setup_logging
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shard", metavar="I/K", help="build only the shards of task I of K (0 <= I < K), no outputs")
+    ap.add_argument("--verify", action="store_true", help="check each archive's SHA-256 against manifest.json first")
     args = ap.parse_args()
     try:
         shard = None if args.shard is None else parse_shard(args.shard)
@@ -25,6 +26,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, exit_on_signal)
     cfg = load_config(stage="ingest")
     if shard is None:
-        run_ingest(cfg.ingest, cfg.data)
+        run_ingest(cfg.ingest, cfg.data, verify=args.verify)
     else:
-        build_shards(cfg.ingest, cfg.data, *shard)
+        build_shards(cfg.ingest, cfg.data, *shard, verify=args.verify)

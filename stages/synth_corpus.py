@@ -7,6 +7,6 @@ from tavse.synth.corpus import write_corpus
 
 if __name__ == "__main__":
     setup_logging()
-    cfg = load_config()
+    cfg = load_config(stage="synth_corpus")
     write_corpus(cfg.synth, cfg.data, cfg.seed)
     write_synthetic_manifest(cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset})

@@ -330,7 +330,7 @@ def _check_shard(index: int, count: int) -> None:
 
 
 def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
-                 work_dir: Path | None = None) -> dict[str, list[str]]:
+                 work_dir: Path | None = None, verify: bool = False) -> dict[str, list[str]]:
     """Build the shards of task ``index`` of ``count`` (no merge, no DVC output).
 
     The archives that are in a split, in speaker order, are dealt round-robin: task ``index``
@@ -343,7 +343,7 @@ def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"shard {index!r}/{count!r}: {name} must be a whole number")
     _check_shard(index, count)
-    plan = plan_ingest(cfg, data, work_dir)
+    plan = plan_ingest(cfg, data, work_dir, verify)
     mine = list(plan.shards)[index::count]
     todo = [a for a in mine if not plan.done(a)]
     log.info("shard %d/%d: %d of %d archives (%s): %d to build, %d reused from %s", index, count, len(mine),
@@ -355,10 +355,13 @@ def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
     return outcome
 
 
-def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None) -> dict:
-    """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report."""
+def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None, verify: bool = False) -> dict:
+    """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report.
+
+    ``verify`` checks every archive's SHA-256 against the folder's manifest first (sizes always).
+    """
     t0 = time.perf_counter()
-    plan = plan_ingest(cfg, data, work_dir)
+    plan = plan_ingest(cfg, data, work_dir, verify)
     shards = plan.shards
     todo = [a for a in shards if not plan.done(a)]
     reused = len(shards) - len(todo)
