@@ -3,209 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
+import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 import requests
 
 from tavse import download as dl
 from tavse.corpus import manifest as mf
-
-TOKEN = "hf_TESTsecretTOKEN0123456789"
-REPO = "issai/Speaking_Faces"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-COMMIT_V1 = "89abcdef0123456789abcdef0123456789abcdef"
-
-
-def make_zip(member: str, n_bytes: int, seed: int) -> bytes:
-    """A small stored zip whose payload is deterministic pseudo-random bytes."""
-    payload = hashlib.sha256(str(seed).encode()).digest() * (n_bytes // 32 + 1)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(member, payload[:n_bytes])
-    return buf.getvalue()
-
-
-class FakeServer:
-    """State of the fake servers: files, checksums to publish, connections to drop, request log."""
-
-    def __init__(self) -> None:
-        self.demand: dict[str, bytes] = {
-            name: make_zip(f"{name.split('_')[0]}/ch01.wav", 40_000 + i * 1000, i)
-            for i, name in enumerate(
-                [
-                    "DKITCHEN_16k.zip",
-                    "DKITCHEN_48k.zip",
-                    "NPARK_16k.zip",
-                    "NPARK_48k.zip",
-                    "SCAFE_48k.zip",
-                ]
-            )
-        }
-        self.hf: dict[str, bytes] = {
-            dl.speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 60_000, 100 + s)
-            for s in (1, 2, 3)
-        }
-        self.bad_md5: set[str] = set()
-        self.bad_sha256: set[str] = set()  # repository paths whose X-Linked-Etag is wrong
-        self.revisions = {"main": COMMIT, "v1.0": COMMIT_V1, COMMIT: COMMIT, COMMIT_V1: COMMIT_V1}
-        self.drop_once: set[str] = set()
-        # method, path, Range, Authorization of every request
-        self.requests: list[tuple[str, str, str | None, str | None]] = []
-        self.lock = threading.Lock()
-
-    def record_json(self) -> bytes:
-        files = [
-            {
-                "key": k,
-                "size": len(v),
-                "checksum": "md5:"
-                + ("0" * 32 if k in self.bad_md5 else hashlib.md5(v).hexdigest()),
-                "links": {"self": f"/api/records/1227121/files/{k}/content"},
-            }
-            for k, v in self.demand.items()
-        ]
-        return json.dumps({"id": 1227121, "files": files}).encode()
-
-
-def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # keep test output quiet
-            pass
-
-        def _log(self) -> None:
-            with state.lock:
-                state.requests.append(
-                    (
-                        self.command,
-                        self.path,
-                        self.headers.get("Range"),
-                        self.headers.get("Authorization"),
-                    )
-                )
-
-        def _send_bytes(
-            self, data: bytes, key: str, head: bool, extra: dict[str, str] | None = None
-        ) -> None:
-            start = 0
-            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-            if match:
-                start = int(match.group(1))
-                if start >= len(data):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
-                    self.end_headers()
-                    return
-                self.send_response(206)
-                self.send_header(
-                    "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
-                )
-            else:
-                self.send_response(200)
-            body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Accept-Ranges", "bytes")
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if head:
-                return
-            with state.lock:
-                drop = key in state.drop_once
-                state.drop_once.discard(key)
-            if drop:  # send half, then cut the connection
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(body)
-
-        def _hf(self, head: bool) -> None:
-            api = f"/api/datasets/{REPO}/revision/"
-            if self.path.startswith(api):  # the Hub's revision API: revision -> commit sha
-                revision = unquote(self.path[len(api) :])
-                if revision not in state.revisions:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "RevisionNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps({"id": REPO, "sha": state.revisions[revision]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-                return
-            if self.path.startswith("/cdn/"):
-                path = self.path[len("/cdn/") :]
-                self._send_bytes(state.hf[path], path, head)
-                return
-            match = re.fullmatch(rf"/datasets/{REPO}/resolve/([^/]+)/(.+)", self.path)
-            if not match or unquote(match.group(1)) not in state.revisions:
-                self.send_error(404)
-                return
-            commit, path = state.revisions[unquote(match.group(1))], match.group(2)
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self.send_response(401)
-                self.send_header("X-Error-Code", "GatedRepo")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if path not in state.hf:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            data = state.hf[path]
-            # LFS-style: metadata in X-Linked-*, bytes on the "CDN"
-            self.send_response(302)
-            self.send_header("Location", f"/cdn/{path}")
-            self.send_header("X-Repo-Commit", commit)
-            sha = "f" * 64 if path in state.bad_sha256 else hashlib.sha256(data).hexdigest()
-            self.send_header("X-Linked-Etag", f'"{sha}"')
-            self.send_header("X-Linked-Size", str(len(data)))
-            self.send_header("ETag", '"abc"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def _route(self, head: bool) -> None:
-            self._log()
-            if self.path == "/api/records/1227121":
-                body = state.record_json()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-            elif self.path.startswith("/files/"):
-                name = self.path[len("/files/") :]
-                if name not in state.demand:
-                    self.send_error(404)
-                    return
-                self._send_bytes(state.demand[name], name, head)
-            else:
-                self._hf(head)
-
-        def do_GET(self) -> None:
-            self._route(head=False)
-
-        def do_HEAD(self) -> None:
-            self._route(head=True)
-
-    return Handler
+from tests.fake_servers import (
+    COMMIT,
+    COMMIT_V1,
+    REPO,
+    TOKEN,
+    FakeServer,
+    make_zip,
+    serve,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -216,15 +37,8 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def server() -> Iterator[tuple[FakeServer, str]]:
-    state = FakeServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve() as running:
+        yield running
 
 
 def range_start(header: str | None) -> int:
@@ -274,18 +88,24 @@ def test_select_demand_default_is_16k_plus_scafe_48k() -> None:
 # --------------------------------------------------------------------------- DEMAND
 
 
+def demand_status(folder: Path, envs: list[str]) -> dict[str, dl.FileStatus]:
+    """Offline status of the given environments' zips."""
+    return {r.name: r for r in dl.folder_status(folder, "demand", dl.demand_names(envs)).rows}
+
+
 def test_demand_download_skip_resume_and_status(
     server: tuple[FakeServer, str], tmp_path: Path
 ) -> None:
     state, url = server
     kw = demand_kwargs(url)
     expected = ["DKITCHEN_16k.zip", "NPARK_16k.zip", "SCAFE_48k.zip"]
-    assert [s.state for s in dl.status_demand(tmp_path, **kw)] == ["missing"] * 3
+    envs = ["DKITCHEN", "NPARK", "SCAFE"]
+    assert [s.state for s in demand_status(tmp_path, envs).values()] == ["missing"] * 3
 
     # a part left by an earlier run, and a connection drop mid-file in this one
     (tmp_path / "NPARK_16k.zip.part").write_bytes(state.demand["NPARK_16k.zip"][:1000])
     state.drop_once.add("SCAFE_48k.zip")
-    statuses = {s.name: s for s in dl.status_demand(tmp_path, **kw)}
+    statuses = demand_status(tmp_path, envs)
     assert (
         statuses["NPARK_16k.zip"].state == "partial"
         and statuses["NPARK_16k.zip"].local_bytes == 1000
@@ -312,7 +132,10 @@ def test_demand_download_skip_resume_and_status(
     n_before = len(state.requests)
     dl.download_demand(tmp_path, **kw)  # second run: only the record JSON is fetched
     assert [p for _, p, _, _ in state.requests[n_before:]] == ["/api/records/1227121"]
-    assert [s.state for s in dl.status_demand(tmp_path, **kw)] == ["complete"] * 3
+    # offline status: the run's selection from download-state.json, sizes known, no request
+    st = dl.folder_status(tmp_path, "demand")
+    assert [(r.name, r.state, r.remote_bytes) for r in st.rows] == [(n, "complete", len(state.demand[n])) for n in expected]
+    assert len(state.requests) == n_before + 1
 
 
 def test_demand_md5_mismatch_fails_naming_file(
@@ -337,33 +160,25 @@ def test_demand_404_names_file(tmp_path: Path, server: tuple[FakeServer, str]) -
     assert not (tmp_path / "GONE_16k.zip").exists()
 
 
-def test_demand_cli_status(
+def test_demand_cli_status_is_offline(
     server: tuple[FakeServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Zips copied in by hand, no manifest, no state file: names from --envs, sizes unknown, no request."""
     state, url = server
     (tmp_path / "DKITCHEN_16k.zip").write_bytes(state.demand["DKITCHEN_16k.zip"])
     (tmp_path / "NPARK_16k.zip.part").write_bytes(b"x" * 10)
-    rc = dl.main(
-        [
-            "demand",
-            "--out",
-            str(tmp_path),
-            "--status",
-            "--record-url",
-            f"{url}/api/records/1227121",
-            "--base-url",
-            f"{url}/files",
-        ]
-    )
+    rc = dl.main(["demand", "--out", str(tmp_path), "--status", "--envs", "DKITCHEN,NPARK,SCAFE",
+                  "--record-url", f"{url}/api/records/1227121", "--base-url", f"{url}/files"])
     out = capsys.readouterr().out
     assert rc == 0
     assert re.search(r"DKITCHEN_16k.zip\s+complete", out)
     assert re.search(r"NPARK_16k.zip\s+partial", out)
     assert re.search(r"SCAFE_48k.zip\s+missing", out)
     assert "1 complete, 1 partial, 1 missing" in out
-    assert not any(
-        m == "GET" and p.startswith("/files/") for m, p, _, _ in state.requests
-    )
+    assert "3 file(s) of unknown size" in out and "no run recorded in this folder" in out
+    assert state.requests == []
+    assert dl.main(["demand", "--out", str(tmp_path), "--status", "--envs", "NOPE"]) == 1
+    assert "unknown environment 'NOPE'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- SpeakingFaces (fake Hub)
@@ -398,7 +213,7 @@ def test_speakingfaces_download_resume_skip(
     (tmp_path / "sub_3_ia.zip.part").write_bytes(b"PK")
     rows = {
         r.name: r.state
-        for r in dl.status_speakingfaces(tmp_path, [1, 3], TOKEN, endpoint=url)
+        for r in dl.folder_status(tmp_path, "speakingfaces", dl.speakingfaces_names([1, 3])).rows
     }
     assert rows == {"sub_1_ia.zip": "complete", "sub_3_ia.zip": "partial"}
 
@@ -530,19 +345,21 @@ def test_speakingfaces_manifest_records_commit_sizes_hashes(
 def test_manifest_is_rewritten_after_each_file(
     server: tuple[FakeServer, str], tmp_path: Path
 ) -> None:
-    """A download that stops (here: a checksum failure on the 2nd file) leaves a valid manifest of the complete ones."""
+    """A file that fails (here: a checksum) is reported, the others are completed and listed; a rerun completes it."""
     state, url = server
     state.bad_sha256.add(dl.speaker_path(2))
     with pytest.raises(dl.ChecksumError, match="sub_2_ia.zip"):
         dl.download_speakingfaces(tmp_path, [1, 2, 3], TOKEN, endpoint=url, backoff=0.01)
     m = mf.read_manifest(tmp_path, "speakingfaces")
-    assert [f.path for f in m.files] == ["sub_1_ia.zip"] and m.source["commit"] == COMMIT
+    assert [f.path for f in m.files] == ["sub_1_ia.zip", "sub_3_ia.zip"] and m.source["commit"] == COMMIT
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".manifest*"))
     state.bad_sha256.clear()
-    (tmp_path / "sub_3_ia.zip.part").write_bytes(state.hf[dl.speaker_path(3)][:5000])  # as if killed mid-file
-    assert mf.checked_files(tmp_path, "speakingfaces") == [tmp_path / "sub_1_ia.zip"]  # the .part is not listed
+    (tmp_path / "sub_2_ia.zip.part").write_bytes(state.hf[dl.speaker_path(2)][:5000])  # as if killed mid-file
+    listed = [tmp_path / "sub_1_ia.zip", tmp_path / "sub_3_ia.zip"]
+    assert mf.checked_files(tmp_path, "speakingfaces") == listed  # the .part is not listed
     dl.download_speakingfaces(tmp_path, [1, 2, 3], TOKEN, endpoint=url, backoff=0.01)
     assert [f.path for f in mf.read_manifest(tmp_path).files] == ["sub_1_ia.zip", "sub_2_ia.zip", "sub_3_ia.zip"]
+    assert ("/cdn/image_audio/sub_2_ia.zip", "bytes=5000-") in [(p, r) for _, p, r, _ in state.requests]
 
 
 def test_revision_pinned_by_cli_or_dotenv_and_one_commit_per_folder(
@@ -649,3 +466,252 @@ def test_manifest_command_for_local_archives(tmp_path: Path, capsys: pytest.Capt
     assert "no corpus archives found" in capsys.readouterr().err
     assert dl.main(["manifest", str(tmp_path / "nowhere")]) == 1
     assert "nowhere: folder not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- runs of 1 TB: space, status, progress, jobs, token
+
+
+def cdn_gets(state: FakeServer) -> list[str]:
+    return [p for m, p, _, _ in state.requests if m == "GET" and p.startswith("/cdn/")]
+
+
+def test_free_space_check_names_needed_and_free(
+    server: tuple[FakeServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Hub advertises 10 PB for one archive: refused before any byte, needed vs free of the --out filesystem."""
+    state, url = server
+    state.fake_size[dl.speaker_path(2)] = 10**16
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    argv = ["speakingfaces", "--out", str(tmp_path / "sf"), "--speakers", "1-2", "--endpoint", url,
+            "--backoff", "0.01", "--retries", "0"]
+    assert dl.main(argv) == 1
+    err = capsys.readouterr().err
+    free = dl.fmt_bytes(__import__("shutil").disk_usage(tmp_path).free)
+    assert re.search(r"sf: not enough free space: 10000\.\d\d TB still to download \(2 of 2 file\(s\); 0 B of "
+                     r"10000\.\d\d TB already on disk\), but the filesystem of --out \(mounted at /\S*\) has "
+                     r"[\d.]+ [kMGT]?B free", err), err
+    assert "select fewer files (--speakers)" in err and "--skip-space-check" in err
+    assert free.split()[1] in err
+    assert cdn_gets(state) == []  # nothing was downloaded
+    # --skip-space-check starts anyway (then fails on the impossible size: a different error)
+    assert dl.main([*argv, "--skip-space-check"]) == 1
+    assert "not enough free space" not in capsys.readouterr().err
+    assert (tmp_path / "sf" / "sub_1_ia.zip").is_file()
+
+
+def test_free_space_counts_only_the_missing_bytes(tmp_path: Path) -> None:
+    """A sparse 10 TB .part (no blocks used) leaves 1000 bytes to fetch: the check passes; without it, it fails."""
+    part = tmp_path / "sub_1_ia.zip.part"
+    try:
+        with open(part, "wb") as f:
+            f.truncate(10**13)
+    except OSError as exc:
+        pytest.skip(f"{tmp_path}: no sparse 10 TB file on this filesystem ({exc})")
+    remote = dl.RemoteFile("sub_1_ia.zip", "u", size=10**13 + 1000)
+    assert dl.check_free_space(tmp_path, [remote]) == 1000
+    part.unlink()
+    with pytest.raises(dl.DownloadError, match=r"10\.00 TB still to download \(1 of 1 file\(s\); 0 B of 10\.00 TB"):
+        dl.check_free_space(tmp_path, [remote])
+
+
+def run_in_thread(fn, *args, **kwargs) -> tuple[threading.Thread, list]:
+    """Start ``fn`` in a thread; the list receives its result or exception."""
+    box: list = []
+
+    def target() -> None:
+        try:
+            box.append(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_parallel_jobs_resume_verify_and_one_manifest_writer(
+    server: tuple[FakeServer, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--jobs 3: three archives stream at once (one with a part to resume, one whose connection drops)."""
+    state, url = server
+    caplog.set_level(logging.INFO)
+    for s in (1, 2, 3):
+        state.slow[dl.speaker_path(s)] = 300_000  # 60 kB each: ~0.2 s
+    state.drop_once.add(dl.speaker_path(3))
+    (tmp_path / "sub_2_ia.zip.part").write_bytes(state.hf[dl.speaker_path(2)][:8192])
+    opts = dl.RunOptions(jobs=3, progress="log", progress_every=0.05, backoff=0.01)
+    paths = dl.download_speakingfaces(tmp_path, [1, 2, 3], TOKEN, endpoint=url, opts=opts)
+    assert state.max_active >= 2, "the downloads did not overlap"
+    for p, s in zip(paths, (1, 2, 3)):
+        assert p.read_bytes() == state.hf[dl.speaker_path(s)]
+    assert ("/cdn/image_audio/sub_2_ia.zip", "bytes=8192-") in [(p, r) for _, p, r, _ in state.requests]
+    m = mf.read_manifest(tmp_path, "speakingfaces")
+    assert [(f.path, f.sha256) for f in m.files] == [
+        (f"sub_{s}_ia.zip", sha256(state.hf[dl.speaker_path(s)])) for s in (1, 2, 3)]
+    assert mf.verify_folder(tmp_path) == 3
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.tmp"))
+    run = json.loads((tmp_path / dl.STATE_NAME).read_text())["run"]
+    assert run["state"] == "finished" and run["jobs"] == 3
+    resumed_at = [range_start(r) for _, p, r, _ in state.requests if p == "/cdn/image_audio/sub_3_ia.zip"][-1]
+    assert 0 < resumed_at <= len(state.hf[dl.speaker_path(3)]) // 2
+    # bytes received by this run: all but the part of sub_2 left by an earlier run (sub_3's drop lost nothing)
+    assert run["received_bytes"] == sum(len(state.hf[dl.speaker_path(s)]) for s in (1, 2, 3)) - 8192
+    assert "interrupted at" in caplog.text
+
+
+def test_manifest_recorder_many_threads(tmp_path: Path) -> None:
+    """Entries put from 6 threads at once: every write atomic, the final manifest holds all of them."""
+    rec = dl.ManifestRecorder(tmp_path, mf.Manifest("speakingfaces", {"type": "local"}, []))
+    errors: list[BaseException] = []
+
+    def put(t: int) -> None:
+        try:
+            for i in range(8):
+                rec.put(mf.FileEntry(f"sub_{t * 8 + i + 1}_ia.zip", i, "0" * 64))
+                raw = json.loads((tmp_path / "manifest.json").read_text())  # never a half-written file
+                assert raw["corpus"] == "speakingfaces"
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(mf.read_manifest(tmp_path).files) == 48
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_second_download_into_the_same_folder_is_refused(server: tuple[FakeServer, str], tmp_path: Path) -> None:
+    _, url = server
+    with dl.FolderLock(tmp_path), pytest.raises(dl.DownloadError, match=r"another download into this folder is "
+                                                                         r"running \(pid \d+ on "):
+        dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)
+    dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)  # released: goes ahead
+
+
+def test_status_offline_while_running_and_after(
+    server: tuple[FakeServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--status reads manifest, state file and files only: while a download runs (rate, ETA) and after it failed."""
+    state, url = server
+    caplog.set_level(logging.INFO)
+    state.slow[dl.speaker_path(2)] = 100_000  # 60 kB: ~0.6 s
+    state.bad_sha256.add(dl.speaker_path(3))
+    opts = dl.RunOptions(jobs=1, progress="log", progress_every=0.05, backoff=0.01)
+    t, box = run_in_thread(dl.download_speakingfaces, tmp_path, [1, 2, 3], TOKEN, endpoint=url, opts=opts)
+    monkeypatch.setenv("HF_ENDPOINT", "https://unreachable.invalid")  # --status must not need it
+    seen = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and t.is_alive():
+        st = dl.folder_status(tmp_path, "speakingfaces")
+        if st.running and (st.run or {}).get("rate_bytes_per_s") and any(r.state == "partial" for r in st.rows):
+            n = len(state.requests)
+            assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
+            seen = capsys.readouterr().out
+            assert len(state.requests) == n  # offline
+            break
+        time.sleep(0.02)
+    t.join(30)
+    assert isinstance(box[0], dl.ChecksumError)
+    assert re.search(r"sub_1_ia\.zip\s+complete\s+0\.000 GB\s+0\.000 GB", seen), seen
+    assert re.search(r"sub_2_ia\.zip\s+partial .*%", seen), seen
+    assert re.search(r"sub_3_ia\.zip\s+missing", seen), seen
+    assert re.search(r"total: 0\.000 of 0\.000 GB \(\d+\.\d%\); 1 of 3 file\(s\) complete", seen), seen
+    assert re.search(r"download: running \(pid \d+ on .*, --jobs 1\); rate [\d.]+ [kM]B/s over its last 5m00s "
+                     r"\(logged \d+s ago\); ETA \d+s for the 0\.000 GB left", seen), seen
+    # the plain progress lines of the run (stderr is not a terminal here): file, bytes, rate, ETA, then totals
+    assert re.search(r"progress: sub_2_ia\.zip [\d.]+ kB of 6\d\.\d\d kB \(\d+\.\d%\), [\d.]+ kB/s, ETA \d+s", caplog.text)
+    assert re.search(r"progress: total [\d.]+ kB of 1\d\d\.\d\d kB \(\d+\.\d%\), \d/3 files complete, \d active, "
+                     r"[\d.]+ kB/s \(last \d+s\), ETA \d+s", caplog.text)
+
+    # after: the run failed on sub_3; a part left as if killed; the status says so and estimates from the last rate
+    (tmp_path / "sub_3_ia.zip.part").write_bytes(state.hf[dl.speaker_path(3)][:20000])
+    n = len(state.requests)
+    assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert len(state.requests) == n
+    sizes = [len(state.hf[dl.speaker_path(s)]) for s in (1, 2, 3)]
+    assert re.search(r"sub_3_ia\.zip\s+partial\s+0\.000 GB\s+0\.000 GB\s+3\d\.\d%", out), out
+    assert f"total: {(sizes[0] + sizes[1] + 20000) / 1e9:.3f} of {sum(sizes) / 1e9:.3f} GB" in out
+    assert "2 of 3 file(s) complete" in out and "2 complete, 1 partial, 0 missing" in out
+    assert re.search(r"download: not running; the last run \(pid \d+ on .*\) failed: sub_3_ia\.zip: SHA256 mismatch", out)
+    assert re.search(r"ETA at its last logged rate \([\d.]+ [kM]B/s\): \d+s for the 0\.000 GB left", out), out
+    # an explicit selection: files never planned show an unknown size
+    assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status", "--speakers", "3-4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"sub_4_ia\.zip\s+missing\s+0\.000 GB\s+\?", out) and "1 file(s) of unknown size" in out
+
+
+def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state file that says running while nobody holds the lock: the run was killed."""
+    remotes = [dl.RemoteFile("sub_5_ia.zip", "u", size=4_000_000_000)]
+    st = dl.StateFile(tmp_path, "speakingfaces", {"type": "huggingface"}, remotes, 2)
+    st.update_run(rate_bytes_per_s=50e6)
+    (tmp_path / "sub_5_ia.zip.part").write_bytes(b"\0" * 1000)
+    assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "the last run (pid" in out and "stopped without finishing (killed?)" in out
+    assert "ETA at its last logged rate (50.0 MB/s): 1m20s for the 4.000 GB left" in out
+
+
+def test_rate_window_and_formats() -> None:
+    w = dl.RateWindow(window=10)
+    for t in range(31):
+        w.add(float(t), t * 1000 if t < 20 else 20_000 + (t - 20) * 5000)  # 1 kB/s, then 5 kB/s
+    assert w.rate() == pytest.approx(5000)  # only the last 10 s count
+    assert dl.fmt_duration(5400) == "1h30m" and dl.fmt_duration(125) == "2m05s" and dl.fmt_duration(None) == "?"
+    assert dl.fmt_duration(1.04e12 / 50e6) == "5h46m" and dl.fmt_duration(1.04e12 / 200e6) == "1h26m"
+    assert dl.fmt_bytes(7.3e9) == "7.30 GB" and dl.fmt_rate(48.2e6) == "48.2 MB/s"
+
+
+def test_token_only_over_https_or_to_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--endpoint http://<this machine's LAN address> with a token: refused before any request reaches the server."""
+    for ok in ("https://huggingface.co", "http://127.0.0.1:8000", "http://127.5.0.1", "http://localhost:1",
+               "http://[::1]:80"):
+        dl.check_token_transport(ok, TOKEN)
+    dl.check_token_transport("http://mirror.example.org", None)  # no token, nothing to leak
+    for bad in ("http://mirror.example.org", "http://10.1.2.3:8080", "ftp://x.org"):
+        with pytest.raises(dl.DownloadError, match="refusing to send the HF token over plain") as err:
+            dl.check_token_transport(bad, TOKEN)
+        assert TOKEN not in str(err.value)
+
+    # a real server listening on a non-loopback address of this machine: it must see nothing
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # no packet is sent; picks the outgoing interface
+            lan = s.getsockname()[0]
+    except OSError:
+        lan = ""
+    if not lan or dl.is_loopback_host(lan):
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with serve(host="0.0.0.0") as (state, url):
+        endpoint = url.replace("0.0.0.0", lan)
+        assert requests.get(f"{endpoint}/api/records/1227121", timeout=5).ok  # the server is reachable there
+        state.requests.clear()
+        assert dl.main(["speakingfaces", "--out", "o", "--speakers", "1", "--endpoint", endpoint]) == 1
+        err = capsys.readouterr().err
+        assert f"{endpoint}: refusing to send the HF token over plain http:// to {lan}" in err
+        assert "Use an https:// URL (--endpoint / HF_ENDPOINT)" in err and TOKEN not in err
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        assert dl.main(["speakingfaces", "--out", "o", "--speakers", "1"]) == 1
+        assert "refusing to send the HF token" in capsys.readouterr().err
+        assert state.requests == []
+
+
+def test_zenodo_endpoint_variable(server: tuple[FakeServer, str], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TAVSE_ZENODO_ENDPOINT replaces https://zenodo.org; files come from Zenodo's own /records/<id>/files/ path."""
+    state, url = server
+    monkeypatch.setenv(dl.ZENODO_ENDPOINT_ENV, url)
+    assert dl.main(["demand", "--out", str(tmp_path), "--envs", "NPARK", "--backoff", "0.01"]) == 0
+    assert (tmp_path / "NPARK_16k.zip").read_bytes() == state.demand["NPARK_16k.zip"]
+    assert [p for m, p, _, _ in state.requests if m == "GET"] == ["/api/records/1227121",
+                                                                  "/records/1227121/files/NPARK_16k.zip"]
