@@ -5,6 +5,11 @@ thermal signature, and a set of spoken commands. Per command, the clean speech's
 loudness drives the mouth opening — with a per-speaker lag and per-frame jitter, so the video
 predicts the speech without copying it — and both cameras are rendered at 28 fps, frame f
 covering [(f-1)/28, f/28) s of the 44.1 kHz audio.
+
+The bytes are the same on any x86-64 CPU: no model runs (the base photos' landmarks and
+masks are stored, :mod:`tavse.synth.base_faces`), float math that NumPy, OpenBLAS or OpenCV
+would dispatch per CPU goes through :mod:`tavse.synth.detmath` or OpenCV's baseline code
+(:func:`tavse.synth.faces.portable_opencv`).
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tavse.common.audio import frame_loudness_db, resample
+from tavse.common.audio import frame_bounds
 from tavse.common.config import DataConfig, SynthConfig
 from tavse.common.io import DeterministicZip, atomic_path, wav_bytes
-from tavse.synth.faces import make_identity, render_frames
 from tavse.common.seeding import stable_seed
+from tavse.synth import detmath as dm
+from tavse.synth.faces import make_identity, render_frames
 from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 log = logging.getLogger("tavse.synth")
@@ -79,7 +85,7 @@ def mouth_openings(loudness_db: np.ndarray, lag_frames: int, jitter: float, rng:
     """
     top = float(loudness_db.max())
     opening = np.clip((loudness_db - (top - 35.0)) / 30.0, 0.0, 1.0)
-    opening = np.convolve(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    opening = dm.convolve_valid(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25])
     if lag_frames:
         opening = np.concatenate([np.full(lag_frames, opening[0]), opening[:-lag_frames]])
     return np.clip(opening + rng.normal(0.0, jitter, opening.shape), 0.0, 1.0)
@@ -88,13 +94,28 @@ def mouth_openings(loudness_db: np.ndarray, lag_frames: int, jitter: float, rng:
 def command_audio(text: str, plan: SpeakerPlan, rng: np.random.Generator) -> np.ndarray:
     """The 44.1 kHz clean speech of one command, padded with silence to a realistic length."""
     speech, sr = synthesize(text, voice_for_speaker(plan.speaker, plan.seed))
-    speech = resample(speech, sr, SAMPLE_RATE)
+    g = np.gcd(sr, SAMPLE_RATE)
+    speech = dm.resample_poly(speech, SAMPLE_RATE // g, sr // g).astype(np.float32)
     lead, trail = rng.uniform(0.25, 0.6), rng.uniform(0.3, 0.8)
     total = max(MIN_DURATION_S, lead + len(speech) / SAMPLE_RATE + trail)
     out = np.zeros(int(round(total * SAMPLE_RATE)), np.float32)
     start = int(lead * SAMPLE_RATE)
     out[start:start + len(speech)] = speech[: len(out) - start]
     return out
+
+
+def _loudness_db(audio: np.ndarray, sample_rate: int, fps: int, n_frames: int, floor_db: float = -80.0) -> np.ndarray:
+    """RMS level in dBFS of the audio under each of ``n_frames`` video frames.
+
+    :func:`tavse.common.audio.frame_loudness_db` with a CPU-independent ``log10``
+    (NumPy's runs SVML on AVX-512 CPUs and libm elsewhere).
+    """
+    b = frame_bounds(n_frames, sample_rate, fps)
+    if b[-1] > len(audio):
+        audio = np.pad(audio, (0, b[-1] - len(audio)))
+    sq = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    ms = (sq[b[1:]] - sq[b[:-1]]) / np.maximum(1, np.diff(b))
+    return np.maximum(10 * dm.log10(np.maximum(ms, 1e-12)), floor_db)
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -115,7 +136,7 @@ def write_speaker_archive(plan: SpeakerPlan, out_dir: Path) -> Path:
             rng = np.random.default_rng(stable_seed("command", plan.seed, sid, cmd))
             audio = command_audio(COMMANDS[cmd], plan, rng)
             n_frames = int(FPS * len(audio) / SAMPLE_RATE)
-            loud = frame_loudness_db(audio, SAMPLE_RATE, FPS, n_frames)
+            loud = _loudness_db(audio, SAMPLE_RATE, FPS, n_frames)
             openings = mouth_openings(loud, plan.lag_frames, plan.jitter, rng)
             rgb, thermal = render_frames(identity, openings, seed=stable_seed("frames", plan.seed, sid, cmd), position=pos)
             root = f"sub_{sid}_ia/trial_{trial}"

@@ -16,13 +16,16 @@ by pure geometry, a few milliseconds each.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from tavse.synth import detmath as dm
 from tavse.synth.base_faces import BASE_FACES, FACE_OVAL, load_base_face_data
 from tavse.vision.thermal_palette import temperature_to_iron
 
@@ -34,6 +37,7 @@ __all__ = [
     "FaceIdentity",
     "load_base_face",
     "make_identity",
+    "portable_opencv",
     "render_frames",
 ]
 
@@ -70,6 +74,31 @@ _POSITION_POSE: dict[int, tuple[float, float, float]] = {
 
 _MAX_OPEN = 0.35  # jaw drop at opening 1, as a fraction of the mouth width
 _JITTER_PAD = 4  # pixels of padding on the displacement field for integer head shifts
+
+
+# ------------------------------------------------------------------- portable OpenCV
+
+
+@contextlib.contextmanager
+def portable_opencv() -> Iterator[None]:
+    """Run OpenCV's baseline (SSE2/SSE3) code inside the block: no IPP, no AVX/AVX2/AVX-512.
+
+    OpenCV picks SIMD kernels at run time from the CPU (GaussianBlur, scaleAdd and resize on
+    float images fuse multiply-adds under AVX2/FMA3), and IPP (distanceTransform, resize)
+    has its own per-CPU code; either changes float results in the last bits, and so a few
+    rendered pixels, from one processor to another. With optimisations off every x86-64 CPU
+    runs the same instructions. The previous settings are restored on exit (they are
+    process-wide: do not render while another thread of the process uses OpenCV).
+    """
+    optimized, ipp, opencl = cv2.useOptimized(), cv2.ipp.useIPP(), cv2.ocl.useOpenCL()
+    cv2.setUseOptimized(False)
+    cv2.ipp.setUseIPP(False)
+    try:
+        yield
+    finally:
+        cv2.setUseOptimized(optimized)
+        cv2.ipp.setUseIPP(ipp)
+        cv2.ocl.setUseOpenCL(opencl)
 
 
 # --------------------------------------------------------------------------- base faces
@@ -198,30 +227,53 @@ def _pose_matrix(identity: FaceIdentity, base: BaseFace, position: int) -> np.nd
     lm = base.landmarks.astype(np.float64)
     centre = lm[list(FACE_OVAL)].mean(axis=0)
     eye_l, eye_r = lm[_EYE_OUTER[0]], lm[_EYE_OUTER[1]]
-    level = np.arctan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0])  # undo the photo's roll
-    width = float(np.linalg.norm(lm[_CHEEK_RIGHT] - lm[_CHEEK_LEFT]))
+    dx, dy = eye_r - eye_l
+    eyes = np.sqrt(dx * dx + dy * dy)
+    width = float(_norm(lm[_CHEEK_RIGHT] - lm[_CHEEK_LEFT]))
     yaw, pitch, roll = _POSITION_POSE[position]
-    yaw = np.radians(identity.yaw_deg + yaw)
-    roll = np.radians(identity.roll_deg + roll)
-    pitch = np.radians(pitch)
+    yaw = (identity.yaw_deg + yaw) * _RADIANS
+    roll = (identity.roll_deg + roll) * _RADIANS
+    pitch = pitch * _RADIANS
 
     def rot(a: float) -> np.ndarray:
-        return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        c, s = dm.cos(a), dm.sin(a)
+        return np.array([[c, -s], [s, c]])
 
-    m = rot(-level)
+    m = np.array([[dx / eyes, dy / eyes], [-dy / eyes, dx / eyes]])  # undo the photo's roll
     if identity.mirror:
-        m = np.diag([-1.0, 1.0]) @ m
+        m = _matmul2(np.diag([-1.0, 1.0]), m)
     m = (identity.face_width / width) * m
-    m = rot(roll) @ m
+    m = _matmul2(rot(roll), m)
     # A turned or tilted head mostly looks narrower or shorter: squeeze, plus a slight shear.
-    m = np.array([[np.cos(yaw), identity.shear + 0.25 * np.sin(yaw)], [0.0, np.cos(pitch)]]) @ m
-    target = np.array([identity.centre_x, identity.centre_y]) + [18.0 * np.sin(yaw), 0.0]
-    return np.hstack([m, (target - m @ centre)[:, None]])
+    squeeze = np.array([[dm.cos(yaw), identity.shear + 0.25 * dm.sin(yaw)], [0.0, dm.cos(pitch)]])
+    m = _matmul2(squeeze, m)
+    target = np.array([identity.centre_x + 18.0 * dm.sin(yaw), identity.centre_y])
+    return np.hstack([m, (target - _matmul2(m, centre[:, None])[:, 0])[:, None]])
+
+
+_RADIANS = np.pi / 180.0
+
+
+def _matmul2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a 2x2 ``a`` in plain multiplies and adds (``@`` goes to BLAS, whose
+    kernel and rounding depend on the CPU)."""
+    return a[:, 0:1] * b[0:1, :] + a[:, 1:2] * b[1:2, :]
+
+
+def _norm(d: np.ndarray) -> np.floating:
+    """Length of a 2-vector."""
+    return np.sqrt(d[0] * d[0] + d[1] * d[1])
+
+
+def _dot2(p: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Dot product of (..., 2) points with a 2-vector, without BLAS."""
+    return p[..., 0] * e[0] + p[..., 1] * e[1]
 
 
 def _apply_affine(a: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Map (N, 2) points through a 2x3 affine."""
-    return pts @ a[:, :2].T + a[:, 2]
+    x, y = pts[:, 0], pts[:, 1]
+    return np.stack([a[0, 0] * x + a[0, 1] * y + a[0, 2], a[1, 0] * x + a[1, 1] * y + a[1, 2]], axis=1)
 
 
 # ------------------------------------------------------------------------ mouth model
@@ -311,15 +363,15 @@ def _mouth_geometry(lm: np.ndarray, jaw_gain: float) -> _Mouth:
     """Build the mouth model from frame-space landmarks."""
     left, right = lm[_MOUTH_LEFT].astype(np.float64), lm[_MOUTH_RIGHT].astype(np.float64)
     origin = (lm[_LIP_UPPER_INNER] + lm[_LIP_LOWER_INNER]).astype(np.float64) / 2
-    e_u = (right - left) / np.linalg.norm(right - left)
+    e_u = (right - left) / _norm(right - left)
     e_v = np.array([-e_u[1], e_u[0]])
-    if np.dot(lm[_CHIN] - origin, e_v) < 0:  # mirrored faces: keep v pointing to the chin
+    if _dot2(lm[_CHIN] - origin, e_v) < 0:  # mirrored faces: keep v pointing to the chin
         e_v = -e_v
-    hw = float(np.linalg.norm(right - left) / 2)
+    hw = float(_norm(right - left) / 2)
 
     def uv(idx: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         d = lm[list(idx)] - origin
-        u, v = d @ e_u / hw, d @ e_v
+        u, v = _dot2(d, e_u) / hw, _dot2(d, e_v)
         order = np.argsort(u)
         return u[order], v[order]
 
@@ -340,7 +392,7 @@ def _mouth_geometry(lm: np.ndarray, jaw_gain: float) -> _Mouth:
         v_low=v_low,
         u_mid=float((u_lo + u_hi) / 2),
         u_half=float((u_hi - u_lo) / 2),
-        chin=float(np.dot(lm[_CHIN] - origin, e_v)),
+        chin=float(_dot2(lm[_CHIN] - origin, e_v)),
         max_drop=_MAX_OPEN * 2 * hw * jaw_gain,
     )
 
@@ -387,10 +439,10 @@ def _low_freq_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int
 def _colour_person(identity: FaceIdentity, rgb: np.ndarray) -> np.ndarray:
     """Apply the speaker's skin tone, brightness, gamma and saturation (float32 0..255)."""
     x = np.arange(256, dtype=np.float64) / 255.0
-    curves = [255.0 * identity.brightness * g * x**identity.gamma for g in identity.colour_gain]
+    curves = [255.0 * identity.brightness * g * dm.power(x, identity.gamma) for g in identity.colour_gain]
     lut = np.clip(np.stack(curves, axis=1), 0, 255).astype(np.uint8).reshape(256, 1, 3)
     out = cv2.LUT(rgb, lut).astype(np.float32)
-    luma = out @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = out[..., 0] * np.float32(0.299) + out[..., 1] * np.float32(0.587) + out[..., 2] * np.float32(0.114)
     return luma[..., None] + identity.saturation * (out - luma[..., None])
 
 
@@ -412,7 +464,12 @@ def _gauss(
 ) -> np.ndarray:
     """Unnormalised Gaussian bump of std ``sx``/``sy`` pixels at point ``c``."""
     sy = sx if sy is None else sy
-    return np.exp(-0.5 * (((x - c[0]) / sx) ** 2 + ((y - c[1]) / sy) ** 2)).astype(np.float32)
+    return _exp32(-0.5 * (((x - c[0]) / sx) ** 2 + ((y - c[1]) / sy) ** 2))
+
+
+def _exp32(x: np.ndarray) -> np.ndarray:
+    """exp of a float32 array as float32, the same on every CPU (see :mod:`tavse.synth.detmath`)."""
+    return dm.exp(np.asarray(x, np.float64)).astype(np.float32)
 
 
 def _temperature(
@@ -449,7 +506,7 @@ def _temperature(
     polygon = np.round(lm[list(FACE_OVAL)] * 16).astype(np.int32)
     cv2.fillPoly(oval, [polygon], 255, cv2.LINE_AA, shift=4)  # 1/16 px vertices
     inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
-    t_face = identity.t_skin - 0.09 * np.exp(-inside / (0.04 * fw))
+    t_face = identity.t_skin - 0.09 * _exp32(-inside / (0.04 * fw))
     t_face += 0.02 * _low_freq_noise(rng, (h, w), 10) + detail
     t_face -= identity.t_nose_drop * _gauss(xx, yy, lm[_NOSE_TIP], 0.07 * fw)
     t_face -= 0.5 * identity.t_nose_drop * _gauss(xx, yy, lm[_NOSE_MID], 0.05 * fw)
@@ -459,7 +516,7 @@ def _temperature(
     t_face += 0.03 * _gauss(xx, yy, mouth.origin, 0.6 * mouth.half_width, 0.35 * mouth.half_width)
     if glasses:  # glass is opaque to long-wave infrared: lenses look cold
         lens = np.zeros((h, w), np.uint8)
-        angle = float(np.degrees(np.arctan2(mouth.e_u[1], mouth.e_u[0])))
+        angle = dm.atan2(mouth.e_u[1], mouth.e_u[0]) / _RADIANS
         for ring in _EYE_RINGS:
             c = lm[list(ring)].mean(0)
             axes = (int(0.16 * fw * 16), int(0.115 * fw * 16))
@@ -535,7 +592,7 @@ def _scene(identity: FaceIdentity, position: int) -> _Scene:
     du, dv = gx[box] - breath_c[0], gy[box] - breath_c[1]
     bu = (du * mouth.e_u[0] + dv * mouth.e_u[1]) / (1.1 * hw)
     bv = (du * mouth.e_v[0] + dv * mouth.e_v[1]) / (0.9 * hw)
-    breath = (identity.t_breath * np.exp(-0.5 * (bu * bu + bv * bv))).astype(np.float32)
+    breath = (identity.t_breath * _exp32(-0.5 * (bu * bu + bv * bv))).astype(np.float32)
 
     # Region that can hold the cavity at any opening and jitter.
     corners = []
@@ -595,8 +652,8 @@ def _paint_cavity(
     m = scene.mouth
     y0, y1, x0, x1 = scene.roi
     # Face coordinates of the output pixels, following the head jitter.
-    u = scene.roi_u - np.float32(np.dot(jitter, m.e_u) / m.half_width)
-    v = scene.roi_v - np.float32(np.dot(jitter, m.e_v))
+    u = scene.roi_u - np.float32(_dot2(jitter, m.e_u) / m.half_width)
+    v = scene.roi_v - np.float32(_dot2(jitter, m.e_v))
     top = np.interp(u, m.u_s, m.v_up).astype(np.float32)
     # Lower lip curve for this opening, interpolated from the per-scene table.
     k = min(int(opening * (len(scene.lip_openings) - 1)), len(scene.lip_openings) - 2)
@@ -642,8 +699,15 @@ def render_frames(
     Returns:
         ``(rgb_frames, thermal_frames)``, two lists of F arrays of shape (348, 464, 3),
         uint8 RGB; the thermal frames are Iron pseudo-colour, pixel-aligned with the RGB.
-        The same arguments always give identical arrays.
+        The same arguments always give identical arrays, on any x86-64 CPU.
     """
+    with portable_opencv():
+        return _render_frames(identity, openings, seed, position)
+
+
+def _render_frames(
+    identity: FaceIdentity, openings: np.ndarray, seed: int, position: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     if position not in _POSITION_POSE:
         raise ValueError(f"position must be 1..9, got {position}")
     if seed < 0:

@@ -3,7 +3,10 @@
 DEMAND ships one zip per environment, ``{ENV}_16k.zip`` holding ``{ENV}/ch01.wav .. ch16.wav``:
 16 near-identical channels of one microphone array. This module procedurally generates a
 few environments of clearly different character under the real names (so the reader and
-the pipeline cannot tell the difference in layout) and writes them byte-reproducibly.
+the pipeline cannot tell the difference in layout) and writes them byte-reproducibly, on
+any x86-64 CPU: transcendental functions, filter and window designs, resampling filters and
+convolutions come from :mod:`tavse.synth.detmath`, not from NumPy/SciPy kernels that the
+processor's SIMD features (or OpenBLAS's per-CPU kernels) select.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from tqdm import tqdm
 
 from tavse.common.io import DeterministicZip, wav_bytes
 from tavse.common.seeding import stable_seed
+from tavse.synth import detmath as dm
 from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 __all__ = [
@@ -57,7 +61,7 @@ def _rms(x: np.ndarray) -> float:
 def _at_db(x: np.ndarray, db: float) -> np.ndarray:
     """``x`` rescaled to an RMS of ``db`` dB (relative units; the mix is peak-normalised later)."""
     level = _rms(x)
-    return x * (10 ** (db / 20) / level) if level > 0 else x
+    return x * (dm.exp10(db / 20) / level) if level > 0 else x
 
 
 def _colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -69,7 +73,9 @@ def _colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndar
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(spectrum.size, dtype=np.float64)
     f[0] = 1.0  # keep DC finite; it is removed below anyway
-    spectrum *= f ** (-exponent / 2)
+    gain = dm.power(f, -exponent / 2)
+    spectrum.real *= gain  # real and imaginary parts apart: no complex (SIMD, fused) multiply
+    spectrum.imag *= gain
     spectrum[0] = 0.0
     return np.fft.irfft(spectrum, n)
 
@@ -81,10 +87,10 @@ def _filter(x: np.ndarray, sr: int, kind: str, cutoff: float | tuple[float, floa
         wn: float | tuple[float, float] = (min(cutoff[0], 0.9 * nyq), min(cutoff[1], 0.95 * nyq))
     else:
         wn = min(cutoff, 0.95 * nyq)
-    sos = signal.butter(order, wn, btype=kind, fs=sr, output="sos")
+    sos = dm.butter_sos(order, wn, kind, sr)
     # Start in steady state for the first sample: no start-up transient (which would
     # otherwise set the peak that the whole file is normalised by).
-    out, _ = signal.sosfilt(sos, x, zi=signal.sosfilt_zi(sos) * x[0])
+    out, _ = signal.sosfilt(sos, x, zi=dm.sosfilt_zi(sos) * x[0])
     return out
 
 
@@ -96,9 +102,9 @@ def _slow_envelope(rng: np.random.Generator, n: int, sr: int, rate_hz: float, de
     n_ctrl = max(int(n / sr * 100) + 2, 2)
     ctrl = np.interp(np.linspace(0, n_knots - 1, n_ctrl), np.arange(n_knots), knots_db)
     width = max(int(100 / rate_hz / 2), 1)
-    kernel = np.hanning(2 * width + 1)  # raised-cosine smoothing removes the corners
-    ctrl = np.convolve(np.pad(ctrl, width, mode="edge"), kernel / kernel.sum(), mode="valid")
-    return 10 ** (np.interp(np.linspace(0, n_ctrl - 1, n), np.arange(n_ctrl), ctrl) / 20)
+    kernel = dm.hanning(2 * width + 1)  # raised-cosine smoothing removes the corners
+    ctrl = dm.convolve_valid(np.pad(ctrl, width, mode="edge"), kernel / kernel.sum())
+    return dm.exp10(np.interp(np.linspace(0, n_ctrl - 1, n), np.arange(n_ctrl), ctrl) / 20)
 
 
 def _event_times(rng: np.random.Generator, duration_s: float, rate_hz: float) -> np.ndarray:
@@ -126,7 +132,7 @@ def _resonant_hit(rng: np.random.Generator, sr: int, f_lo: float, f_hi: float, n
     for _ in range(n_modes):
         f = rng.uniform(f_lo, f_hi)
         tau = decay_s * rng.uniform(0.4, 1.2)
-        out += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) * np.exp(-t / tau)
+        out += rng.uniform(0.3, 1.0) * dm.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) * dm.exp(-t / tau)
     click = int(0.002 * sr)
     out[:click] += rng.standard_normal(click) * np.linspace(1, 0, click)
     return out
@@ -139,7 +145,7 @@ def _clatter(rng: np.random.Generator, n: int, sr: int, rate_hz: float, f_lo: fl
         n_hits = int(rng.integers(1, 4))
         for k in range(n_hits):
             hit = _resonant_hit(rng, sr, f_lo, f_hi, int(rng.integers(3, 7)), rng.uniform(0.02, 0.12))
-            gain = 10 ** (rng.uniform(-20, 0) / 20)
+            gain = dm.exp10(rng.uniform(-20, 0) / 20)
             _add_at(out, gain * hit, int((t0 + k * rng.uniform(0.05, 0.25)) * sr))
     return out
 
@@ -150,24 +156,24 @@ def _hum(n: int, sr: int, f0: float, n_harmonics: int, rng: np.random.Generator)
     out = np.zeros(n)
     for k in range(1, n_harmonics + 1):
         if k * f0 < 0.45 * sr:
-            out += np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
+            out += dm.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
     return out
 
 
 def _to_rate(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """Polyphase resampling (exact rational ratio, deterministic)."""
     g = math.gcd(src_rate, dst_rate)
-    return signal.resample_poly(x, dst_rate // g, src_rate // g)
+    return dm.resample_poly(x, dst_rate // g, src_rate // g)
 
 
 def _room_reverb(rng: np.random.Generator, x: np.ndarray, sr: int, rt60_s: float, wet: float) -> np.ndarray:
     """Diffuse reverberation: convolution with exponentially decaying noise (60 dB in ``rt60_s``)."""
     length = int(rt60_s * sr)
     t = np.arange(length) / sr
-    ir = rng.standard_normal(length) * np.exp(-6.9 * t / rt60_s)
+    ir = rng.standard_normal(length) * dm.exp(-6.9 * t / rt60_s)
     ir = _filter(ir, sr, "lowpass", 5000.0, order=1)  # air/wall absorption dulls the tail
     ir /= np.sqrt(np.sum(ir**2))
-    return (1 - wet) * x + wet * signal.fftconvolve(x, ir)[: x.size]
+    return (1 - wet) * x + wet * dm.fftconvolve(x, ir)[: x.size]
 
 
 def _babble(rng: np.random.Generator, n: int, sr: int, n_voices: int, rt60_s: float, wet: float) -> np.ndarray:
@@ -182,7 +188,7 @@ def _babble(rng: np.random.Generator, n: int, sr: int, n_voices: int, rt60_s: fl
         for pid in phrase_ids:
             audio, rate = synthesize(COMMANDS[int(pid)], voice)
             phrases.append(_to_rate(audio.astype(np.float64), rate, sr))
-        gain = 10 ** (rng.uniform(-8, 0) / 20)  # talkers at different distances
+        gain = dm.exp10(rng.uniform(-8, 0) / 20)  # talkers at different distances
         pos = -int(rng.uniform(0, 2.0) * sr)  # mid-sentence at t=0: no silent lead-in
         while pos < n:
             phrase = phrases[int(rng.integers(len(phrases)))]
@@ -202,7 +208,7 @@ def _dkitchen(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     for t0 in _event_times(rng, n / sr, 1 / 20):
         length = int(rng.uniform(2, 6) * sr)
         water = _filter(rng.standard_normal(length), sr, "bandpass", (900.0, 5000.0))
-        _add_at(tap, water * np.hanning(length), int(t0 * sr))
+        _add_at(tap, water * dm.hanning(length), int(t0 * sr))
     mix = _at_db(hum, -30) + _at_db(room, -34) + _at_db(_clatter(rng, n, sr, 1.2, 900, 7000), -18)
     if np.any(tap):
         mix += _at_db(tap, -28)
@@ -213,7 +219,7 @@ def _nfield(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Open field: gusty low-passed wind, rustling that follows the gusts, bird chirps."""
     gusts = _slow_envelope(rng, n, sr, 0.3, 18)
     wind = _filter(rng.standard_normal(n), sr, "lowpass", 350) * gusts
-    rustle = _filter(rng.standard_normal(n), sr, "bandpass", (2000.0, 6000.0)) * gusts**1.5
+    rustle = _filter(rng.standard_normal(n), sr, "bandpass", (2000.0, 6000.0)) * dm.power(gusts, 1.5)
     birds = np.zeros(n)
     for t0 in _event_times(rng, n / sr, 0.5):
         f0 = rng.uniform(2500, 5000)
@@ -221,9 +227,9 @@ def _nfield(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
             dur = rng.uniform(0.04, 0.15)
             t = np.arange(int(dur * sr)) / sr
             # Downward sweep with a fast vibrato: a typical song-bird syllable.
-            freq = np.minimum(f0 - rng.uniform(0, 1500) * t / dur + 150 * np.sin(2 * np.pi * 30 * t), 0.45 * sr)
-            chirp = np.sin(2 * np.pi * np.cumsum(freq) / sr) * np.hanning(t.size)
-            _add_at(birds, chirp * 10 ** (rng.uniform(-10, 0) / 20), int((t0 + k * rng.uniform(0.12, 0.25)) * sr))
+            freq = np.minimum(f0 - rng.uniform(0, 1500) * t / dur + 150 * dm.sin(2 * np.pi * 30 * t), 0.45 * sr)
+            chirp = dm.sin(2 * np.pi * np.cumsum(freq) / sr) * dm.hanning(t.size)
+            _add_at(birds, chirp * dm.exp10(rng.uniform(-10, 0) / 20), int((t0 + k * rng.uniform(0.12, 0.25)) * sr))
     return _at_db(wind, -12) + _at_db(rustle, -30) + _at_db(birds, -24)
 
 
@@ -239,10 +245,10 @@ def _ooffice(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         stop = t0 + rng.uniform(2, 7)
         while t < stop:
             # A key: bright tick (high-passed noise) plus a dull thump, decaying in a few ms.
-            tick = _filter(rng.standard_normal(click_len), sr, "highpass", 2000) * np.exp(-tc / 0.0015)
-            thump = np.sin(2 * np.pi * rng.uniform(180, 320) * tc) * np.exp(-tc / 0.004)
+            tick = _filter(rng.standard_normal(click_len), sr, "highpass", 2000) * dm.exp(-tc / 0.0015)
+            thump = dm.sin(2 * np.pi * rng.uniform(180, 320) * tc) * dm.exp(-tc / 0.004)
             key = tick + 0.5 * thump
-            _add_at(typing, key * 10 ** (rng.uniform(-8, 0) / 20), int(t * sr))
+            _add_at(typing, key * dm.exp10(rng.uniform(-8, 0) / 20), int(t * sr))
             t += rng.uniform(0.07, 0.25)
     return _at_db(hvac, -20) + _at_db(fan, -38) + _at_db(typing, -26)
 
@@ -254,17 +260,17 @@ def _car_pass(rng: np.random.Generator, sr: int, tyre: np.ndarray) -> np.ndarray
     speed = rng.uniform(9, 20)  # m/s
     dist = rng.uniform(3, 12)  # closest approach, m
     x = speed * t
-    r = np.sqrt(dist**2 + x**2)
+    r = np.sqrt(dist * dist + x * x)
     doppler = 343.0 / (343.0 + speed * x / r)  # > 1 approaching, < 1 receding
     f_engine = rng.uniform(45, 110)
     phase = 2 * np.pi * np.cumsum(f_engine * doppler) / sr
-    engine = sum(np.sin(k * phase) / k for k in range(1, 7))
+    engine = sum(dm.sin(k * phase) / k for k in range(1, 7))
     start = int(rng.integers(0, max(tyre.size - t.size, 1)))
     noise = tyre[start : start + t.size]
     if noise.size < t.size:
         noise = np.pad(noise, (0, t.size - noise.size))
     # Fade the window ends so a car's far-away tail does not start or stop abruptly.
-    return (0.4 * engine + noise) * (dist / r) * signal.windows.tukey(t.size, 0.6)
+    return (0.4 * engine + noise) * (dist / r) * dm.tukey(t.size, 0.6)
 
 
 def _straffic(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -274,7 +280,7 @@ def _straffic(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     tyre /= _rms(tyre)
     cars = np.zeros(n)
     for t0 in _event_times(rng, n / sr + 6, 0.3):
-        _add_at(cars, _car_pass(rng, sr, tyre) * 10 ** (rng.uniform(-8, 0) / 20), int((t0 - 6) * sr))
+        _add_at(cars, _car_pass(rng, sr, tyre) * dm.exp10(rng.uniform(-8, 0) / 20), int((t0 - 6) * sr))
     return _at_db(rumble, -13) + _at_db(cars, -12)
 
 
@@ -283,7 +289,7 @@ def _tcar(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     rpm = 2000 * _slow_envelope(rng, n, sr, 0.1, 6)  # wanders over ~1400-2800 rpm
     firing = rpm / 60 * 2  # four-stroke four-cylinder: two firings per revolution
     phase = 2 * np.pi * np.cumsum(firing) / sr
-    engine = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) * k**-1.2 for k in range(1, 11))
+    engine = sum(dm.sin(k * phase + rng.uniform(0, 2 * np.pi)) * dm.power(float(k), -1.2) for k in range(1, 11))
     road = _filter(_colored_noise(rng, n, 2.0), sr, "bandpass", (25.0, 500.0))
     airflow = _filter(_colored_noise(rng, n, 1.0), sr, "highpass", 1000)
     ticks = np.zeros(n)
@@ -322,7 +328,7 @@ def _spsquare(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         pace = rng.uniform(0.45, 0.6)
         for k in range(int(rng.integers(4, 12))):
             step = _resonant_hit(rng, sr, 80, 400, 2, 0.02)
-            _add_at(steps, step * 10 ** (rng.uniform(-4, 0) / 20), int((t0 + k * pace) * sr))
+            _add_at(steps, step * dm.exp10(rng.uniform(-4, 0) / 20), int((t0 + k * pace) * sr))
     return _at_db(babble, -14) + _at_db(rumble, -20) + _at_db(steps, -30)
 
 
@@ -333,7 +339,7 @@ def _scafe(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     hiss = np.zeros(n)
     for t0 in _event_times(rng, n / sr, 1 / 25):
         length = int(rng.uniform(3, 8) * sr)
-        steam = _filter(rng.standard_normal(length), sr, "highpass", 4000) * np.hanning(length)
+        steam = _filter(rng.standard_normal(length), sr, "highpass", 4000) * dm.hanning(length)
         _add_at(hiss, steam, int(t0 * sr))
     floor = _colored_noise(rng, n, 1.0)  # full-band pink air noise: uses the 48 kHz bandwidth
     mix = _at_db(babble, -14) + _at_db(clinks, -22) + _at_db(floor, -34)
@@ -369,8 +375,8 @@ def _array_channels(rng: np.random.Generator, mono: np.ndarray, n: int, sr: int,
     """Near-copies of ``mono`` as seen by a small mic array: per-channel delay, gain and sensor noise."""
     max_delay = mono.size - n
     delays = np.concatenate([[0], rng.integers(0, max_delay + 1, n_channels - 1)])
-    gains = 10 ** (rng.uniform(-_GAIN_SPREAD_DB, _GAIN_SPREAD_DB, n_channels) / 20)
-    noise_level = _rms(mono) * 10 ** (_SENSOR_NOISE_DB / 20)
+    gains = dm.exp10(rng.uniform(-_GAIN_SPREAD_DB, _GAIN_SPREAD_DB, n_channels) / 20)
+    noise_level = _rms(mono) * dm.exp10(_SENSOR_NOISE_DB / 20)
     out = np.empty((n_channels, n))
     for ch in range(n_channels):
         start = max_delay - int(delays[ch])
@@ -397,7 +403,7 @@ def synth_noise(env: str, duration_s: float, sample_rate: int, n_channels: int, 
     peak = float(np.max(np.abs(channels)))
     if not np.isfinite(peak) or peak == 0:
         raise RuntimeError(f"generator for {env} produced silent or non-finite audio")
-    return (channels * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
+    return (channels * (dm.exp10(PEAK_DBFS / 20) / peak)).astype(np.float32)
 
 
 def write_demand_corpus(

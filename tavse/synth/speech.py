@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tavse.common.seeding import stable_seed
+from tavse.synth import detmath as dm
 
 __all__ = [
     "COMMANDS",
@@ -365,7 +366,7 @@ def _raw_synthesize(text: str, voice: Voice) -> tuple[np.ndarray, int]:
 def _trim_silence(x: np.ndarray, sample_rate: int) -> np.ndarray:
     """Cut leading/trailing silence down to ``_KEEP_SILENCE_S`` each side."""
     peak = float(np.max(np.abs(x)))
-    loud = np.flatnonzero(np.abs(x) > peak * 10 ** (_SILENCE_DB / 20))
+    loud = np.flatnonzero(np.abs(x) > peak * dm.exp10(_SILENCE_DB / 20))
     keep = int(round(_KEEP_SILENCE_S * sample_rate))
     start = max(int(loud[0]) - keep, 0)
     stop = min(int(loud[-1]) + 1 + keep, len(x))
