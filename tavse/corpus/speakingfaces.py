@@ -12,6 +12,7 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ STREAM_ALIGNED_RGB = "rgb_image_cmd_aligned"
 STREAM_THERMAL = "thr_image_cmd"
 STREAM_MIC1 = "mic1_audio_cmd_trim"
 CAM_THERMAL, CAM_ALIGNED_RGB = 1, 3
+# The dataset's own subjects.csv (MIT licence), tracked in git: the data.subjects_csv of the real corpus.
+REAL_SUBJECTS_CSV = "data/real/subjects.csv"
 
 _TAIL = re.compile(r"(?:^|/)trial_(\d+)/([^/]+)/([^/]+)$")
 _IMAGE = re.compile(r"^(\d+)_(\d+)_2_(\d+)_(\d+)_(\d+)_(\d+)\.png$")
@@ -255,3 +258,61 @@ def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, toler
     rgb, thermal = load_frames(zf, archive, u, n)
     n_audio = round(n * SAMPLE_RATE / FPS)
     return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)
+
+
+# --------------------------------------------------------------------------- read-only helpers (tavse.inspect, ingest)
+
+
+def member_stream(name: str) -> tuple[int, str, str] | None:
+    """(trial, stream folder, file name) of a member named ``.../trial_{t}/<stream>/<file>``, else None.
+
+    Every stream folder matches, also those :func:`index_archive` does not use (raw RGB, mic2, ...).
+    """
+    m = _TAIL.search(name)
+    return (int(m.group(1)), m.group(2), m.group(3)) if m else None
+
+
+def frame_gaps(frames: Mapping[int, str]) -> list[int]:
+    """Frame numbers missing between 1 and the highest one present (what :func:`check_frames` rejects)."""
+    return sorted(set(range(1, max(frames, default=0) + 1)) - set(frames))
+
+
+def check_audio_frames(where: str, n_frames: int, n_samples: int, tolerance: int) -> int:
+    """The frames an utterance keeps given its audio length (44.1 kHz samples), as :func:`load_utterance` decides.
+
+    Raises the same BadInput (``audio_frame_mismatch``, ``empty_audio``) for ``where`` (the WAV).
+    """
+    audio_frames = int(FPS * n_samples / SAMPLE_RATE)
+    if audio_frames < n_frames - tolerance:
+        raise BadInput(
+            "audio_frame_mismatch", where,
+            f"audio covers {audio_frames} frames ({n_samples / SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
+        )
+    n = min(n_frames, audio_frames)
+    if n < 1:
+        raise BadInput("empty_audio", where, "shorter than one video frame")
+    return n
+
+
+def speaker_metadata_warning(csv_path: str, subjects: Mapping[int, Mapping[str, str]],
+                             speakers: Iterable[int]) -> str | None:
+    """The one warning to log when speaker metadata (age, gender, ethnicity) comes out empty; None if none is.
+
+    ``subjects`` is what was read from ``csv_path`` (``data.subjects_csv``); ``speakers`` the IDs
+    being ingested. The message counts the speakers without a row and says why (no path, file
+    missing, speaker absent) and where the real corpus's table is.
+    """
+    wanted = sorted(set(speakers))
+    missing = [s for s in wanted if s not in subjects]
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+    if not csv_path:
+        why = "data.subjects_csv is empty"
+    elif not Path(csv_path).is_file():
+        why = f"data.subjects_csv {csv_path}: file not found"
+    else:
+        why = f"data.subjects_csv {csv_path} has no row for them"
+    return (f"speaker metadata (age, gender, ethnicity) will be empty for {len(missing)} of {len(wanted)} speaker(s) "
+            f"({shown}): {why}; for the real SpeakingFaces corpus set data.subjects_csv: {REAL_SUBJECTS_CSV} "
+            "(the dataset's own table, in the repository)")
