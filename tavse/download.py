@@ -1129,6 +1129,7 @@ class FolderStatus:
     rows: list[FileStatus]
     run: dict | None  # the state file's "run"
     running: bool | None  # a download holds the folder's lock now (None: cannot tell)
+    holder: str = ""  # "pid N on HOST" of the lock's holder, as it wrote it
 
     @property
     def done_bytes(self) -> int:
@@ -1201,7 +1202,14 @@ def folder_status(out_dir: Path, corpus: str, names: Sequence[str] | None = None
         elif name in listed and row.state != "complete":
             note = "listed in manifest.json but not complete on disk"
         rows.append(FileStatus(row.name, row.state, row.local_bytes, row.remote_bytes, note))
-    return FolderStatus(out_dir, rows, (state or {}).get("run"), folder_locked(out_dir) if out_dir.is_dir() else False)
+    running = folder_locked(out_dir) if out_dir.is_dir() else False
+    holder = ""
+    if running:
+        try:
+            holder = (out_dir / LOCK_NAME).read_text(encoding="utf-8").strip()
+        except OSError:
+            holder = ""
+    return FolderStatus(out_dir, rows, (state or {}).get("run"), running, holder)
 
 
 def _name_order(name: str) -> tuple:
@@ -1248,10 +1256,17 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
     when = run.get("updated")
     ago = f"{fmt_duration(max(0.0, now - when))} ago" if isinstance(when, (int, float)) else "at an unknown time"
     who = f"pid {run.get('pid')} on {run.get('host')}, --jobs {run.get('jobs')}" if run else ""
+    at_rate = f"{fmt_duration(eta(missing, rate))} for the {left}"
     if st.running:
-        r = fmt_rate(rate) if rate else "no rate logged yet"
-        lines.append(f"download: running ({who}); rate {r} over its last {fmt_duration(run.get('rate_window_s', RATE_WINDOW_S))}"
-                     f" (logged {ago}); ETA {fmt_duration(eta(missing, rate))} for the {left}")
+        if run and (not st.holder or st.holder == f"pid {run.get('pid')} on {run.get('host')}"):
+            r = fmt_rate(rate) if rate else "no rate logged yet"
+            lines.append(f"download: running ({who}); rate {r} over its last "
+                         f"{fmt_duration(run.get('rate_window_s', RATE_WINDOW_S))} (logged {ago}); ETA {at_rate}")
+        else:  # the lock's holder has not written its state yet: it is still listing the remote files
+            lines.append(f"download: running ({st.holder or 'holder unknown'}); it has not written its state yet "
+                         "(still listing the remote files)")
+            if missing and rate:
+                lines.append(f"ETA at the rate the run before logged ({fmt_rate(rate)}): {at_rate}")
     elif run:
         state = run.get("state", "?")
         if state == "running":  # the state file says running but nobody holds the lock: killed
@@ -1259,8 +1274,7 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
         msg = f": {run['message']}" if run.get("message") else ""
         lines.append(f"download: not running; the last run ({who}) {state}{msg}, updated {ago}")
         if missing and rate:
-            lines.append(f"ETA at its last logged rate ({fmt_rate(rate)}): {fmt_duration(eta(missing, rate))} for the {left}, "
-                         "once the download runs again")
+            lines.append(f"ETA at its last logged rate ({fmt_rate(rate)}): {at_rate}, once the download runs again")
     else:
         lines.append("download: no run recorded in this folder (no download-state.json)")
     return "\n".join(lines)

@@ -140,7 +140,7 @@ def _layout(rep: Inspection, names: list[str]) -> dict[tuple[int, str], int]:
         trial, stream, _ = found
         streams[(trial, stream)] += 1
         prefixes[name[: name.index(f"trial_{trial}/")]] += 1
-    shown = ", ".join(repr(p) if p else "'' (none)" for p, _ in prefixes.most_common(3))
+    shown = ", ".join(repr(p) if p else "'' (none)" for p, _ in prefixes.most_common(3)) or "-"
     rep.add(f"prefix before trial_{{t}}/: {shown}" + (f" (+{len(prefixes) - 3} more)" if len(prefixes) > 3 else ""))
     rep.add("stream folders (trial_{t}/<folder>/: files):")
     for trial in sorted({t for t, _ in streams}):

@@ -656,6 +656,14 @@ def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "the last run (pid" in out and "stopped without finishing (killed?)" in out
     assert "ETA at its last logged rate (50.0 MB/s): 1m20s for the 4.000 GB left" in out
+    # a new run holds the folder but has not written its state yet (it is listing the remote files)
+    st.data["run"]["pid"] = 1  # the state file is of an earlier process
+    st.write()
+    with dl.FolderLock(tmp_path):
+        assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"download: running \(pid \d+ on \S+\); it has not written its state yet", out), out
+    assert "ETA at the rate the run before logged (50.0 MB/s): 1m20s for the 4.000 GB left" in out
 
 
 def test_rate_window_and_formats() -> None:
