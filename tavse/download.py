@@ -722,7 +722,7 @@ class StateFile:
     """
 
     def __init__(self, out_dir: Path, corpus: str, source: dict, remotes: Sequence[RemoteFile], jobs: int,
-                 secrets: Sequence[str | None] = ()) -> None:
+                 secrets: Sequence[str | None] = (), every: float = DEFAULT_PROGRESS_EVERY) -> None:
         self.path = out_dir / STATE_NAME
         self.lock = threading.Lock()
         self.secrets = [s for s in secrets if s]
@@ -734,7 +734,8 @@ class StateFile:
                        if v is not None} for r in remotes],
             "run": {"state": "running", "pid": os.getpid(), "host": socket.gethostname(), "jobs": jobs,
                     "started": round(time.time(), 3), "updated": round(time.time(), 3),
-                    "received_bytes": 0, "rate_bytes_per_s": None, "rate_window_s": RATE_WINDOW_S},
+                    "received_bytes": 0, "rate_bytes_per_s": None, "rate_window_s": RATE_WINDOW_S,
+                    "progress_every_s": every},
         }
         self.write()
 
@@ -1085,7 +1086,7 @@ def run_download(
     """The common part of a run once the remote files are known: space check, state file, threads, progress."""
     if opts.space_check:
         check_free_space(out_dir, remotes, space_hint)
-    state = StateFile(out_dir, corpus, source, remotes, opts.jobs, secrets)
+    state = StateFile(out_dir, corpus, source, remotes, opts.jobs, secrets, opts.progress_every)
     progress = Progress(remotes, out_dir, mode=opts.progress_mode(), every=opts.progress_every, state=state)
     progress.start()
     outcome, message = "failed", ""
@@ -1257,7 +1258,14 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
     ago = f"{fmt_duration(max(0.0, now - when))} ago" if isinstance(when, (int, float)) else "at an unknown time"
     who = f"pid {run.get('pid')} on {run.get('host')}, --jobs {run.get('jobs')}" if run else ""
     at_rate = f"{fmt_duration(eta(missing, rate))} for the {left}"
-    if st.running:
+    fresh = (run.get("state") == "running" and isinstance(when, (int, float))
+             and now - when <= 3 * float(run.get("progress_every_s") or DEFAULT_PROGRESS_EVERY) + 5)
+    if st.running is not True and fresh:
+        # the state file is being updated, but the lock is not visible from here (another host on NFS)
+        r = fmt_rate(rate) if rate else "no rate logged yet"
+        lines.append(f"download: running by its state file ({who}; its lock is not visible from here); rate {r} "
+                     f"(logged {ago}); ETA {at_rate}")
+    elif st.running:
         if run and (not st.holder or st.holder == f"pid {run.get('pid')} on {run.get('host')}"):
             r = fmt_rate(rate) if rate else "no rate logged yet"
             lines.append(f"download: running ({who}); rate {r} over its last "

@@ -647,14 +647,22 @@ def test_status_offline_while_running_and_after(
 
 
 def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A state file that says running while nobody holds the lock: the run was killed."""
+    """A state file that says running while nobody holds the lock: running elsewhere while fresh, else killed."""
     remotes = [dl.RemoteFile("sub_5_ia.zip", "u", size=4_000_000_000)]
-    st = dl.StateFile(tmp_path, "speakingfaces", {"type": "huggingface"}, remotes, 2)
+    st = dl.StateFile(tmp_path, "speakingfaces", {"type": "huggingface"}, remotes, 2, every=30)
     st.update_run(rate_bytes_per_s=50e6)
     (tmp_path / "sub_5_ia.zip.part").write_bytes(b"\0" * 1000)
+    # updated just now (within 3 x --progress-every): a run whose lock this machine cannot see (NFS)
     assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
-    assert "the last run (pid" in out and "stopped without finishing (killed?)" in out
+    assert re.search(r"download: running by its state file \(pid \d+ on \S+, --jobs 2; its lock is not visible "
+                     r"from here\); rate 50\.0 MB/s \(logged 0s ago\); ETA 1m20s for the 4\.000 GB left", out), out
+    # not updated for 10 minutes: killed
+    st.data["run"]["updated"] -= 600
+    st.write()
+    assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "the last run (pid" in out and "stopped without finishing (killed?)" in out and "updated 10m00s ago" in out
     assert "ETA at its last logged rate (50.0 MB/s): 1m20s for the 4.000 GB left" in out
     # a new run holds the folder but has not written its state yet (it is listing the remote files)
     st.data["run"]["pid"] = 1  # the state file is of an earlier process
