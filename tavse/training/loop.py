@@ -36,7 +36,7 @@ from tavse.common.seeding import stable_seed
 from tavse.training import distributed
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import Preempted, StopRequest
-from tavse.training.state import Progress, load_state, save_state
+from tavse.training.state import Progress, canonical, load_state, save_state
 
 log = logging.getLogger("tavse.train")
 
@@ -376,12 +376,14 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
         "best": best, "parameters": counts, "seed": cfg.seed, "data": data_hashes(cfg),
         "params_hash": run_key(cfg, variant), "processes": world_size,
     }
-    checkpoint = {
+    # canonical(): the same bytes whether the history row and best weights were made in this
+    # process or restored from the resumable state (pickle memoises shared objects by identity).
+    checkpoint = canonical({
         "state_dict": best_weights if best_weights is not None else model.state_dict(),
         "variant": variant, "modalities": list(cfg.variants[variant]), "roi_size": cfg.ingest.roi_size,
         "config": trained_config(cfg), "data_hashes": summary["data"], "best_step": progress.best_step,
         "val": {k: v for k, v in best.items() if isinstance(v, (int, float))},
-    }
+    })
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         torch.save(checkpoint, tmp / "best.pt")

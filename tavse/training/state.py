@@ -33,6 +33,38 @@ class Progress:
     history: list[dict] = field(default_factory=list)  # one row per validation
 
 
+def canonical(obj):
+    """A copy of ``obj`` whose pickle depends only on its content, not on where its objects came from.
+
+    Pickle memoises by identity: an object met twice is written once and then referenced, so the
+    bytes depend on which parts of the graph are the *same* object. That differs between objects
+    built in this process (identifiers and literals are interned: the key ``"lr"`` of a metrics row
+    is the very string that names the config field ``lr``) and the same values restored through
+    ``torch.load`` (one fresh object per pickled string). A resumed run would then write a model
+    file with equal tensors and values but other bytes, and another DVC hash.
+
+    The copy is a tree: every dict (any mapping becomes a plain dict, order kept), list and tuple
+    is new and every string is a new object shared with nothing (except the empty and one-character
+    strings, which CPython keeps as singletons in every process). Numbers, booleans and None are
+    pickled by value (subclasses such as ``numpy.float64`` become plain numbers); tensors are kept
+    as they are (``torch.save`` keys them by storage). Any other type is refused: it could not be
+    loaded with ``weights_only=True`` anyway.
+    """
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (bool, int, float):
+        return obj
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):  # e.g. numpy.float64: as the plain number
+        return int(obj) if isinstance(obj, int) else float(obj)
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(canonical(v) for v in obj)
+    raise TypeError(f"canonical: unsupported type {type(obj).__name__} in a saved output")
+
+
 def rng_state() -> dict:
     """Every RNG's state as tensors and plain numbers, so the file loads with ``weights_only=True``."""
     version, words, gauss = random.getstate()

@@ -1,10 +1,12 @@
-"""Training on the tiny real data: outputs, and exact resume after SIGUSR1 mid-epoch."""
+"""Training on the tiny real data: outputs, exact resume after SIGUSR1 mid-epoch, same bytes after SIGKILL."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import torch
 
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import EXIT_PREEMPTED
+from tavse.training.state import canonical
 from tests.conftest import ROOT, TRAINED_VARIANT as VARIANT, run_training
 
 
@@ -87,6 +90,78 @@ def test_sigusr1_mid_epoch_then_resume_is_bitwise_identical(tiny_data, uninterru
     assert a["val"] == b["val"]
     for name in ("si_snri", "si_snr"):
         assert _curve(d, name) == _curve(uninterrupted, name)  # dvclive resumed its steps
+
+
+def _output_md5s(d: Path) -> dict[str, str]:
+    """md5 of every file the stage writes for VARIANT (its DVC outputs and the dvclive folder)."""
+    files = [p for root in (d / "models" / VARIANT, d / "dvclive" / VARIANT) for p in sorted(root.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(d)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_sigkill_after_a_save_then_rerun_writes_the_same_bytes(tiny_data, tmp_path):
+    """Killed without warning after a state save, the rerun resumes and writes byte-identical files.
+
+    The recipe (lr 0.05, 8 steps) makes step 4 the best validation, so the resumed run writes a
+    history row and best weights that came back through ``torch.load`` into ``best.pt``; both runs
+    use the same folder, as the paths are part of the stored config and of the summary.
+    """
+    d = run_training(tiny_data, tmp_path / "run", max_steps=8, eval_every=4, checkpoint_every=2, lr=0.05)
+    res = _train(d)
+    assert res.returncode == 0, res.stderr[-3000:]
+    want = _output_md5s(d)
+    best_step = json.loads((d / "models" / VARIANT / "summary.json").read_text())["best_step"]
+    assert best_step < 8, "precondition: the best validation must come before the last one (change lr)"
+    for sub in ("models", "dvclive"):
+        shutil.rmtree(d / sub)
+    assert not list((d / "scratch").rglob("state.pt"))
+
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
+                                stdout=subprocess.DEVNULL, stderr=log)
+    deadline, seen, saved_at = time.time() + 300, None, 0
+    while saved_at < best_step:  # wait for a state saved at or after the best validation
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.time() < deadline
+        states = list((d / "scratch").rglob("state.pt"))
+        if states and states[0].stat().st_mtime_ns != seen:
+            seen = states[0].stat().st_mtime_ns
+            saved_at = torch.load(states[0], weights_only=True)["progress"]["step"]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert saved_at < 8 and not (d / "models" / VARIANT).exists()
+
+    res = _train(d)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"at step {saved_at}" in res.stderr
+    got = _output_md5s(d)
+    assert got.keys() == want.keys() and any(k.endswith("best.pt") for k in got)
+    assert got == want
+
+
+def test_canonical_checkpoint_pickles_the_same_after_a_round_trip(tmp_path):
+    """The cause, in small: equal objects, other identities, other pickle bytes, unless canonical."""
+    config = {"train": {"lr": 0.002, "out_dir": "models"}}
+    row = {"step": 4, "si_snr": 1.5, "lr": 0.01}  # the literal "lr" is the config key's very object
+    torch.save({"history": [row]}, tmp_path / "state.pt")
+    restored = torch.load(tmp_path / "state.pt", weights_only=True)["history"][0]
+    assert restored == row
+    weights = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3)}
+
+    def saved(ckpt: dict, folder: str) -> bytes:
+        (tmp_path / folder).mkdir()
+        torch.save(ckpt, tmp_path / folder / "best.pt")  # the archive inside is named after the file
+        return (tmp_path / folder / "best.pt").read_bytes()
+
+    made = {"state_dict": weights, "config": config, "val": row}
+    back = {"state_dict": {k: v.clone() for k, v in weights.items()}, "config": config, "val": restored}
+    assert saved(made, "made") != saved(back, "back")  # 'lr' pickled once as a reference, once in full
+    a, b = saved(canonical(made), "canonical_made"), saved(canonical(back), "canonical_back")
+    assert a == b == saved(canonical(made), "again")  # and torch.save itself is deterministic
+    ckpt = torch.load(tmp_path / "canonical_made" / "best.pt", weights_only=True)
+    assert ckpt["config"] == config and ckpt["val"] == row and torch.equal(ckpt["state_dict"]["w"], weights["w"])
+    with pytest.raises(TypeError):
+        canonical({"path": Path("models")})
 
 
 def test_warmup_cosine_shape():
