@@ -13,6 +13,7 @@ real-time factor (processing time / audio duration).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import zipfile
@@ -23,7 +24,7 @@ import soundfile as sf
 import torch
 
 from tavse.common.audio import resample
-from tavse.common.config import IngestConfig, section_from_dict
+from tavse.common.config import IngestConfig, load_config, section_from_dict
 from tavse.corpus import speakingfaces as sfc
 from tavse.evaluation.evaluate import enhance, load_model
 from tavse.ingest import mouth_crops
@@ -56,8 +57,9 @@ def select_utterance(utts: list[sfc.UtteranceMembers], wanted: str | None, sourc
 def run(model_path: Path, noisy_path: Path, frames_path: Path, out: Path, utterance: str | None) -> dict:
     t0 = time.perf_counter()
     model, ckpt = load_model(model_path)
-    # best.pt holds the keys that shaped the training crops; the rest only matter to the ingest stage.
-    crop = {**ckpt["config"]["ingest"], "out_dir": "", "report": "", "on_error": "fail", "workers": 1}
+    # The keys that shaped the training crops come from best.pt; the rest (paths, workers, skip
+    # thresholds) only matter to the ingest stage and come from this checkout's params.yaml.
+    crop = {**dataclasses.asdict(load_config().ingest), **ckpt["config"]["ingest"]}
     ingest_cfg = section_from_dict(IngestConfig, crop, f"{model_path}: ingest")
     audio, sr = sf.read(noisy_path, dtype="float32", always_2d=True)
     if audio.shape[1] != 1:
