@@ -151,6 +151,45 @@ def test_same_bytes_under_other_kernels(name: str, default_build: dict, tmp_path
     )
 
 
+def test_portable_opencv_runs_baseline_code_and_restores_the_settings() -> None:
+    import cv2
+    import numpy as np
+
+    from tavse.synth.faces import portable_opencv
+
+    img = np.random.default_rng(1).uniform(0, 1, (60, 80)).astype(np.float32)
+    before = (cv2.useOptimized(), cv2.ipp.useIPP(), cv2.ocl.useOpenCL())
+    with portable_opencv():
+        assert not cv2.useOptimized() and not cv2.ipp.useIPP()
+        inside = cv2.GaussianBlur(img, (0, 0), 1.3)
+    assert (cv2.useOptimized(), cv2.ipp.useIPP(), cv2.ocl.useOpenCL()) == before
+    cv2.setUseOptimized(False)
+    try:
+        np.testing.assert_array_equal(inside, cv2.GaussianBlur(img, (0, 0), 1.3))
+    finally:
+        cv2.setUseOptimized(before[0])
+        cv2.ipp.setUseIPP(before[1])
+
+
+def test_rendered_frames_match_recorded_bits() -> None:
+    """Frames hash as recorded on an AMD EPYC (AVX2): a CI runner with another CPU checks
+    cross-CPU identity. Update RECORDED_FRAMES only together with an intended change of
+    the synthesis (the corpus in dvc.lock changes with it)."""
+    import numpy as np
+
+    from tavse.synth.faces import make_identity, render_frames
+
+    h = hashlib.sha256()
+    for speaker, position in ((1, 1), (2, 5)):  # both base photos, a frontal and a turned head
+        rgb, thermal = render_frames(make_identity(speaker, 0), np.array([0.0, 0.4, 1.0]), seed=3, position=position)
+        for frame in rgb + thermal:
+            h.update(frame.tobytes())
+    assert h.hexdigest() == RECORDED_FRAMES
+
+
+RECORDED_FRAMES = "c19f0d03b440263774f613407bf14f21039834f997f30b3dab78722df0906613"
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(f"usage: python {__file__} OUT_DIR")
