@@ -7,10 +7,14 @@ A SIGTERM stops it cleanly (worker processes too); finished shards are kept for 
 """
 
 import argparse
+import logging
 import signal
+import sys
 
 from tavse.common.config import load_config
-from tavse.ingest import build_shards, exit_on_signal, parse_shard, run_ingest
+from tavse.corpus.errors import BadInput
+from tavse.corpus.manifest import ManifestError
+from tavse.ingest import IngestError, build_shards, exit_on_signal, parse_shard, run_ingest
 from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
@@ -25,7 +29,12 @@ if __name__ == "__main__":
     setup_logging()
     signal.signal(signal.SIGTERM, exit_on_signal)
     cfg = load_config(stage="ingest")
-    if shard is None:
-        run_ingest(cfg.ingest, cfg.data, verify=args.verify)
-    else:
-        build_shards(cfg.ingest, cfg.data, *shard, verify=args.verify)
+    try:
+        if shard is None:
+            run_ingest(cfg.ingest, cfg.data, verify=args.verify)
+        else:
+            build_shards(cfg.ingest, cfg.data, *shard, verify=args.verify)
+    except (IngestError, BadInput, ManifestError, FileNotFoundError) as exc:
+        # Bad input or an unusable corpus: the reason, without a traceback (exit 1).
+        logging.getLogger("tavse.ingest").error("ingest failed: %s", exc)
+        sys.exit(1)

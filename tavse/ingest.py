@@ -13,19 +13,28 @@ finds them built and only merges.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import logging
 import multiprocessing as mp
+import os
+import pickle
 import re
 import shutil
 import signal
+import socket
+import threading
 import time
+import traceback
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing import connection as mp_connection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,14 +51,14 @@ from tavse.corpus.errors import BadInput
 from tavse.common.io import atomic_path, write_json
 from tavse.common.paths import scratch_dir
 from tavse.vision import mouth_roi
-from tavse.vision.thermal_palette import iron_to_temperature
+from tavse.vision.thermal_palette import iron_residual, iron_to_temperature
 
 log = logging.getLogger("tavse.ingest")
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
     "utt_id", "speaker", "split", "trial", "position", "command", "n_frames", "n_samples", "duration_s",
-    "detection_ratio", "box_side_mean", "box_side_std", "box_centre_std", "av_sync_r",
+    "detection_ratio", "box_side_mean", "box_side_std", "box_centre_std", "av_sync_r", "palette_residual",
     "age", "gender", "ethnicity", "archive",
 )
 
@@ -124,6 +133,68 @@ def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tupl
     return store.utterance_items(utt.key.utt_id, meta, rgb, thr, wav), {"av_sync_r": _pearson(track.lip_gap, loud)}, track
 
 
+def palette_residual(thermal_frames: list[np.ndarray]) -> float:
+    """How far an utterance's thermal frames are from FLIR Iron pseudo-colour (RGB units, 2 decimals).
+
+    The median over the first, middle and last frame of each frame's median
+    :func:`~tavse.vision.thermal_palette.iron_residual`, on every second row and column (the
+    median barely moves; a quarter of the cost, ~0.5 ms per frame). 1.41 for the real
+    SpeakingFaces fixture frame, 0.0 for the synthetic corpus (exact Iron colours); 25 for that
+    frame in greyscale, 16 in inferno, 83 in jet, 105 for natural RGB. ``ingest.max_palette_residual``
+    (6 by default: 4x above real, 2.7x below the nearest other palette) decides.
+    """
+    idx = sorted({0, len(thermal_frames) // 2, len(thermal_frames) - 1})
+    per_frame = [float(np.median(iron_residual(np.ascontiguousarray(thermal_frames[i][::2, ::2])))) for i in idx]
+    return round(float(np.median(per_frame)), 2)
+
+
+def check_palette(thermal_frames: list[np.ndarray], cfg: IngestConfig, where: str) -> float:
+    """The utterance's :func:`palette_residual`; BadInput ``thermal_not_iron`` naming ``where`` above the threshold.
+
+    ingest maps Iron colours back to temperatures: a greyscale or other-palette frame would be
+    "inverted" into meaningless crops without this check.
+    """
+    r = palette_residual(thermal_frames)
+    if r > cfg.max_palette_residual:
+        raise BadInput("thermal_not_iron", where,
+                       f"thermal frames are not FLIR Iron pseudo-colour: median distance to the Iron palette {r:.1f} "
+                       f"RGB units > ingest.max_palette_residual {cfg.max_palette_residual:g} (greyscale or another "
+                       "palette; the dataset's thr_image_cmd frames are Iron, about 1.4)")
+    return r
+
+
+# Decoding runs beside FaceMesh: one thread fetches the next utterance while the current one is
+# processed, its PNGs decoded by DECODE_THREADS threads (cv2.imdecode releases the GIL). At most
+# two decoded utterances are held per worker (the current one and the next): 2 x frames x 2 x
+# 464x348x3 bytes, ~0.23 GB for the mean command (120 frames), ~0.4 GB for the longest (7.2 s).
+DECODE_THREADS = 2  # 0: decode serially in the worker's thread (no prefetch)
+
+
+def _prefetched(load, items: list) -> Iterator[tuple[object, Future]]:
+    """``(item, future of load(item))`` in order, the next item loading while the caller handles one.
+
+    Serial (each item loaded when its turn comes) when DECODE_THREADS is 0.
+    """
+    if not DECODE_THREADS:
+        for item in items:
+            fut: Future = Future()
+            try:
+                fut.set_result(load(item))
+            except BadInput as exc:
+                fut.set_exception(exc)
+            yield item, fut
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="ingest-prefetch") as ahead:
+        nxt = ahead.submit(load, items[0]) if items else None
+        try:
+            for i, item in enumerate(items):
+                cur, nxt = nxt, (ahead.submit(load, items[i + 1]) if i + 1 < len(items) else None)
+                yield item, cur
+        finally:
+            if nxt is not None:
+                nxt.cancel()
+
+
 def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict, shard: Path) -> SpeakerResult:
     """Ingest one speaker archive into the shard folder ``shard`` (written atomically)."""
     import cv2
@@ -142,23 +213,33 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
     def batches() -> Iterator[list[tuple[bytes, bytes]]]:
         try:
             zf = zipfile.ZipFile(archive)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
             skip(BadInput("corrupt_archive", str(archive), f"not a readable zip archive: {exc}"))
             return
-        with zf:
+        with zf, contextlib.ExitStack() as stack:
+            frame_pool = (stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
+                          if DECODE_THREADS else None)
             utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
             for reason, n in res.ignored.items():
                 log.warning("%s: ignored %d member(s): %s", archive, n, reason)
             if not utts:
                 skip(BadInput("empty_archive", str(archive), "no utterances in the SpeakingFaces layout"))
             meta = subjects.get(speaker, {})
-            for u in utts:
+
+            def load(u: sfc.UtteranceMembers) -> sfc.Utterance:
+                return sfc.load_utterance(zf, str(archive), u, cfg.frame_tolerance, frame_pool)
+
+            for u, loading in _prefetched(load, utts):
+                where = f"{archive}:{u.key.utt_id}"
                 try:
-                    utt = sfc.load_utterance(zf, str(archive), u, cfg.frame_tolerance)
-                    items, extra, track = process_utterance(utt, cfg, f"{archive}:{u.key.utt_id}")
+                    utt = loading.result()
+                    residual = check_palette(utt.thermal, cfg, where)
+                    items, extra, track = process_utterance(utt, cfg, where)
                 except BadInput as exc:
                     skip(exc)
                     continue
+                finally:
+                    del loading
                 b = track.boxes
                 n = len(b)
                 res.frames += n
@@ -172,9 +253,11 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                     "box_side_mean": round(float(b[:, 2].mean()), 2), "box_side_std": round(float(b[:, 2].std()), 2),
                     "box_centre_std": round(float(np.hypot(b[:, 0].std(), b[:, 1].std())), 2),
                     "av_sync_r": None if extra["av_sync_r"] is None else round(extra["av_sync_r"], 4),
+                    "palette_residual": residual,
                     "age": meta.get("age", ""), "gender": meta.get("gender", ""),
                     "ethnicity": meta.get("ethnicity", ""), "archive": archive.name,
                 })
+                del utt
                 yield items
 
     with atomic_path(shard) as tmp:
@@ -188,14 +271,14 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
 def _shard_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     with zipfile.ZipFile(archive) as zf:
         fp = sfc.archive_fingerprint(zf)
-    relevant = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report")}
+    relevant = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report", "max_skip_ratio")}
     return params_hash({"cfg": relevant, "split": split, "archive": fp, "code": code_fingerprint("ingest")})
 
 
 def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     try:
         return _shard_key(archive, split, cfg)
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
         # Unreadable archives are keyed by name and size; the worker reports them.
         st = archive.stat()
         return params_hash({"name": archive.name, "size": st.st_size, "code": code_fingerprint("ingest"), "split": split})
@@ -210,16 +293,239 @@ def exit_on_signal(signum: int, frame=None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run_job(job: tuple[Path, str, IngestConfig, dict, Path]) -> SpeakerResult:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # A pool worker stopped (Pool.terminate) while it writes a shard removes the half-written
-    # folder. Only then: an idle worker waits for its next task in a blocking C call that a Python
-    # handler may never return from, so between tasks SIGTERM must kill it outright.
+# --------------------------------------------------------------------------- locks
+#
+# Locks are fcntl.flock() on files in ``<work>/.locks/``, the scratch folder of the shards. The
+# kernel drops a lock when its holder dies (also SIGKILL), so a killed task never leaves a stale
+# lock. On NFS, Linux clients implement flock() with the server's byte-range locks (NLM for
+# NFSv3, built into NFSv4), which every client sees; on a mount with ``nolock`` or
+# ``local_lock=all`` locks are only seen on the same host. Each lock file holds its holder's
+# "pid PID on host HOST since TIME" for the messages. The shard folders are written through a
+# temporary folder and renamed (atomic_path), so even without locks no output is ever half written.
+
+
+class IngestError(RuntimeError):
+    """Ingest cannot produce trustworthy outputs; the message names the speakers, reasons and params."""
+
+
+class _Lock:
+    """An exclusive flock on ``path`` (created), with its holder's description written into it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "a process that has not written its name yet"
+        except OSError:
+            return "unknown"
+
+    def acquire(self, wait: bool) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        return True
+
+    def close(self, unlink: bool = False) -> None:
+        if unlink:  # while still holding it: a waiter then re-checks what the lock protected
+            self.path.unlink(missing_ok=True)
+        os.close(self.fd)  # releases the lock
+
+
+def _shard_lock_path(shard: Path) -> Path:
+    return shard.parent / ".locks" / f"{shard.name}.lock"
+
+
+def build_shard(job: tuple[Path, str, IngestConfig, dict, Path], wait: bool) -> str:
+    """Build one shard under its lock: ``built``, ``reused`` (built meanwhile by another process)
+    or ``busy`` (another process is building it and ``wait`` is False: skipped here, named in the log)."""
+    archive, shard = job[0], job[4]
+    lock = _Lock(_shard_lock_path(shard))
+    try:
+        if not lock.acquire(wait=False):
+            holder = lock.holder()
+            if not wait:
+                log.warning("%s: its shard is being built by another process (%s): skipped here (busy); "
+                            "the merge (`dvc repro ingest`) waits for it", archive.name, holder)
+                return "busy"
+            log.info("%s: waiting for another process building its shard (%s)", archive.name, holder)
+            lock.acquire(wait=True)
+        if (shard / "result.json").is_file():
+            log.info("%s: shard built meanwhile by another process, reused", archive.name)
+            return "reused"
+        ingest_speaker(*job)
+        return "built"
+    finally:
+        lock.close()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """In a worker: SIGTERM ourselves (clean unwind) as soon as the parent is gone (killed with SIGKILL)."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _run_job(job: tuple[Path, str, IngestConfig, dict, Path], wait: bool = True) -> str:
+    # A worker stopped (SIGTERM) while it writes a shard removes the half-written folder. Only
+    # then: an idle worker waits for its next job in a blocking read that a Python handler may
+    # never return from, so between jobs SIGTERM must kill it outright.
     signal.signal(signal.SIGTERM, exit_on_signal)
     try:
-        return ingest_speaker(*job)
+        return build_shard(job, wait)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _worker_main(conn, parent_pid: int) -> None:
+    """Body of one worker process: for each job received, send ("ok", status) or ("error", pickled error, traceback).
+
+    After an error the worker exits (the parent stops everything anyway).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _watch_parent(parent_pid)
+    try:
+        while True:
+            try:
+                job, wait = conn.recv()
+            except EOFError:
+                return
+            if job is None:
+                return
+            try:
+                conn.send(("ok", _run_job(job, wait)))
+            except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+                text = "".join(traceback.format_exception(exc))
+                try:
+                    payload = pickle.dumps(exc)
+                    pickle.loads(payload)  # an exception that cannot be rebuilt travels as text only
+                except Exception:  # noqa: BLE001
+                    payload = None
+                try:
+                    conn.send(("error", payload, text))
+                except OSError:
+                    pass
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                raise SystemExit(1)
+    finally:
+        conn.close()
+
+
+def _worker_error(job, proc, msg) -> BaseException:
+    """The exception to raise in the parent for a worker that failed or died."""
+    archive = job[0]
+    if msg is not None and msg[0] == "error":
+        _, payload, text = msg
+        exc = None
+        if payload is not None:
+            try:
+                exc = pickle.loads(payload)
+            except Exception:  # noqa: BLE001
+                exc = None
+        if isinstance(exc, BadInput):
+            return exc
+        if exc is None or isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return IngestError(f"{archive}: the worker building speaker {sfc.speaker_id_of(archive)} failed:\n{text}")
+        exc.__cause__ = IngestError(f"in the worker building {archive.name}:\n{text}")
+        return exc
+    code = proc.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with exit code {code}"
+    hint = " (SIGKILL: out of memory? each worker needs ~0.5 GB plus the FaceMesh model)" if code == -signal.SIGKILL else ""
+    return IngestError(f"{archive}: the worker process building speaker {sfc.speaker_id_of(archive)} {how}{hint} "
+                       "without a result")
+
+
+def _stop(workers: list) -> None:
+    """End the workers: idle ones by closing their pipe, busy ones by SIGTERM (they remove
+    half-written shards); stragglers are killed after 30 s."""
+    for proc, conn in workers:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + 30
+    for proc, conn in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
+
+
+def _build(jobs: list, workers: int, wait: bool = True) -> dict[Path, str]:
+    """Build the shards of ``jobs`` (:func:`build_shard`), in ``workers`` processes when that helps.
+
+    Returns each archive's status. The workers are spawned processes, each fed one job at a time
+    through its own pipe. The first failure of any of them (an exception, which always reaches
+    this process: unpicklable ones as text, or the process dying) stops the others and is raised
+    here; so does a SIGTERM of this process (the stage's handler raises SystemExit). A worker whose
+    parent is killed outright terminates itself (``_watch_parent``): no orphans.
+    """
+    statuses: dict[Path, str] = {}
+    if not jobs:
+        return statuses
+    if workers <= 1 or len(jobs) == 1:
+        for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
+            statuses[job[0]] = build_shard(job, wait)
+        return statuses
+    ctx = mp.get_context("spawn")
+    queue = list(jobs)
+    pool: list = []                 # (process, pipe end)
+    busy: dict = {}                 # pipe end -> (process, job)
+    try:
+        for _ in range(min(workers, len(jobs))):
+            here, there = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_worker_main, args=(there, os.getpid()), name="ingest-worker", daemon=True)
+            proc.start()
+            there.close()
+            pool.append((proc, here))
+        idle = list(pool)
+        with tqdm(total=len(jobs), desc="ingest speakers", unit="spk") as bar:
+            while queue or busy:
+                while queue and idle:
+                    proc, conn = idle.pop()
+                    job = queue.pop(0)
+                    conn.send((job, wait))
+                    busy[conn] = (proc, job)
+                sentinels = {proc.sentinel: conn for conn, (proc, _) in busy.items()}
+                for ready in mp_connection.wait(list(busy) + list(sentinels), timeout=5):
+                    conn = sentinels.get(ready, ready)
+                    if conn not in busy:
+                        continue
+                    proc, job = busy[conn]
+                    msg = None
+                    if conn.poll():
+                        try:
+                            msg = conn.recv()
+                        except (EOFError, OSError):
+                            msg = None
+                    if msg is not None and msg[0] == "ok":
+                        del busy[conn]
+                        statuses[job[0]] = msg[1]
+                        idle.append((proc, conn))
+                        bar.update()
+                        continue
+                    proc.join(5)  # an error message is sent just before the worker exits
+                    raise _worker_error(job, proc, msg)
+        for _, conn in pool:
+            conn.send((None, None))
+    finally:
+        _stop(pool)
+    return statuses
+
+
+# --------------------------------------------------------------------------- plan, shards, merge
 
 
 def _load_result(shard: Path) -> SpeakerResult:
@@ -271,7 +577,8 @@ def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = Non
     The archives are those ``manifest.json`` in the folder lists (each checked to exist with its
     listed size; files it does not list are ignored), never a glob. Raises FileNotFoundError
     naming the folder when it or its manifest is missing, ManifestError when an archive
-    disagrees with the manifest or the manifest lists none.
+    disagrees with the manifest or the manifest lists none. Warns once when ``data.subjects_csv``
+    gives no metadata for some of the speakers.
     """
     folder = Path(data.speakingfaces_dir)
     if not folder.is_dir():
@@ -296,20 +603,11 @@ def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = Non
             log.warning("%s: speaker outside every split of %r, not ingested", a, data.speaker_split)
             continue
         shards[a] = (split, work / f"sub_{sfc.speaker_id_of(a)}-{_archive_key(a, split, cfg)}")
-    return IngestPlan(work, archives, shards, unsplit, read_subjects(data.subjects_csv))
-
-
-def _build(jobs: list, workers: int) -> None:
-    """Run ``ingest_speaker`` over ``jobs``, in a pool of ``workers`` processes when that helps."""
-    if not jobs:
-        return
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in tqdm(pool.imap_unordered(_run_job, jobs), total=len(jobs), desc="ingest speakers", unit="spk"):
-                pass
-    else:
-        for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
-            ingest_speaker(*job)
+    subjects = read_subjects(data.subjects_csv)
+    warning = sfc.speaker_metadata_warning(data.subjects_csv, subjects, [sfc.speaker_id_of(a) for a in shards])
+    if warning:
+        log.warning("%s", warning)
+    return IngestPlan(work, archives, shards, unsplit, subjects)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -329,6 +627,43 @@ def _check_shard(index: int, count: int) -> None:
         raise ValueError(f"shard {index}/{count}: INDEX must be in 0..{count - 1} (tasks are numbered from 0)")
 
 
+def _reasons(skipped: list[dict]) -> str:
+    return ", ".join(f"{r} x{n}" for r, n in sorted(Counter(s["reason"] for s in skipped).items()))
+
+
+def check_speakers(results: dict[Path, SpeakerResult]) -> None:
+    """IngestError naming every speaker that yielded no utterance, with its skips by reason and an example."""
+    empty = [r for r in results.values() if not r.rows]
+    if not empty:
+        return
+    lines = []
+    for r in empty:
+        first = r.skipped[0] if r.skipped else None
+        example = f"; e.g. {first['path']}: {first['message']}" if first else ""
+        lines.append(f"  speaker {r.speaker} ({r.archive}, split {r.split}): no utterance ingested, "
+                     f"{len(r.skipped)} skipped ({_reasons(r.skipped) or 'nothing found'}){example}")
+    raise IngestError(f"{len(empty)} speaker(s) yielded no utterance:\n" + "\n".join(lines) +
+                      "\nEach speaker in a split must give at least one utterance: fix or re-download these archives, "
+                      "or check their layout with `python -m tavse.inspect ARCHIVE`")
+
+
+def check_outputs(results: dict[Path, SpeakerResult], cfg: IngestConfig) -> None:
+    """IngestError when a split ends empty or more than ``ingest.max_skip_ratio`` of the utterances were skipped."""
+    rows = [row for r in results.values() for row in r.rows]
+    skipped = [s for r in results.values() for s in r.skipped]
+    empty = [s for s in SPLITS if not any(row["split"] == s for row in rows)]
+    if empty:
+        raise IngestError(f"split(s) {', '.join(empty)} ended with no utterance ({len(rows)} ingested in all): "
+                          "check data.speaker_split / data.speaker_splits against the archives of data.speakingfaces_dir")
+    ratio = len(skipped) / (len(skipped) + len(rows))
+    if ratio > cfg.max_skip_ratio:
+        worst = Counter(s["path"].split(":")[0] for s in skipped).most_common(3)
+        raise IngestError(f"{len(skipped)} of {len(skipped) + len(rows)} utterances skipped ({ratio:.0%} > "
+                          f"ingest.max_skip_ratio {cfg.max_skip_ratio:.0%}): {_reasons(skipped)}; most from "
+                          + ", ".join(f"{Path(p).name} ({n})" for p, n in worst) +
+                          ". See the warnings above for each item; raise ingest.max_skip_ratio only if this is expected")
+
+
 def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
                  work_dir: Path | None = None, verify: bool = False) -> dict[str, list[str]]:
     """Build the shards of task ``index`` of ``count`` (no merge, no DVC output).
@@ -336,8 +671,10 @@ def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
     The archives that are in a split, in speaker order, are dealt round-robin: task ``index``
     gets archives ``index``, ``index + count``, ... The shard folders are those of
     :func:`run_ingest`, which afterwards finds them built and only merges. Returns the archive
-    names by outcome: ``built``, ``reused`` (already built), ``unsplit`` (outside every split;
-    listed by task 0 only).
+    names by outcome: ``built``, ``reused`` (already built, or built meanwhile by another
+    process), ``busy`` (being built by another process right now, e.g. a resubmitted array
+    task: skipped here), ``unsplit`` (outside every split; listed by task 0 only). Raises
+    IngestError when one of its speakers yields no utterance.
     """
     for name, v in (("index", index), ("count", count)):
         if isinstance(v, bool) or not isinstance(v, int):
@@ -348,10 +685,14 @@ def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
     todo = [a for a in mine if not plan.done(a)]
     log.info("shard %d/%d: %d of %d archives (%s): %d to build, %d reused from %s", index, count, len(mine),
              len(plan.shards), ", ".join(a.name for a in mine) or "none", len(todo), len(mine) - len(todo), plan.work)
-    _build([plan.job(a, cfg) for a in todo], cfg.workers)
-    outcome = {"built": [a.name for a in todo], "reused": [a.name for a in mine if a not in todo],
+    statuses = _build([plan.job(a, cfg) for a in todo], cfg.workers, wait=False)
+    outcome = {"built": [a.name for a in todo if statuses[a] == "built"],
+               "reused": [a.name for a in mine if a not in todo or statuses[a] == "reused"],
+               "busy": [a.name for a in todo if statuses[a] == "busy"],
                "unsplit": plan.unsplit if index == 0 else []}
-    log.info("shard %d/%d done: built %d, reused %d", index, count, len(outcome["built"]), len(outcome["reused"]))
+    check_speakers({a: _load_result(plan.shards[a][1]) for a in mine if plan.done(a)})
+    log.info("shard %d/%d done: built %d, reused %d, busy %d (being built by another process)", index, count,
+             len(outcome["built"]), len(outcome["reused"]), len(outcome["busy"]))
     return outcome
 
 
@@ -359,15 +700,34 @@ def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None
     """Ingest every archive of ``data.speakingfaces_dir`` into ``cfg.out_dir``; return the report.
 
     ``verify`` checks every archive's SHA-256 against the folder's manifest first (sizes always).
+    One ingest at a time per scratch folder: a second one fails at once naming the first (pid,
+    host); shards that array tasks are still building are waited for. Raises IngestError (no
+    output written) when a speaker yields no utterance, a split ends empty or the skip ratio
+    passes ``ingest.max_skip_ratio``.
     """
     t0 = time.perf_counter()
     plan = plan_ingest(cfg, data, work_dir, verify)
+    lock = _Lock(plan.work / ".locks" / "ingest.lock")
+    if not lock.acquire(wait=False):
+        holder = lock.holder()
+        lock.close()
+        raise IngestError(f"another ingest is running on the scratch folder {plan.work} ({holder}): wait for it to "
+                          "end, or give this one its own scratch folder (TAVSE_SCRATCH_DIR)")
+    try:
+        return _merge(plan, cfg, data, t0)
+    finally:
+        lock.close()
+
+
+def _merge(plan: IngestPlan, cfg: IngestConfig, data: DataConfig, t0: float) -> dict:
     shards = plan.shards
     todo = [a for a in shards if not plan.done(a)]
     reused = len(shards) - len(todo)
     log.info("%d archives: %d shards to build, %d reused from %s", len(plan.archives), len(todo), reused, plan.work)
-    _build([plan.job(a, cfg) for a in todo], cfg.workers)
+    _build([plan.job(a, cfg) for a in todo], cfg.workers, wait=True)
     results = {a: _load_result(shards[a][1]) for a in shards}
+    check_speakers(results)
+    check_outputs(results, cfg)
 
     out = Path(cfg.out_dir)
     with atomic_path(out) as tmp:
@@ -385,7 +745,14 @@ def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None
     report = build_report(results.values(), skipped, plan.unsplit, data)
     write_json(cfg.report, report)
     for _, shard in shards.values():
-        shutil.rmtree(shard, ignore_errors=True)
+        # Under the shard's lock: a builder (a late array task) waiting for it then sees it gone and
+        # rebuilds it into a shard of its own; it never reads a half-deleted one.
+        shard_lock = _Lock(_shard_lock_path(shard))
+        if shard_lock.acquire(wait=False):
+            shutil.rmtree(shard, ignore_errors=True)
+            shard_lock.close(unlink=True)
+        else:
+            shard_lock.close()
     log.info("ingest done in %.1f s (%d shards reused)", time.perf_counter() - t0, reused)
     return report
 
@@ -409,16 +776,20 @@ def build_report(results, skipped: list[dict], unsplit: list[str], data: DataCon
     ignored: Counter = Counter()
     for r in results:
         ignored.update(r.ignored)
+    residuals = [row["palette_residual"] for r in results for row in r.rows]
+    n_rows = sum(s["utterances"] for s in per_split.values())
     return {
         "speaker_split": data.speaker_split,
         "archives": len(results) + len(unsplit),
         "archives_outside_splits": len(unsplit),
         "speakers": sum(s["speakers"] for s in per_split.values()),
-        "utterances": sum(s["utterances"] for s in per_split.values()),
+        "utterances": n_rows,
         "frames": sum(s["frames"] for s in per_split.values()),
         "detection_rate": round(sum(r.frames_detected for r in results) / run, 4) if run else None,
+        "palette_residual_max": max(residuals) if residuals else None,
         "splits": per_split,
         "skipped": dict(sorted(Counter(s["reason"] for s in skipped).items())),
         "skipped_total": len(skipped),
+        "skip_ratio": round(len(skipped) / (len(skipped) + n_rows), 4) if skipped or n_rows else 0.0,
         "ignored_members": dict(sorted(ignored.items())),
     }

@@ -23,6 +23,13 @@ from tests.conftest import ROOT, tiny_params, with_ingest
 from tests.sfzip import Utt, blank_utt, wav, write_archive
 
 
+def leftovers(scratch: Path) -> list[str]:
+    """What a finished ingest left in its scratch folder besides its lock file."""
+    names = sorted(p.name for p in scratch.iterdir())
+    assert not names or names[0] != ".locks" or os.listdir(scratch / ".locks") == ["ingest.lock"]
+    return [n for n in names if n != ".locks"]
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -71,7 +78,7 @@ def test_output_bytes_do_not_depend_on_worker_count(ingested, tmp_path):
     cfg, _ = ingested
     one = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
     run_ingest(one.ingest, one.data, work_dir=tmp_path / "scratch")
-    assert list((tmp_path / "scratch").iterdir()) == []  # finished shards are cleaned up
+    assert leftovers(tmp_path / "scratch") == []  # finished shards are cleaned up
     assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
     assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
 
@@ -126,11 +133,11 @@ def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_pa
     # Built shards are reused, not rebuilt; the same keys as the stage's.
     ing = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
     assert build_shards(ing.ingest, ing.data, 1, 2, work_dir=scratch / "ingest") == {
-        "built": [], "reused": [a.name for a in archives[1::2]], "unsplit": []}
+        "built": [], "reused": [a.name for a in archives[1::2]], "busy": [], "unsplit": []}
     with caplog.at_level("INFO", logger="tavse.ingest"):
         run_ingest(ing.ingest, ing.data, work_dir=scratch / "ingest")
     assert "4 archives: 0 shards to build, 4 reused" in caplog.text
-    assert list((scratch / "ingest").iterdir()) == []
+    assert leftovers(scratch / "ingest") == []
     assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
     assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
 
@@ -185,44 +192,78 @@ def bad_corpus(tmp_path_factory, tiny_corpus):
     corpus.mkdir()
     short = blank_utt(4, command=5, size=(464, 348))
     short.thermal = short.thermal[:1]
+    no_face = _face_utt(command=2)
+    no_face.rgb = blank_utt(len(no_face.rgb), size=(464, 348)).rgb                  # grey RGB frames: no face
+    grey_thermal = _face_utt(command=7)
+    grey_thermal.thermal = [np.repeat(f.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2) for f in grey_thermal.thermal]
     write_archive(corpus / "sub_3_ia.zip", 3, [
         _face_utt(command=1),
-        blank_utt(4, command=2, size=(464, 348)),                          # grey frames: no face
+        no_face,
         _face_utt(command=3, audio=None),                                  # missing audio
         _face_utt(command=4, audio=wav(np.zeros((8 * 1575, 2), np.float32))),  # stereo
         short,                                                             # 4 RGB vs 1 thermal
         _face_utt(command=6, rgb_bytes={2: b"not a png"}),                 # unreadable PNG
+        grey_thermal,                                                      # greyscale thermal
     ], extra={"../../evil/trial_1/thr_image_cmd/3_1_2_1_1_1_1.png": b"x"})
-    (corpus / "sub_4_ia.zip").write_bytes(b"PK\x03\x04 truncated garbage")  # corrupt zip
-    good = (corpus / "sub_3_ia.zip").read_bytes()
-    (corpus / "sub_121_ia.zip").write_bytes(good[: len(good) // 2])        # truncated zip
+    write_archive(corpus / "sub_101_ia.zip", 101, [_face_utt(command=1)])  # val and test: one good utterance each
+    write_archive(corpus / "sub_121_ia.zip", 121, [_face_utt(command=1)])
     from tavse.corpus.manifest import make_manifest
     make_manifest(corpus, "speakingfaces", {"type": "local"})              # listed as they are: ingest reports them
+    broken = d / "broken"
+    broken.mkdir()
+    (broken / "sub_4_ia.zip").write_bytes(b"PK\x03\x04 truncated garbage")  # corrupt zip
+    good = (corpus / "sub_3_ia.zip").read_bytes()
+    (broken / "sub_121_ia.zip").write_bytes(good[: len(good) // 2])        # truncated zip
+    make_manifest(broken, "speakingfaces", {"type": "local"})
     return d
 
 
-def _bad_cfg(tiny_corpus, d: Path, on_error: str):
+def _bad_cfg(tiny_corpus, d: Path, on_error: str, folder: str = "corpus", **ingest):
     cfg = with_ingest(tiny_corpus, out_dir=str(d / on_error / "ingest"), report=str(d / on_error / "report.json"),
-                      on_error=on_error, workers=1)
+                      on_error=on_error, workers=1, **ingest)
     import dataclasses
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(d / "corpus"), subjects_csv=""))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(d / folder), subjects_csv=""))
 
 
 def test_bad_input_is_skipped_counted_and_listed(bad_corpus, tiny_corpus):
-    cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip")
+    cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip", max_skip_ratio=1.0)
     report = run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch")
     assert report["skipped"] == {
-        "corrupt_archive": 2, "frame_count_mismatch": 1, "missing_audio": 1, "no_face": 1,
-        "stereo_audio": 1, "unreadable_image": 1,
+        "frame_count_mismatch": 1, "missing_audio": 1, "no_face": 1, "stereo_audio": 1, "thermal_not_iron": 1,
+        "unreadable_image": 1,
     }
     assert report["ignored_members"] == {"unsafe_member_name": 1}
-    assert report["utterances"] == 1 and report["splits"]["train"]["utterances"] == 1
+    assert report["utterances"] == 3 and report["splits"]["train"]["utterances"] == 1
+    assert report["skip_ratio"] == round(6 / 9, 4)
     with open(Path(cfg.ingest.out_dir) / "skipped.csv") as fh:
         skipped = list(csv.DictReader(fh))
-    assert len(skipped) == 7
-    assert {Path(s["path"].split(":")[0]).name for s in skipped} == {"sub_3_ia.zip", "sub_4_ia.zip", "sub_121_ia.zip"}
+    assert len(skipped) == 6
+    assert {Path(s["path"].split(":")[0]).name for s in skipped} == {"sub_3_ia.zip"}
     unreadable = next(s for s in skipped if s["reason"] == "unreadable_image")
     assert unreadable["path"].endswith("3_1_2_1_6_2_3.png")
+    with open(Path(cfg.ingest.out_dir) / "manifests" / "train.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["palette_residual"]) < 1  # the synthetic thermal frames are exact Iron colours
+
+
+def test_too_many_skips_fail_the_ingest(bad_corpus, tiny_corpus):
+    from tavse.ingest import IngestError
+
+    cfg = with_ingest(_bad_cfg(tiny_corpus, bad_corpus, "skip"), out_dir=str(bad_corpus / "ratio" / "ingest"))
+    with pytest.raises(IngestError, match=r"6 of 9 utterances skipped \(67% > ingest.max_skip_ratio 50%\)"):
+        run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch")
+    assert not Path(cfg.ingest.out_dir).exists()
+
+
+def test_unreadable_archives_fail_naming_each_speaker(bad_corpus, tiny_corpus):
+    from tavse.ingest import IngestError
+
+    cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip", folder="broken")
+    with pytest.raises(IngestError, match=r"2 speaker\(s\) yielded no utterance:\n"
+                                          r"  speaker 4 \(sub_4_ia.zip, split train\): no utterance ingested, 1 skipped "
+                                          r"\(corrupt_archive x1\); e.g. .*sub_4_ia.zip: not a readable zip archive.*\n"
+                                          r"  speaker 121 \(sub_121_ia.zip, split test\): .*corrupt_archive x1"):
+        run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch_broken")
 
 
 def test_bad_input_fails_naming_the_file(bad_corpus, tiny_corpus):

@@ -120,6 +120,8 @@ class IngestConfig:
     min_detection_ratio: float = bounded(0.0, 1.0)
     frame_tolerance: int = bounded(0)
     on_error: Literal["skip", "fail"]
+    max_skip_ratio: float = bounded(0.0, 1.0)        # skipped / (skipped + ingested) utterances above this: ingest fails
+    max_palette_residual: float = bounded(above=0.0)  # thermal median distance to the Iron palette above this: thermal_not_iron
     workers: int = bounded(1)
     sample_rate: int = bounded(16000, 16000)  # the models, mixtures and PESQ/STOI assume 16 kHz
     fps: int = bounded(28, 28)                # SpeakingFaces video rate; 7 frames = 4000 samples

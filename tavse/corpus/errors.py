@@ -11,3 +11,8 @@ class BadInput(Exception):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message} [{reason}]")
+
+    def __reduce__(self):
+        # Pickled across processes (ingest workers): rebuilt from the three fields, not from
+        # ``args`` (one formatted string), which ``__init__`` could not take.
+        return (type(self), (self.reason, self.path, self.message))

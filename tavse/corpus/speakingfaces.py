@@ -13,6 +13,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,10 +178,26 @@ class FolderArchive:
 
 
 def _read(zf, archive: str, name: str) -> bytes:
+    """The bytes of one member; every way a zip read can fail becomes a named BadInput.
+
+    ``unsupported_compression``: a method Python's zipfile cannot inflate (Deflate64, as Windows
+    Explorer writes for big archives, PPMd, ...), raised as NotImplementedError;
+    ``encrypted_member``: a password-protected member (RuntimeError); ``corrupt_member``:
+    anything else (bad CRC, truncated data, zlib errors, I/O errors).
+    """
+    where = f"{archive}:{name}"
     try:
         return zf.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise BadInput("corrupt_member", f"{archive}:{name}", f"cannot read member: {exc}") from exc
+    except NotImplementedError as exc:
+        raise BadInput("unsupported_compression", where,
+                       f"cannot read member: {exc} (re-pack the archive with plain Deflate or no compression, "
+                       "e.g. `zip -r` or Python's zipfile)") from exc
+    except RuntimeError as exc:
+        if "encrypt" in str(exc) or "password" in str(exc):
+            raise BadInput("encrypted_member", where, f"cannot read member: {exc} (the archive must not be encrypted)") from exc
+        raise BadInput("corrupt_member", where, f"cannot read member: {exc}") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+        raise BadInput("corrupt_member", where, f"cannot read member: {exc}") from exc
 
 
 def decode_png(data: bytes, where: str) -> np.ndarray:
@@ -227,12 +244,32 @@ def check_frames(u: UtteranceMembers, archive: str, tolerance: int) -> int:
     return min(n_rgb, n_thr)
 
 
-def load_frames(zf, archive: str, u: UtteranceMembers, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Decode the first ``n`` aligned-RGB and thermal frames of an utterance (RGB uint8 each)."""
+def _load_png(zf, archive: str, name: str) -> np.ndarray:
+    return decode_png(_read(zf, archive, name), f"{archive}:{name}")
+
+
+def load_frames(zf, archive: str, u: UtteranceMembers, n: int,
+                pool: Executor | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decode the first ``n`` aligned-RGB and thermal frames of an utterance (RGB uint8 each).
+
+    With ``pool`` (threads), the frames are read and decoded concurrently: ``zipfile`` reads of
+    one open archive are thread-safe and ``cv2.imdecode`` releases the GIL. The pixels are the
+    same either way; the first bad frame in frame order is the one reported.
+    """
+    names = [name for f in range(1, n + 1) for name in (u.rgb[f], u.thermal[f])]
+    if pool is None:
+        decoded = [_load_png(zf, archive, name) for name in names]
+    else:
+        futures = [pool.submit(_load_png, zf, archive, name) for name in names]
+        try:
+            decoded = [fut.result() for fut in futures]
+        finally:
+            for fut in futures:
+                fut.cancel()
     rgb, thermal = [], []
     for f in range(1, n + 1):
-        rgb.append(decode_png(_read(zf, archive, u.rgb[f]), f"{archive}:{u.rgb[f]}"))
-        thermal.append(decode_png(_read(zf, archive, u.thermal[f]), f"{archive}:{u.thermal[f]}"))
+        rgb.append(decoded[2 * f - 2])
+        thermal.append(decoded[2 * f - 1])
         if rgb[-1].shape != thermal[-1].shape:
             raise BadInput(
                 "image_size_mismatch", f"{archive}:{u.thermal[f]}",
@@ -241,8 +278,12 @@ def load_frames(zf, archive: str, u: UtteranceMembers, n: int) -> tuple[list[np.
     return rgb, thermal
 
 
-def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int) -> Utterance:
-    """Decode one utterance, trimmed to min(int(fps * duration), frames recorded) frames."""
+def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int,
+                   pool: Executor | None = None) -> Utterance:
+    """Decode one utterance, trimmed to min(int(fps * duration), frames recorded) frames.
+
+    ``pool``: threads to decode the frames with (see :func:`load_frames`).
+    """
     n_frames = check_frames(u, archive, tolerance)
     wav_where = f"{archive}:{u.mic1}"
     audio = decode_wav(_read(zf, archive, u.mic1), wav_where)
@@ -255,7 +296,7 @@ def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, toler
     n = min(n_frames, audio_frames)
     if n < 1:
         raise BadInput("empty_audio", wav_where, "shorter than one video frame")
-    rgb, thermal = load_frames(zf, archive, u, n)
+    rgb, thermal = load_frames(zf, archive, u, n, pool)
     n_audio = round(n * SAMPLE_RATE / FPS)
     return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)
 

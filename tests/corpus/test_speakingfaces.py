@@ -144,3 +144,42 @@ def test_fingerprint_changes_with_content(tmp_path):
     b = write_archive(tmp_path / "b.zip", 3, [blank_utt(3, command=8)])
     fa = sfc.archive_fingerprint(zipfile.ZipFile(a))
     assert fa == sfc.archive_fingerprint(zipfile.ZipFile(a)) != sfc.archive_fingerprint(zipfile.ZipFile(b))
+
+
+@pytest.mark.parametrize(("method", "encrypted", "reason", "message"), [
+    (9, False, "unsupported_compression", "That compression method is not supported"),   # Deflate64
+    (None, True, "encrypted_member", "is encrypted, password required"),
+])
+def test_unreadable_zip_members_are_named_bad_input(tmp_path, method, encrypted, reason, message):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.test_ingest_failures import member, patch_member
+
+    path = write_archive(tmp_path / "sub_3_ia.zip", 3, [blank_utt(4)])
+    name = member(path, "thr_image_cmd")
+    patch_member(path, name, method=method, encrypted=encrypted)
+    zf, utts, _ = _open(path)
+    for pool in (None, ThreadPoolExecutor(2)):  # serial and threaded decoding raise the same
+        with pytest.raises(BadInput, match=rf"{name}: cannot read member: .*{message}") as exc:
+            sfc.load_utterance(zf, str(path), utts[0], tolerance=1, pool=pool)
+        assert exc.value.reason == reason and exc.value.path == f"{path}:{name}"
+
+
+def test_threaded_decoding_gives_the_same_frames(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = write_archive(tmp_path / "sub_3_ia.zip", 3, [blank_utt(9)])
+    zf, utts, _ = _open(path)
+    serial = sfc.load_utterance(zf, str(path), utts[0], tolerance=1)
+    with ThreadPoolExecutor(3) as pool:
+        threaded = sfc.load_utterance(zf, str(path), utts[0], tolerance=1, pool=pool)
+    assert all(np.array_equal(a, b) for a, b in zip(serial.rgb + serial.thermal, threaded.rgb + threaded.thermal))
+    assert len(threaded.rgb) == 9 and np.array_equal(serial.audio, threaded.audio)
+
+
+def test_bad_input_survives_pickling():
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(BadInput("no_face", "a.zip:s001", "FaceMesh found no face")))
+    assert (exc.reason, exc.path, exc.message) == ("no_face", "a.zip:s001", "FaceMesh found no face")
+    assert str(exc) == "a.zip:s001: FaceMesh found no face [no_face]"
