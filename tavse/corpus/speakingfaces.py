@@ -200,8 +200,31 @@ def _read(zf, archive: str, name: str) -> bytes:
         raise BadInput("corrupt_member", where, f"cannot read member: {exc}") from exc
 
 
+try:  # libspng: the same pixels as OpenCV's libpng for 8-bit RGB, ~1.3-1.6x faster (optional)
+    import pyspng as _spng
+except ImportError:  # pragma: no cover - depends on the environment
+    _spng = None
+
+
+def _is_plain_rgb8(data: bytes) -> bool:
+    """A non-interlaced 8-bit truecolour PNG (IHDR right after the signature): what both cameras write."""
+    return (len(data) > 33 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+            and data[24] == 8 and data[25] == 2 and data[28] == 0)
+
+
 def decode_png(data: bytes, where: str) -> np.ndarray:
-    """Decode a PNG to an RGB uint8 array; a clear BadInput if it is not a readable image."""
+    """Decode a PNG to an RGB uint8 array; a clear BadInput if it is not a readable image.
+
+    8-bit RGB PNGs go through libspng (``pyspng``) when it is installed, everything else (grey,
+    palette, alpha, 16-bit, interlaced) through OpenCV; both give the same pixels (lossless).
+    """
+    if _spng is not None and _is_plain_rgb8(data):
+        try:
+            img = _spng.load(data)
+        except Exception:  # noqa: BLE001 - let OpenCV decide (and name) what is wrong
+            img = None
+        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+            return img
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
         raise BadInput("unreadable_image", where, "not a readable PNG image")

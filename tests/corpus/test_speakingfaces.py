@@ -183,3 +183,22 @@ def test_bad_input_survives_pickling():
     exc = pickle.loads(pickle.dumps(BadInput("no_face", "a.zip:s001", "FaceMesh found no face")))
     assert (exc.reason, exc.path, exc.message) == ("no_face", "a.zip:s001", "FaceMesh found no face")
     assert str(exc) == "a.zip:s001: FaceMesh found no face [no_face]"
+
+
+def test_png_decoders_agree_pixel_for_pixel():
+    """The optional libspng path and OpenCV give the same RGB pixels; other PNG kinds go through OpenCV."""
+    import cv2
+
+    from tests.shared_fixtures import real_image
+
+    rng = np.random.default_rng(0)
+    frames = {"rgb": rng.integers(0, 256, (348, 464, 3), np.uint8), "real": real_image("aligned_session_one.png")}
+    for name, img in frames.items():
+        data = png(img)
+        assert sfc._is_plain_rgb8(data), name
+        assert np.array_equal(sfc.decode_png(data, name), img), name
+    ok, grey = cv2.imencode(".png", frames["rgb"][..., 0])
+    assert not sfc._is_plain_rgb8(grey.tobytes())
+    assert np.array_equal(sfc.decode_png(grey.tobytes(), "grey"), np.repeat(frames["rgb"][..., :1], 3, axis=2))
+    with pytest.raises(BadInput, match="not a readable PNG image"):
+        sfc.decode_png(png(frames["rgb"])[:200], "cut")
