@@ -249,6 +249,28 @@ def test_killed_stage_leaves_no_orphan_workers(tmp_path):
     assert not list((tmp_path / "scratch" / "ingest").glob(".sub_*.tmp")), "half-written shard left behind"
 
 
+def test_sigterm_stops_the_stage_and_its_workers(tmp_path):
+    """SIGTERM mid-run (2 workers busy): exit 143 within seconds, workers gone, no half-written shard."""
+    import signal
+
+    sf = listed(corpus(tmp_path / "sf", {s: [face_utt(command=c, n=28) for c in range(1, 5)] for s in (1, 2, 3)}))
+    marker = uuid.uuid4().hex
+    d = stage_dir(tmp_path, sf, workers=2)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d, marker),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while len(marked_processes(marker)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(6)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    print(f"\nSIGTERM: exit {proc.returncode} after {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 143, err
+    assert marked_processes(marker) == []
+    assert not list((tmp_path / "scratch" / "ingest").glob(".sub_*.tmp")), "half-written shard left behind"
+
+
 def _flock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
