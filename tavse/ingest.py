@@ -101,11 +101,13 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
                 where: str) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
     """RGB crops (F, S, S, 3) and temperature-ordered thermal crops (F, S, S) around the tracked mouth.
 
+    FaceMesh detects every ``landmark_stride``-th frame from scratch; the smoothed boxes are
+    snapped to whole pixels and cropped with integer arithmetic (see :mod:`tavse.vision.mouth_roi`),
+    so that landmark differences between CPUs far below a pixel rarely change a crop byte.
     Raises BadInput("no_face") naming ``where`` if FaceMesh finds too few faces.
     """
-    lips, ran = mouth_roi.detect_lips(rgb_frames, stride=cfg.landmark_stride)
     try:
-        track = mouth_roi.track_from_lips(lips, ran, cfg.box_scale, cfg.smooth_frames)
+        track = mouth_roi.track_mouth(rgb_frames, cfg.landmark_stride, cfg.box_scale, cfg.smooth_frames)
     except ValueError:
         raise BadInput("no_face", where, "FaceMesh found no face in any frame") from None
     if track.detection_ratio < cfg.min_detection_ratio:
@@ -117,6 +119,11 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
     return rgb, thr, track
 
 
+# meta lip_gap rounding (fraction of the mouth width; 0.01 ~ 0.5 px): between CPUs the gap differs by
+# ~1e-5 on average (FaceMesh float kernels), which changes ~0.2% of 2-decimal values, ~2% of 3-decimal ones.
+LIP_GAP_DECIMALS = 2
+
+
 def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
     """Crops, 16 kHz audio and metadata of one decoded utterance."""
     rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where)
@@ -125,12 +132,12 @@ def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tupl
     n_samples = round(n_frames * cfg.sample_rate / cfg.fps)
     wav = np.pad(wav, (0, max(0, n_samples - len(wav))))[:n_samples].astype(np.float32)
     loud = frame_loudness_db(wav, cfg.sample_rate, cfg.fps, n_frames)
-    meta = {
-        "fps": cfg.fps, "sample_rate": cfg.sample_rate,
-        "boxes": np.round(track.boxes, 2).tolist(),
-        "lip_gap": [None if not np.isfinite(g) else round(float(g), 5) for g in track.lip_gap],
-    }
-    return store.utterance_items(utt.key.utt_id, meta, rgb, thr, wav), {"av_sync_r": _pearson(track.lip_gap, loud)}, track
+    # Stored with the precision the landmarks support across CPUs: the crop boxes as snapped (whole
+    # or half pixels), the lip gap to LIP_GAP_DECIMALS; av_sync_r from those stored values.
+    gap = [round(float(g), LIP_GAP_DECIMALS) if np.isfinite(g) else None for g in track.lip_gap]
+    meta = {"fps": cfg.fps, "sample_rate": cfg.sample_rate, "boxes": np.round(track.boxes, 2).tolist(), "lip_gap": gap}
+    gap = np.array([np.nan if g is None else g for g in gap])
+    return store.utterance_items(utt.key.utt_id, meta, rgb, thr, wav), {"av_sync_r": _pearson(gap, loud)}, track
 
 
 def palette_residual(thermal_frames: list[np.ndarray]) -> float:

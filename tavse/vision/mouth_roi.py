@@ -1,15 +1,29 @@
-"""Mouth region of interest: FaceMesh lip landmarks tracked over one command, a smoothed square box.
+"""Mouth region of interest: FaceMesh lip landmarks over one command, a smoothed square box.
 
 The box is found on the *aligned* RGB frame and applied unchanged to the thermal frame, which
 shares its pixel coordinates.
+
+Stability across CPUs. FaceMesh runs TFLite float kernels (XNNPACK and OpenCV pick AVX-512, AVX2
+or SSE code per CPU), so its landmarks differ between machines by small amounts. Ingest therefore
+
+- detects every sampled frame from scratch (:func:`track_mouth`, ``static=True``): FaceMesh's
+  tracking mode feeds each frame's landmarks into the next frame's region of interest, which
+  amplifies a 1e-3 px kernel difference into up to ~1 px over a command; per-frame detection
+  keeps it at ~1e-2 px (and is closer to the per-frame reference, see ``bench.ingest``);
+- snaps each smoothed box to whole pixels (:func:`snap_boxes`: integer side and top-left
+  corner), so a landmark difference far below a pixel changes no box unless the smoothed value
+  sits within that difference of a rounding boundary (x.5);
+- crops with integer arithmetic only (:func:`crop`: exact rational sample positions, 11-bit
+  fixed-point bilinear weights, integer accumulation), so equal boxes give equal crop bytes on
+  every CPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
-import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
@@ -26,10 +40,12 @@ _COL = {p: i for i, p in enumerate(LIP_POINTS)}
 class MouthTrack:
     """Per-frame mouth geometry of one command, in pixels of the aligned frame."""
 
-    boxes: np.ndarray      # (F, 3) float64: centre x, centre y, side — smoothed and gap-filled
+    boxes: np.ndarray      # (F, 3) float64: centre x, centre y, side of the crop box, snapped to whole
+                           # pixels (integer side and top-left corner; see snap_boxes)
     detected: np.ndarray   # (F,) bool: FaceMesh found a face on this frame
     ran: np.ndarray        # (F,) bool: FaceMesh was run on this frame (see landmark_stride)
     lip_gap: np.ndarray    # (F,) float64: inner-lip gap / mouth width; NaN where not measured
+    smoothed: np.ndarray | None = None  # (F, 3) float64: the smoothed, gap-filled box before snapping
 
     @property
     def detection_ratio(self) -> float:
@@ -49,8 +65,9 @@ def _face_mesh(static: bool):
 def detect_lips(frames: Sequence[np.ndarray], stride: int = 1, static: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Lip landmarks (F, 40, 2) in pixels, NaN where FaceMesh was not run or found no face.
 
-    ``static=False`` tracks across the frames of one command (one FaceMesh per call), which is
-    what ingest uses; ``static=True`` detects every frame from scratch (the benchmark baseline).
+    ``static=False`` tracks across the frames of one command (one FaceMesh per call: each frame's
+    landmarks place the next frame's region of interest); ``static=True`` detects every frame it
+    runs on from scratch (what ingest uses, see the module notes; also the benchmark baseline).
     ``stride`` runs FaceMesh on every n-th frame only (and always on the last one).
     """
     n = len(frames)
@@ -73,7 +90,8 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
     """Square boxes from lip landmarks: centred on the lips, side ``box_scale`` x mouth width.
 
     Frames without landmarks are filled by linear interpolation between detected neighbours
-    (held constant past the ends), then the track is smoothed by a centred moving average.
+    (held constant past the ends), then the track is smoothed by a centred moving average
+    (``MouthTrack.smoothed``) and snapped to whole pixels (``MouthTrack.boxes``, :func:`snap_boxes`).
     Raises ValueError if no frame has landmarks.
     """
     n = lips.shape[0]
@@ -88,22 +106,102 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
     idx = np.flatnonzero(detected)
     t = np.arange(n)
     filled = np.column_stack([np.interp(t, idx, raw[idx, k]) for k in range(3)])
-    boxes = uniform_filter1d(filled, size=smooth_frames, axis=0, mode="nearest") if smooth_frames > 1 else filled
+    smoothed = uniform_filter1d(filled, size=smooth_frames, axis=0, mode="nearest") if smooth_frames > 1 else filled
     gap = (lips[:, _COL[INNER_LOWER], 1] - lips[:, _COL[INNER_UPPER], 1]) / width
     gap[~ran] = np.nan
-    return MouthTrack(boxes=boxes, detected=detected & ran, ran=ran.copy(), lip_gap=gap)
+    return MouthTrack(boxes=snap_boxes(smoothed), detected=detected & ran, ran=ran.copy(), lip_gap=gap,
+                      smoothed=smoothed)
 
 
-def box_transform(box: np.ndarray, size: int) -> np.ndarray:
-    """2x3 affine matrix mapping the square ``box`` (cx, cy, side) onto a ``size`` x ``size`` crop."""
-    cx, cy, side = box
-    s = size / side
-    x0, y0 = cx - side / 2, cy - side / 2
-    # Pixel centres sit at +0.5: crop (i + 0.5) = s * (frame (x + 0.5) - x0).
-    return np.array([[s, 0.0, s * (0.5 - x0) - 0.5], [0.0, s, s * (0.5 - y0) - 0.5]], np.float64)
+def track_mouth(frames: Sequence[np.ndarray], stride: int, box_scale: float, smooth_frames: int) -> MouthTrack:
+    """The mouth track ingest uses: per-frame FaceMesh detection on every ``stride``-th frame, snapped boxes.
+
+    Raises ValueError if no frame has a face.
+    """
+    lips, ran = detect_lips(frames, stride=stride, static=True)
+    return track_from_lips(lips, ran, box_scale, smooth_frames)
+
+
+def pixel_box(box: Sequence[float]) -> tuple[int, int, int]:
+    """``(x0, y0, side)`` in whole pixels of the square ``box`` (cx, cy, side).
+
+    The side is rounded to a whole number of pixels (at least 1) and the top-left corner
+    ``(cx - side/2, cy - side/2)`` to whole pixels, each by one rounding (half to even). Values
+    already on that grid are returned unchanged, so ``pixel_box`` of a snapped box is exact.
+    """
+    cx, cy, side = (float(v) for v in box)
+    s = max(1, int(np.rint(side)))
+    return int(np.rint(cx - s / 2)), int(np.rint(cy - s / 2)), s
+
+
+def snap_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(F, 3) boxes (cx, cy, side) snapped to whole pixels: integer side and top-left corner (:func:`pixel_box`).
+
+    The centre moves by at most half a pixel per axis. A float difference ``d`` in the input
+    changes a snapped box only where a value lies within ``d`` of a rounding boundary (x.5).
+    """
+    out = np.empty((len(boxes), 3), np.float64)
+    for i, b in enumerate(np.asarray(boxes, np.float64)):
+        x0, y0, s = pixel_box(b)
+        out[i] = (x0 + s / 2, y0 + s / 2, s)
+    return out
+
+
+_WEIGHT_BITS = 11  # fixed-point bilinear weights: w in [0, 2**11]; 255 * 2**22 < 2**31
+
+
+@lru_cache(maxsize=1024)
+def _resample_1d(side: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (2, size) from the box start and fixed-point weights (2, size) of a 1-D bilinear resample.
+
+    Output pixel ``i`` samples the source at ``start + ((2i + 1) * side - size) / (2 * size)``
+    (pixel centres at +0.5, as cv2.resize/warpAffine), an exact rational: its integer part and
+    fraction come from integer arithmetic, the weights are that fraction in 1/2**_WEIGHT_BITS
+    (rounded half up).
+    """
+    num = (2 * np.arange(size, dtype=np.int64) + 1) * side - size
+    den = 2 * size
+    k = num // den                      # floor, also for negative num
+    frac = num - k * den                # in [0, den)
+    one = 1 << _WEIGHT_BITS
+    w1 = (frac * one + den // 2) // den
+    offsets, weights = np.stack([k, k + 1]), np.stack([one - w1, w1])
+    offsets.flags.writeable = weights.flags.writeable = False
+    return offsets, weights
 
 
 def crop(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Crop the square ``box`` from ``img`` and resize to ``size``; outside the frame replicates the border."""
-    return cv2.warpAffine(img, box_transform(box, size), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    """Crop the square ``box`` (cx, cy, side) from ``img`` and resize to ``size`` x ``size``; outside the frame replicates the border.
+
+    The box is first snapped to whole pixels (:func:`pixel_box`). Bilinear interpolation in
+    integer arithmetic only (sample positions exact, weights in 1/2048, integer sums, one
+    rounding half up at the end), so the result does not depend on the CPU's vector units.
+    Integer images give the same dtype; float images are interpolated with the same weights in
+    float64.
+    """
+    x0, y0, s = pixel_box(box)
+    h, w = img.shape[:2]
+    channels = int(np.prod(img.shape[2:], dtype=np.int64))
+    dy, wy = _resample_1d(s, size)
+    dx, wx = _resample_1d(s, size)
+    ys = np.clip(y0 + dy, 0, h - 1)     # clamped: the border is replicated
+    xs = np.clip(x0 + dx, 0, w - 1)
+    integer = np.issubdtype(img.dtype, np.integer)
+    acc_t = (np.int32 if img.dtype.itemsize == 1 else np.int64) if integer else np.float64
+    # The source pixels the output reads (rows: both taps of every output row; columns: both
+    # taps of every output column), from the window that holds them.
+    y_lo, x_lo = int(ys[0, 0]), int(xs[0, 0])
+    window = img[y_lo:int(ys[1, -1]) + 1, x_lo:int(xs[1, -1]) + 1]
+    sub = window.take(ys.ravel() - y_lo, axis=0).take(xs.ravel() - x_lo, axis=1).astype(acc_t)
+    sub = sub.reshape(2 * size, 2, size * channels)
+    # Two exact passes, along x then along y, with no rounding in between.
+    wx = np.repeat(wx.astype(acc_t), channels, axis=1)                     # (2, size * C)
+    rows = sub[:, 0] * wx[0] + sub[:, 1] * wx[1]                            # (2 * size, size * C)
+    acc = rows[:size] * wy[0, :, None].astype(acc_t) + rows[size:] * wy[1, :, None].astype(acc_t)
+    acc = acc.reshape((size, size) + img.shape[2:])
+    shift = 2 * _WEIGHT_BITS
+    if integer:
+        out = (acc + (1 << (shift - 1))) >> shift
+        info = np.iinfo(img.dtype)
+        return np.clip(out, info.min, info.max).astype(img.dtype)
+    return (acc / float(1 << shift)).astype(img.dtype)

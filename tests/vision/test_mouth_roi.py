@@ -26,10 +26,14 @@ def _box_contains(box, lips, max_side_ratio=3.0):
     assert abs(cx - (x0 + x1) / 2) < 10 and abs(cy - (y0 + y1) / 2) < 10, "box not centred on the lips"
 
 
-def test_mouth_box_contains_the_lips_on_the_real_aligned_frame():
+@pytest.mark.parametrize("mode", ["ingest", "tracking"])
+def test_mouth_box_contains_the_lips_on_the_real_aligned_frame(mode):
     frame = np.ascontiguousarray(real_image("aligned_session_one.png")[:, :464])
-    lips, ran = mr.detect_lips([frame, frame, frame], static=False)
-    track = mr.track_from_lips(lips, ran, box_scale=1.8, smooth_frames=3)
+    if mode == "ingest":  # per-frame detection, snapped boxes: what ingest crops
+        track = mr.track_mouth([frame, frame, frame], stride=1, box_scale=1.8, smooth_frames=3)
+    else:
+        lips, ran = mr.detect_lips([frame, frame, frame], static=False)
+        track = mr.track_from_lips(lips, ran, box_scale=1.8, smooth_frames=3)
     assert track.detected.all()
     for box in track.boxes:
         _box_contains(box, ALIGNED_LIPS)
