@@ -20,9 +20,9 @@ or SSE code per CPU), so its landmarks differ between machines by small amounts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
