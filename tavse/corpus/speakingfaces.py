@@ -310,15 +310,7 @@ def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, toler
     n_frames = check_frames(u, archive, tolerance)
     wav_where = f"{archive}:{u.mic1}"
     audio = decode_wav(_read(zf, archive, u.mic1), wav_where)
-    audio_frames = int(FPS * len(audio) / SAMPLE_RATE)
-    if audio_frames < n_frames - tolerance:
-        raise BadInput(
-            "audio_frame_mismatch", wav_where,
-            f"audio covers {audio_frames} frames ({len(audio) / SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
-        )
-    n = min(n_frames, audio_frames)
-    if n < 1:
-        raise BadInput("empty_audio", wav_where, "shorter than one video frame")
+    n = check_audio_frames(wav_where, n_frames, len(audio), tolerance)
     rgb, thermal = load_frames(zf, archive, u, n, pool)
     n_audio = round(n * SAMPLE_RATE / FPS)
     return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)
@@ -342,7 +334,7 @@ def frame_gaps(frames: Mapping[int, str]) -> list[int]:
 
 
 def check_audio_frames(where: str, n_frames: int, n_samples: int, tolerance: int) -> int:
-    """The frames an utterance keeps given its audio length (44.1 kHz samples), as :func:`load_utterance` decides.
+    """The frames an utterance keeps given its audio length (44.1 kHz samples); used by :func:`load_utterance`.
 
     Raises the same BadInput (``audio_frame_mismatch``, ``empty_audio``) for ``where`` (the WAV).
     """
