@@ -228,18 +228,29 @@ def test_fail_with_two_workers_and_three_archives_exits_instead_of_hanging(tmp_p
     assert not list((tmp_path / "scratch" / "ingest").glob(".sub_*.tmp")), "half-written shard left behind"
 
 
-def test_killed_stage_leaves_no_orphan_workers(tmp_path):
-    """SIGKILL of the stage (no cleanup possible there): its workers notice and end within seconds."""
+def ingest_writing_a_shard(tmp_path: Path, marker: str, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """The ingest stage (2 workers, 3 speakers) started and caught while a worker writes a shard.
+
+    Waits for that moment rather than a fixed time: on a quiet machine the whole ingest may be done
+    after a few seconds, and a signal sent then would test nothing.
+    """
     sf = listed(corpus(tmp_path / "sf", {s: [face_utt(command=c, n=84) for c in range(1, 5)] for s in (1, 2, 3)}))
-    marker = uuid.uuid4().hex
     d = stage_dir(tmp_path, sf, workers=2)
     proc = subprocess.Popen([sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d, marker),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     scratch = tmp_path / "scratch" / "ingest"
     deadline = time.monotonic() + TIMEOUT
     while not list(scratch.glob(".sub_*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # until a worker is writing a shard
+        time.sleep(0.05)
     assert proc.poll() is None, f"ingest ended (exit {proc.returncode}) before any shard was being written"
+    return proc
+
+
+def test_killed_stage_leaves_no_orphan_workers(tmp_path):
+    """SIGKILL of the stage (no cleanup possible there): its workers notice and end within seconds."""
+    marker = uuid.uuid4().hex
+    # stderr not piped: the workers inherit it, and reading it to its end would wait for them.
+    proc = ingest_writing_a_shard(tmp_path, marker, stderr=subprocess.DEVNULL)
     proc.kill()
     proc.wait()
     t0 = time.monotonic()
@@ -254,18 +265,8 @@ def test_sigterm_stops_the_stage_and_its_workers(tmp_path):
     """SIGTERM mid-run (2 workers busy): exit 143 within seconds, workers gone, no half-written shard."""
     import signal
 
-    sf = listed(corpus(tmp_path / "sf", {s: [face_utt(command=c, n=84) for c in range(1, 5)] for s in (1, 2, 3)}))
     marker = uuid.uuid4().hex
-    d = stage_dir(tmp_path, sf, workers=2)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d, marker),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # Signal as soon as a worker is writing a shard (not after a fixed sleep: on a quiet machine the
-    # whole ingest may be done by then).
-    scratch = tmp_path / "scratch" / "ingest"
-    deadline = time.monotonic() + TIMEOUT
-    while not list(scratch.glob(".sub_*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"ingest ended (exit {proc.returncode}) before any shard was being written"
+    proc = ingest_writing_a_shard(tmp_path, marker)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
