@@ -1,5 +1,9 @@
 """Per-item speech-enhancement metrics and a parallel, order-preserving runner.
 
+Besides the standard metrics, each item gets figures that separate removing noise from gating
+silence (issue 10): the SI-SNR improvement on the target's speech-active samples, the
+attenuation on its target-silent samples, and PESQ-WB / ESTOI changes against the noisy input.
+
 Every wrapper takes 1-D mono float arrays of equal length, reference first, and raises
 ``ValueError`` with a clear message on a wrong sample rate, a length mismatch, non-finite
 samples or an input the metric is undefined for (e.g. a silent reference).
@@ -195,13 +199,96 @@ class ItemMetrics(NamedTuple):
     failures: dict[str, str]
 
 
-def item_metrics(clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE) -> ItemMetrics:
+def _tensor(x: Any) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def si_snr_active(ref: Any, est: Any) -> float:
+    """SI-SNR in dB of ``est`` against ``ref`` on the samples where ``ref`` is speech-active only.
+
+    :func:`tavse.losses.speech_activity` of ``ref`` picks the samples and
+    :func:`tavse.losses.si_snr` (``mask=``) scores them, in float64. Attenuating the target-silent
+    stretches leaves it unchanged.
+
+    Raises:
+        ValueError: lengths differ, non-finite samples or silent reference.
+    """
+    r, e = _pair(ref, est, "est", silent_deg_ok=True)
+    rt = _tensor(r)
+    return float(losses.si_snr(_tensor(e), rt, mask=losses.speech_activity(rt)))
+
+
+def silence_attenuation(clean: Any, noisy: Any, est: Any) -> float:
+    """dB of ``est``'s energy over ``noisy``'s on the samples where ``clean`` is target-silent.
+
+    :func:`tavse.losses.silence_attenuation_db` with :func:`tavse.losses.speech_activity` of
+    ``clean``; 0 dB for a system that passes the input through, negative for one that gates.
+
+    Raises:
+        ValueError: lengths differ, non-finite samples, silent reference, or no target-silent
+            sample (the figure is undefined).
+    """
+    c, e = _pair(clean, est, "est", silent_deg_ok=True)
+    _, y = _pair(clean, noisy, "noisy", silent_deg_ok=True)
+    active = losses.speech_activity(_tensor(c))
+    if bool(active.all()):
+        raise ValueError("no target-silent sample: silence attenuation is undefined")
+    return float(losses.silence_attenuation_db(_tensor(e), _tensor(y), active))
+
+
+# Scores of the noisy input itself that item_metrics needs for its improvements and deltas:
+# computed once per mixture (input_scores) and shared by every system and condition scored on it.
+INPUT_METRICS = ("pesq_wb", "estoi", "si_snr", "si_snr_active")
+
+
+def _attempt(values: dict[str, float | None], failures: dict[str, str], name: str, fn: Callable[[], float]) -> None:
+    """``values[name] = fn()``; an ITEM_FAILURES exception becomes None plus its reason instead."""
+    try:
+        values[name] = fn()
+    except ITEM_FAILURES as exc:  # per-item failure: record it, keep the item and the other metrics
+        values[name] = None
+        failures[name] = f"{type(exc).__name__}: {exc}"
+
+
+def input_scores(clean: Any, noisy: Any, sr: int = SAMPLE_RATE) -> ItemMetrics:
+    """The noisy input's own INPUT_METRICS against ``clean`` (the floor every delta starts from).
+
+    Pass the result to :func:`item_metrics` (``inputs=``) for each system and condition scored
+    on this mixture, so the input's PESQ and ESTOI are computed once per mixture.
+
+    Raises:
+        ValueError: sr is not 16 kHz, or the signals are not 1-D of equal length.
+    """
+    _check_rate(sr, "input_scores")
+    if np.ndim(clean) != 1 or np.shape(clean) != np.shape(noisy):
+        raise ValueError(f"clean and noisy must be 1-D of equal length, got {np.shape(clean)} and {np.shape(noisy)}")
+    values: dict[str, float | None] = {}
+    failures: dict[str, str] = {}
+    _attempt(values, failures, "pesq_wb", lambda: pesq_wb(clean, noisy, sr))
+    _attempt(values, failures, "estoi", lambda: estoi(clean, noisy, sr))
+    _attempt(values, failures, "si_snr", lambda: si_snr(clean, noisy))
+    _attempt(values, failures, "si_snr_active", lambda: si_snr_active(clean, noisy))
+    return ItemMetrics(values, failures)
+
+
+def input_row(pair: tuple[Any, Any], sr: int = SAMPLE_RATE) -> dict[str, Any]:
+    """:func:`input_scores` of a ``(clean, noisy)`` pair as a flat row (picklable, for :func:`evaluate_items`)."""
+    result = input_scores(*pair, sr=sr)
+    return {**result.values, "failures": result.failures}
+
+
+def item_metrics(clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE,
+                 inputs: ItemMetrics | dict[str, Any] | None = None) -> ItemMetrics:
     """Every metric in METRICS for one (clean, noisy, enhanced) item.
 
-    ``si_snri`` is si_snr(clean, enhanced) − si_snr(clean, noisy). A metric that fails on
-    this item's content (silence, no utterance for PESQ, NaN output, ...) is None with the
-    reason ``"ExceptionType: message"``; the others are still computed. Only
-    :data:`ITEM_FAILURES` count as such; other exceptions are bugs and propagate.
+    ``si_snri`` is si_snr(clean, enhanced) − si_snr(clean, noisy); ``si_snri_active`` the same
+    on the speech-active samples of ``clean`` only; ``silence_atten_db`` is
+    :func:`silence_attenuation`; ``delta_pesq_wb`` / ``delta_estoi`` are the enhanced score
+    minus the noisy input's. The noisy input's scores come from ``inputs`` (an
+    :func:`input_scores` result or an :func:`input_row` dict of this mixture) or are computed
+    here. A metric that fails on this item's content (silence, no utterance for PESQ, NaN
+    output, ...) is None with the reason ``"ExceptionType: message"``; the others are still
+    computed. Only :data:`ITEM_FAILURES` count as such; other exceptions are bugs and propagate.
 
     Raises:
         ValueError: only for caller bugs that would hit every item alike: sr is not 16 kHz,
@@ -211,39 +298,69 @@ def item_metrics(clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE) -
     shapes = {name: np.shape(x) for name, x in (("clean", clean), ("noisy", noisy), ("enhanced", enhanced))}
     if len(set(shapes.values())) != 1 or len(shapes["clean"]) != 1:
         raise ValueError(f"clean, noisy and enhanced must be 1-D of equal length, got {shapes}")
+    if inputs is None:
+        inputs = input_scores(clean, noisy, sr)
+    if isinstance(inputs, ItemMetrics):
+        in_values, in_failures = inputs.values, inputs.failures
+    else:
+        in_values, in_failures = inputs, inputs.get("failures", {})
 
     values: dict[str, float | None] = {}
     failures: dict[str, str] = {}
 
     def attempt(name: str, fn: Callable[[], float]) -> None:
-        try:
-            values[name] = fn()
-        except ITEM_FAILURES as exc:  # per-item failure: record it, keep the item and the other metrics
-            values[name] = None
-            failures[name] = f"{type(exc).__name__}: {exc}"
+        _attempt(values, failures, name, fn)
 
-    attempt("pesq_wb", lambda: pesq_wb(clean, enhanced, sr))
+    def change(name: str, enhanced_key: str, input_key: str, label: str) -> Callable[[], float]:
+        """Enhanced minus input score; either failure is carried over as the reason."""
+        def fn() -> float:
+            if values[enhanced_key] is None:
+                raise ValueError(f"enhanced {label} failed ({failures[enhanced_key]})")
+            if in_values.get(input_key) is None:
+                raise ValueError(f"noisy input {label} failed ({in_failures.get(input_key, 'not computed')})")
+            return values[enhanced_key] - in_values[input_key]
+        return fn
+
+    # An output identical to the input (the "noisy" reference system) takes the input's scores, so its
+    # improvements and deltas are exactly 0 (recomputing them can differ in the last ulp: SIMD sums
+    # depend on the arrays' memory alignment).
+    same = np.array_equal(np.asarray(enhanced), np.asarray(noisy))
+
+    def score(name: str, fn: Callable[[], float]) -> None:
+        input_key = name.lstrip("_")
+        if same and input_key in in_values:
+            values[name] = in_values[input_key]
+            if values[name] is None:
+                failures[name] = in_failures.get(input_key, "the noisy input's score failed")
+        else:
+            attempt(name, fn)
+
+    score("pesq_wb", lambda: pesq_wb(clean, enhanced, sr))
     attempt("pesq_nb", lambda: pesq_nb(clean, enhanced, sr))
     attempt("stoi", lambda: stoi(clean, enhanced, sr))
-    attempt("estoi", lambda: estoi(clean, enhanced, sr))
-    attempt("si_snr", lambda: si_snr(clean, enhanced))
-
-    def improvement() -> float:  # needs the enhanced SI-SNR; its failure reason is carried over
-        if values["si_snr"] is None:
-            raise ValueError(f"enhanced SI-SNR failed ({failures['si_snr']})")
-        return values["si_snr"] - si_snr(clean, noisy)
-
-    attempt("si_snri", improvement)
+    score("estoi", lambda: estoi(clean, enhanced, sr))
+    score("si_snr", lambda: si_snr(clean, enhanced))
+    attempt("si_snri", change("si_snri", "si_snr", "si_snr", "SI-SNR"))
     attempt("sdr", lambda: sdr(clean, enhanced))
+    score("_si_snr_active", lambda: si_snr_active(clean, enhanced))
+    attempt("si_snri_active", change("si_snri_active", "_si_snr_active", "si_snr_active", "speech-active SI-SNR"))
+    attempt("silence_atten_db", lambda: silence_attenuation(clean, noisy, enhanced))
+    attempt("delta_pesq_wb", change("delta_pesq_wb", "pesq_wb", "pesq_wb", "PESQ-WB"))
+    attempt("delta_estoi", change("delta_estoi", "estoi", "estoi", "ESTOI"))
+    failures.pop("_si_snr_active", None)  # an intermediate: its reason lives on in si_snri_active's
     return ItemMetrics({m: values[m] for m in METRICS}, failures)
 
 
-def metrics_row(item: tuple[Any, Any, Any], sr: int = SAMPLE_RATE) -> dict[str, Any]:
-    """:func:`item_metrics` of a ``(clean, noisy, enhanced)`` triple as one flat, JSON-ready row.
+def metrics_row(item: tuple[Any, ...], sr: int = SAMPLE_RATE) -> dict[str, Any]:
+    """:func:`item_metrics` of a ``(clean, noisy, enhanced)`` or ``(clean, noisy, enhanced,
+    inputs)`` item as one flat, JSON-ready row (``inputs``: the mixture's :func:`input_row`).
 
     Module-level (so picklable) for :func:`evaluate_items`; keys are METRICS plus ``failures``.
     """
-    result = item_metrics(*item, sr=sr)
+    if len(item) not in (3, 4):  # a caller bug, like a missing argument
+        raise TypeError(f"metrics_row takes (clean, noisy, enhanced[, inputs]), got {len(item)} values")
+    clean, noisy, enhanced, *inputs = item
+    result = item_metrics(clean, noisy, enhanced, sr=sr, inputs=inputs[0] if inputs else None)
     return {**result.values, "failures": result.failures}
 
 

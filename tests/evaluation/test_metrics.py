@@ -144,7 +144,7 @@ def test_item_metrics_values_and_improvement():
     assert values["pesq_wb"] == M.pesq_wb(clean, enhanced) and values["sdr"] == M.sdr(clean, enhanced)
 
 
-SILENT_OUTPUT_FAILS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "sdr")
+SILENT_OUTPUT_FAILS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "sdr", "delta_pesq_wb", "delta_estoi")
 
 
 def test_item_metrics_records_failures_and_keeps_the_rest():
@@ -170,6 +170,89 @@ def test_too_short_item_records_the_package_errors():
     assert failures["pesq_wb"].startswith("BufferTooShortError") and values["pesq_wb"] is None
     assert "too few non-silent frames" in failures["stoi"] and values["stoi"] is None
     assert values["si_snr"] is not None and values["sdr"] is not None
+
+
+def gated_mixture(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clean, noisy, gated): speech with a silent second in the middle, plus white noise at about
+    5 dB SNR; ``gated`` is the noisy mixture with its target-silent samples set to zero (a perfect
+    voice-activity gate that removes nothing from the speech)."""
+    clean = speech_like(4.0, seed=seed)
+    clean[int(1.5 * SR):int(2.5 * SR)] = 1e-5 * np.random.default_rng(seed).standard_normal(SR)
+    noisy = clean + 0.03 * np.random.default_rng(seed + 1).standard_normal(clean.size)
+    active = M.losses.speech_activity(torch.from_numpy(clean)).numpy()
+    return clean, noisy, np.where(active, noisy, 0.0)
+
+
+def test_gating_silence_raises_si_snri_but_not_the_speech_active_figure():
+    clean, noisy, gated = gated_mixture()
+    active = M.losses.speech_activity(torch.from_numpy(clean)).numpy()
+    assert 0.2 < 1 - active.mean() < 0.8  # a real share of the item is target-silent
+    values, failures = M.item_metrics(clean, noisy, gated)
+    assert failures == {}
+    assert values["si_snri"] > 1.0  # whole-utterance SI-SNRi rewards the gate
+    assert values["si_snri_active"] == pytest.approx(0.0, abs=1e-9)  # inside speech nothing changed
+    assert values["silence_atten_db"] < -60  # the gate zeroed the silent stretches
+    assert values["delta_estoi"] == pytest.approx(values["estoi"] - M.estoi(clean, noisy), abs=1e-12)
+    assert values["delta_pesq_wb"] == pytest.approx(values["pesq_wb"] - M.pesq_wb(clean, noisy), abs=1e-12)
+
+
+def test_halving_the_silent_stretches_attenuates_them_by_6_db():
+    clean, noisy, _ = gated_mixture()
+    active = M.losses.speech_activity(torch.from_numpy(clean)).numpy()
+    values, _ = M.item_metrics(clean, noisy, np.where(active, noisy, 0.5 * noisy))
+    assert values["silence_atten_db"] == pytest.approx(20 * np.log10(0.5), abs=1e-6)
+    assert values["si_snri_active"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_system_equal_to_its_input_changes_nothing():
+    clean, noisy, _ = gated_mixture()
+    values, failures = M.item_metrics(clean, noisy, noisy.copy())
+    assert failures == {}
+    for m in ("si_snri", "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi"):
+        assert values[m] == 0.0, m
+
+
+def test_speech_that_is_cleaned_inside_speech_improves_the_speech_active_figure():
+    clean, noisy, _ = gated_mixture()
+    rng = np.random.default_rng(9)
+    enhanced = clean + 0.003 * rng.standard_normal(clean.size)  # noise removed everywhere, speech intact
+    values, _ = M.item_metrics(clean, noisy, enhanced)
+    assert values["si_snri_active"] > 10 and values["delta_estoi"] > 0 and values["delta_pesq_wb"] > 0
+    assert values["silence_atten_db"] < -15
+
+
+def test_item_metrics_reuses_the_input_scores():
+    """Given the mixture's input scores or not, the same row (ESTOI to rounding: pystoi's own sums
+    vary in the last ulp from call to call)."""
+    clean, noisy, gated = gated_mixture()
+    inputs = M.input_scores(clean, noisy)
+    assert set(inputs.values) == set(M.INPUT_METRICS) and inputs.failures == {}
+    assert inputs.values["pesq_wb"] == M.pesq_wb(clean, noisy)
+    assert inputs.values["estoi"] == pytest.approx(M.estoi(clean, noisy), rel=1e-12)
+    assert inputs.values["si_snr"] == M.si_snr(clean, noisy)
+    own = M.metrics_row((clean, noisy, gated))
+    with_inputs = M.item_metrics(clean, noisy, gated, inputs=inputs)
+    assert_rows_equal([{**with_inputs.values, "failures": with_inputs.failures}], [own])
+    assert_rows_equal([M.metrics_row((clean, noisy, gated, M.input_row((clean, noisy))))], [own])
+
+
+def test_a_failed_input_score_fails_only_its_delta():
+    """A silent noisy input: its PESQ and ESTOI are undefined, so are the deltas; the rest stands."""
+    clean, _, _ = gated_mixture()
+    enhanced = clean + 0.003 * np.random.default_rng(4).standard_normal(clean.size)
+    values, failures = M.item_metrics(clean, np.zeros_like(clean), enhanced)
+    assert set(failures) == {"delta_pesq_wb", "delta_estoi"}
+    assert failures["delta_pesq_wb"].startswith("ValueError: noisy input PESQ-WB failed (ValueError: deg is silent")
+    assert values["pesq_wb"] is not None and values["si_snri_active"] is not None
+
+
+def test_silence_attenuation_needs_a_silent_sample():
+    """Stationary noise as the 'target': every frame is active, no silent stretch to measure."""
+    rng = np.random.default_rng(5)
+    clean = 0.1 * rng.standard_normal(SR)
+    values, failures = M.item_metrics(clean, clean + 0.05 * rng.standard_normal(SR), clean)
+    assert values["silence_atten_db"] is None and "no target-silent sample" in failures["silence_atten_db"]
+    assert set(failures) == {"silence_atten_db"}  # the other metrics are still there
 
 
 def make_items() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
