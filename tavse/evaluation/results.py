@@ -14,8 +14,16 @@ from typing import Any
 from tavse.common.io import atomic_path, write_json
 from tavse.evaluation.stats import group_summary
 
-METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr")
-ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "system", "condition", *METRICS, "failures")
+# si_snri_active: SI-SNR improvement on the target's speech-active samples only (gating silence
+# cannot raise it); silence_atten_db: output over input energy where the target is silent;
+# delta_*: the enhanced score minus the noisy input's score on the same mixture (< 0: worse than
+# doing nothing).
+METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr",
+           "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi")
+ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "noise_kind", "system", "condition", *METRICS,
+               "failures")
+# Noise kinds summarised under fixed keys (in this order) so every variant's metrics.json has the same keys.
+NOISE_KIND_ORDER = ("stationary", "transient", "babble")
 SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
 
 
@@ -54,24 +62,46 @@ def read_items(path: str | Path) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict], seed: int, n_boot: int) -> tuple[dict, dict]:
-    """(DVC metrics: means overall, per SNR, per noise; full summary with std, median, CIs)."""
+def _kinds(groups: dict) -> list[str]:
+    """NOISE_KIND_ORDER in its order, then any other kind found (sorted)."""
+    return [*NOISE_KIND_ORDER, *sorted(k for k in groups if k not in NOISE_KIND_ORDER)]
+
+
+def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | None = None) -> tuple[dict, dict]:
+    """(DVC metrics, full summary) per system key (``system`` or ``system/condition``).
+
+    The full summary (``summary.json``) has, per metric, ``overall``, ``by_snr`` (``"+5"``),
+    ``by_noise`` (environment) and ``by_noise_kind`` (``stationary``/``transient``/``babble``),
+    each with n, mean, std, median and the 95 % bootstrap CI. The DVC metrics (``metrics.json``)
+    hold means only: ``overall`` for every key, and for the full condition also ``snr<+g>`` per
+    SNR (those of ``snrs_db`` when given, so every variant has the same keys) and
+    ``kind_<kind>`` per noise kind (a group with no item is null).
+    """
     full, headline = {}, {}
     for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
         sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
         key = system if condition == "full" else f"{system}/{condition}"
-        full[key] = {m: {"overall": group_summary(sel, m, None, seed, n_boot)["all"],
-                         "by_snr": {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed, n_boot).items()},
-                         "by_noise": group_summary(sel, m, "noise_env", seed, n_boot)} for m in METRICS}
-        headline[key] = {m: {"overall": full[key][m]["overall"]["mean"],
-                             **({f"snr{k}": v["mean"] for k, v in full[key][m]["by_snr"].items()} if condition == "full" else {})}
-                         for m in METRICS}
+        full[key] = {}
+        headline[key] = {}
+        for m in METRICS:
+            by_snr = {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed, n_boot).items()}
+            by_kind = group_summary(sel, m, "noise_kind", seed, n_boot)
+            full[key][m] = {"overall": group_summary(sel, m, None, seed, n_boot)["all"], "by_snr": by_snr,
+                            "by_noise": group_summary(sel, m, "noise_env", seed, n_boot),
+                            "by_noise_kind": by_kind}
+            head = {"overall": full[key][m]["overall"]["mean"]}
+            if condition == "full":
+                snr_keys = list(by_snr) if snrs_db is None else [f"{s:+g}" for s in snrs_db]
+                head.update({f"snr{k}": by_snr[k]["mean"] if k in by_snr else None for k in snr_keys})
+                head.update({f"kind_{k}": by_kind[k]["mean"] if k in by_kind else None for k in _kinds(by_kind)})
+            headline[key][m] = head
     return headline, full
 
 
-def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_system: str | None = None) -> dict:
+def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_system: str | None = None,
+                  snrs_db: list[float] | None = None) -> dict:
     """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
-    headline, full = rounded(summarise(rows, seed, n_boot))
+    headline, full = rounded(summarise(rows, seed, n_boot, snrs_db))
     write_items(out / "items.csv", rows)
     write_json(out / "metrics.json", headline)
     write_json(out / "summary.json", full)
