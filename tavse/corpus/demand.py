@@ -9,6 +9,11 @@ between training and evaluation.
 Output format is 16-bit PCM: DEMAND itself is 16-bit, so 16 kHz sources are copied
 integer-for-integer (bit-exact, no re-quantisation), files are half the size of float, and
 only resampled (48 kHz) audio is rounded once, with any overshoot clipped and counted.
+
+Each environment's noise kind (stationary, transient or babble: :data:`NOISE_KINDS`, from
+:mod:`tavse.corpus.noise_kinds`) goes into the manifest's ``kind`` column and, per split, into
+the report; a split without some kind is logged as a warning, an environment of no known kind
+is refused.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from scipy.signal import resample_poly
 
 from tavse.common.io import atomic_path, wav_bytes
 from tavse.corpus import manifest as corpus_manifest
+from tavse.corpus.noise_kinds import KINDS, NOISE_KINDS, kind_of
 
 __all__ = [
     "DEMAND_RATES",
     "MANIFEST_COLUMNS",
+    "NOISE_KINDS",
     "DemandSource",
     "discover_demand",
     "prepare_noise",
@@ -44,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEMAND_RATES = (16000, 48000)
-MANIFEST_COLUMNS = ("split", "env", "channel", "path", "n_samples", "duration_s", "rms_dbfs", "source")
+MANIFEST_COLUMNS = ("split", "env", "kind", "channel", "path", "n_samples", "duration_s", "rms_dbfs", "source")
 
 _ZIP_RE = re.compile(r"^(?P<env>[A-Za-z0-9]+)_(?P<khz>16|48)k\.zip$")
 _ENV_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -205,11 +212,13 @@ def prepare_noise(
 
     ``splits`` maps split name -> environment names. The recordings are those
     ``source_dir/manifest.json`` lists (each checked to exist with its listed size, hashes too
-    with ``verify``; files it does not list are ignored). Returns a report: files/seconds per
-    split, the source of each environment, unused environments, totals. ``out_dir`` is
+    with ``verify``; files it does not list are ignored). Returns a report: files/seconds and the
+    environments of each noise kind per split (``kinds``, ``missing_kinds``), the source and kind
+    of each environment, unused environments, totals. ``out_dir`` is
     replaced atomically, so a failure leaves the previous contents (or nothing).
     """
     owner = _validate_splits(splits)
+    kinds = {env: kind_of(env) for env in sorted(owner)}  # ValueError naming an environment of no known kind
     if not channels or len(set(channels)) != len(channels) or any(
         not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels
     ):
@@ -235,7 +244,16 @@ def prepare_noise(
 
     rows: list[dict[str, str]] = []
     env_report: dict[str, dict] = {}
-    split_report = {s: {"environments": sorted(envs), "files": 0, "seconds": 0.0} for s, envs in sorted(splits.items())}
+    split_report = {
+        s: {"environments": sorted(envs), "files": 0, "seconds": 0.0,
+            "kinds": {k: sorted(e for e in envs if kinds[e] == k) for k in KINDS},
+            "missing_kinds": [k for k in KINDS if not any(kinds[e] == k for e in envs)]}
+        for s, envs in sorted(splits.items())
+    }
+    for s, entry in split_report.items():
+        if entry["missing_kinds"]:
+            log.warning("noise split %r has no %s noise (environments: %s); its mixtures will not cover that kind",
+                        s, " or ".join(entry["missing_kinds"]), ", ".join(entry["environments"]))
     total_clipped = 0
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -269,6 +287,7 @@ def prepare_noise(
                     rows.append({
                         "split": split,
                         "env": env,
+                        "kind": kinds[env],
                         "channel": str(ch),
                         "path": rel,
                         "n_samples": str(pcm.size),
@@ -280,6 +299,7 @@ def prepare_noise(
                     split_report[split]["seconds"] += pcm.size / sample_rate
                 env_report[env] = {
                     "split": split,
+                    "kind": kinds[env],
                     "source": src.name,
                     "source_kind": src.kind,
                     "source_rate": sorted(source_rates),

@@ -6,8 +6,10 @@ utterance's mixtures come from an RNG seeded by ``(seed, utt_id)`` through SHA-2
 ``hash()`` is salted per process), so adding or removing an utterance never changes the
 mixtures of the others.
 
-The list holds only references (utterance, frames, noise file, offset, SNR); the audio is
-rebuilt by :class:`tavse.data.dataset.MixtureSet` with :func:`mix_signals`.
+The list holds only references (utterance, frames, noise file, offset, SNR) and the noise's
+environment and kind (stationary, transient or babble, from the noise manifest's ``kind``
+column), so results can be reported per kind; the audio is rebuilt by
+:class:`tavse.data.dataset.MixtureSet` with :func:`mix_signals`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -54,6 +56,29 @@ def read_noise_manifest(manifest_csv: str | Path, split: str) -> list[NoiseFile]
     if not files:
         raise ValueError(f"{manifest_csv}: no noise files of split {split!r}")
     return sorted(files)  # manifest order must not matter: the choice of file indexes this list
+
+
+def read_noise_kinds(manifest_csv: str | Path, split: str | None = None) -> dict[str, str]:
+    """Environment -> noise kind (``kind`` column) in a ``noise`` stage manifest, of ``split`` or all splits.
+
+    A manifest without the column (written before noise kinds existed) is refused: rerun ``noise``.
+    """
+    manifest_csv = Path(manifest_csv)
+    kinds: dict[str, str] = {}
+    with open(manifest_csv, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "kind" not in (reader.fieldnames or ()):
+            raise ValueError(f"{manifest_csv}: no 'kind' column (a noise manifest from before noise kinds); "
+                             "rerun the noise stage (dvc repro noise)")
+        for row in reader:
+            if split is not None and row["split"] != split:
+                continue
+            where = f"{manifest_csv}:{reader.line_num}"
+            if not row["kind"]:
+                raise ValueError(f"{where}: empty kind for environment {row['env']!r}")
+            if kinds.setdefault(row["env"], row["kind"]) != row["kind"]:
+                raise ValueError(f"{where}: environment {row['env']!r} has kinds {kinds[row['env']]!r} and {row['kind']!r}")
+    return kinds
 
 
 def read_utterance_manifest(manifest_csv: str | Path) -> list[tuple[str, int]]:
@@ -113,6 +138,7 @@ class Mixture:
     n_frames: int        # segment length, or the whole utterance
     noise_path: str      # relative to the noise folder
     noise_env: str
+    noise_kind: str      # stationary | transient | babble (tavse/corpus/noise_kinds.py)
     noise_offset: int    # first noise sample used
     snr_db: float
 
@@ -127,6 +153,8 @@ def make_mixture_list(
     seed: int,
     per_utterance: int,
     segment_frames: int | None,
+    *,
+    noise_kinds: Mapping[str, str],
 ) -> list[Mixture]:
     """``per_utterance`` mixtures of each ``(utt_id, n_frames)``, in input order.
 
@@ -135,7 +163,8 @@ def make_mixture_list(
     are left out, with a warning). SNRs cycle through ``snrs_db`` from a random offset per
     utterance, so each utterance (and the list) is balanced across SNRs. Draws per utterance,
     from an RNG of ``(seed, utt_id)``: SNR offset, segment starts, then per mixture the noise
-    file and offset (:func:`choose_noise`).
+    file and offset (:func:`choose_noise`). ``noise_kinds`` maps every noise environment to its
+    kind (:func:`read_noise_kinds`).
     """
     if per_utterance < 1:
         raise ValueError(f"per_utterance must be >= 1, got {per_utterance}")
@@ -144,6 +173,9 @@ def make_mixture_list(
     files = [NoiseFile(str(p), str(e), int(n)) for p, e, n in noise]
     if not files:
         raise ValueError("no noise files given")
+    unknown = sorted({f.env for f in files} - set(noise_kinds))
+    if unknown:
+        raise ValueError(f"no noise kind given for environment(s) {', '.join(unknown)}")
     out: list[Mixture] = []
     short: list[str] = []
     for utt_id, n_frames in utterances:
@@ -165,7 +197,8 @@ def make_mixture_list(
             f, offset = choose_noise(rng, files, need)
             out.append(Mixture(
                 mix_id=f"{utt_id}_{k}", utt_id=utt_id, start_frame=start, n_frames=length,
-                noise_path=files[f].path, noise_env=files[f].env, noise_offset=offset,
+                noise_path=files[f].path, noise_env=files[f].env, noise_kind=noise_kinds[files[f].env],
+                noise_offset=offset,
                 snr_db=float(snrs_db[(snr0 + k) % len(snrs_db)]),
             ))
     if short:
@@ -205,11 +238,11 @@ def _parse_row(row: list[str], where: str) -> Mixture:
     if ints["start_frame"] < 0 or ints["start_frame"] % ALIGN_FRAMES or ints["n_frames"] < 1 or ints["noise_offset"] < 0:
         raise ValueError(f"{where}: need start_frame >= 0 and a multiple of {ALIGN_FRAMES}, "
                          f"n_frames >= 1, noise_offset >= 0; got {ints}")
-    for name in ("mix_id", "utt_id", "noise_path", "noise_env"):
+    for name in ("mix_id", "utt_id", "noise_path", "noise_env", "noise_kind"):
         if not v[name]:
             raise ValueError(f"{where}: {name} is empty")
     return Mixture(v["mix_id"], v["utt_id"], ints["start_frame"], ints["n_frames"], v["noise_path"],
-                   v["noise_env"], ints["noise_offset"], snr)
+                   v["noise_env"], v["noise_kind"], ints["noise_offset"], snr)
 
 
 def read_mixture_list(path: str | Path) -> list[Mixture]:
@@ -218,6 +251,9 @@ def read_mixture_list(path: str | Path) -> list[Mixture]:
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
+        if header is not None and tuple(header) == tuple(c for c in COLUMNS if c != "noise_kind"):
+            raise ValueError(f"{path}:1: no noise_kind column (a mixture list from before noise kinds); "
+                             "rebuild it (dvc repro val_mixtures test_mixtures)")
         if header is None or tuple(header) != COLUMNS:
             raise ValueError(f"{path}:1: header {header} is not {list(COLUMNS)}")
         out: list[Mixture] = []
@@ -235,10 +271,12 @@ def read_mixture_list(path: str | Path) -> list[Mixture]:
 def build_validation_list(cfg: Config) -> Path:
     """The ``val_mixtures`` stage: write ``cfg.validation.out`` from the val manifests; return its path."""
     utts = sorted(read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "val.csv"))
-    noise = read_noise_manifest(Path(cfg.noise.out_dir) / "manifest.csv", "val")
+    manifest = Path(cfg.noise.out_dir) / "manifest.csv"
+    noise = read_noise_manifest(manifest, "val")
     mixtures = make_mixture_list(
         utts, noise, cfg.validation.snrs_db, cfg.seed,
         per_utterance=cfg.validation.segments_per_utterance, segment_frames=cfg.train.segment_frames,
+        noise_kinds=read_noise_kinds(manifest, "val"),
     )
     if not mixtures:
         raise ValueError(f"no validation mixtures: none of the {len(utts)} val utterances is "
@@ -246,9 +284,10 @@ def build_validation_list(cfg: Config) -> Path:
     out = Path(cfg.validation.out)
     write_mixture_list(out, mixtures)
     snrs = Counter(m.snr_db for m in mixtures)
-    log.info("%d validation mixtures of %d utterances, %d noise files; per SNR: %s -> %s",
+    kinds = Counter(m.noise_kind for m in mixtures)
+    log.info("%d validation mixtures of %d utterances, %d noise files; per SNR: %s; per noise kind: %s -> %s",
              len(mixtures), len({m.utt_id for m in mixtures}), len(noise),
-             dict(sorted(snrs.items())), out)
+             dict(sorted(snrs.items())), dict(sorted(kinds.items())), out)
     return out
 
 
@@ -256,8 +295,11 @@ def build_test_list(cfg: Config) -> Path:
     """Write the frozen test mixture list: whole test utterances x test noise x SNRs."""
     ev = cfg.evaluation
     utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
-    noise = read_noise_manifest(Path(cfg.noise.out_dir) / "manifest.csv", "test")
-    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None)
+    manifest = Path(cfg.noise.out_dir) / "manifest.csv"
+    noise = read_noise_manifest(manifest, "test")
+    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None,
+                                 noise_kinds=read_noise_kinds(manifest, "test"))
     write_mixture_list(ev.test_mixtures, mixtures)
-    log.info("%d test mixtures of %d utterances -> %s", len(mixtures), len(utts), ev.test_mixtures)
+    log.info("%d test mixtures of %d utterances; per noise kind: %s -> %s", len(mixtures), len(utts),
+             dict(sorted(Counter(m.noise_kind for m in mixtures).items())), ev.test_mixtures)
     return Path(ev.test_mixtures)

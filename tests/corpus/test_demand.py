@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 
 from tavse.common.io import wav_bytes
 from tavse.corpus import demand
-from tavse.corpus.demand import MANIFEST_COLUMNS, discover_demand
+from tavse.corpus.demand import MANIFEST_COLUMNS, NOISE_KINDS, discover_demand
 from tavse.corpus.manifest import make_manifest
 from tavse.synth.noise import write_demand_corpus
 
@@ -83,6 +83,7 @@ def test_zips_are_split_by_environment_and_copied_bit_exactly(tmp_path: Path) ->
     rows = _manifest(out)
     assert tuple(rows[0]) == MANIFEST_COLUMNS and len(rows) == 6
     assert {r["env"]: r["split"] for r in rows} == {"DKITCHEN": "train", "NFIELD": "train", "TCAR": "test"}
+    assert {r["env"]: r["kind"] for r in rows} == {"DKITCHEN": "transient", "NFIELD": "stationary", "TCAR": "stationary"}
     row = next(r for r in rows if r["env"] == "TCAR" and r["channel"] == "3")
     assert row["path"] == "test/TCAR_ch03.wav" and row["source"] == "TCAR_16k.zip:TCAR/ch03.wav"
     assert (row["n_samples"], row["duration_s"]) == ("4000", "0.250000")
@@ -96,7 +97,11 @@ def test_zips_are_split_by_environment_and_copied_bit_exactly(tmp_path: Path) ->
     rms = np.sqrt(np.mean((copied / 32768.0) ** 2))
     assert float(row["rms_dbfs"]) == pytest.approx(20 * np.log10(rms), abs=0.01)
 
-    assert report["splits"]["train"] == {"environments": ["DKITCHEN", "NFIELD"], "files": 4, "seconds": 1.0}
+    assert report["splits"]["train"] == {
+        "environments": ["DKITCHEN", "NFIELD"], "files": 4, "seconds": 1.0,
+        "kinds": {"stationary": ["NFIELD"], "transient": ["DKITCHEN"], "babble": []}, "missing_kinds": ["babble"],
+    }
+    assert report["environments"]["TCAR"]["kind"] == "stationary"
     assert report["splits"]["test"]["files"] == 2
     assert report["unused_environments"] == ["OOFFICE"] and report["n_unused_environments"] == 1
     assert report["total_files"] == 6 and report["total_seconds"] == pytest.approx(1.5)
@@ -133,7 +138,8 @@ def test_48k_is_resampled_to_16k(tmp_path: Path) -> None:
     spectrum = np.abs(np.fft.rfft(y[2000:-2000] * np.hanning(12000)))
     assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(1000, abs=2)
     assert report["environments"]["SCAFE"] == {
-        "split": "test", "source": "SCAFE_48k.zip", "source_kind": "zip", "source_rate": [48000], "resampled": True,
+        "split": "test", "kind": "babble", "source": "SCAFE_48k.zip", "source_kind": "zip", "source_rate": [48000],
+        "resampled": True,
     }
 
 
@@ -167,6 +173,45 @@ def test_output_is_deterministic_and_replaced_atomically(tmp_path: Path) -> None
     prepare_noise(src, tmp_path / "a", {"train": ["TCAR"]}, channels=[2])
     assert sorted(_tree_digest(tmp_path / "a")) == ["manifest.csv", "train/TCAR_ch02.wav"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "demand"]  # no temp dirs left
+
+
+def test_kinds_per_split_and_a_warning_for_a_missing_kind(tmp_path: Path, caplog) -> None:
+    src = tmp_path / "demand"
+    for env in ("DLIVING", "OMEETING", "TBUS", "NRIVER"):
+        _demand_zip(src, env, n_channels=1)
+    with caplog.at_level("WARNING", logger="tavse.corpus.demand"):
+        report = prepare_noise(src, tmp_path / "noise", {"val": ["DLIVING", "OMEETING", "TBUS"], "test": ["NRIVER"]},
+                               channels=[1])
+    assert report["splits"]["val"]["kinds"] == {"stationary": ["TBUS"], "transient": ["DLIVING"], "babble": ["OMEETING"]}
+    assert report["splits"]["val"]["missing_kinds"] == []
+    assert report["splits"]["test"]["missing_kinds"] == ["transient", "babble"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "'test'" in warnings[0] and "transient or babble" in warnings[0], warnings
+    assert {r["env"]: r["kind"] for r in _manifest(tmp_path / "noise")} == {
+        "DLIVING": "transient", "OMEETING": "babble", "TBUS": "stationary", "NRIVER": "stationary"}
+
+
+def test_default_splits_cover_every_kind_without_warnings(tmp_path: Path, caplog) -> None:
+    import yaml
+
+    splits = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["noise"]["splits"]
+    src = tmp_path / "demand"
+    for env in NOISE_KINDS:
+        _demand_zip(src, env, n_channels=1, seconds=0.05)
+    with caplog.at_level("WARNING", logger="tavse.corpus.demand"):
+        report = prepare_noise(src, tmp_path / "noise", splits, channels=[1])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert all(entry["missing_kinds"] == [] for entry in report["splits"].values())
+    assert report["unused_environments"] == []
+
+
+def test_environment_of_no_known_kind_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "demand"
+    _demand_zip(src, "TCAR")
+    _demand_zip(src, "XCELLAR")
+    with pytest.raises(ValueError, match=r"'XCELLAR' has no known noise kind"):
+        prepare_noise(src, tmp_path / "out", {"train": ["TCAR", "XCELLAR"]}, channels=[1])
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- split and argument errors

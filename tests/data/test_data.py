@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tavse.common.config import config_from_dict
 from tavse.corpus.demand import MANIFEST_COLUMNS
 from tavse.corpus.store import utterance_items, write_store
-from tavse.data.dataset import MixtureSet, NoiseBank, TrainingSet, collate, epoch_generator, seed_worker
+from tavse.data.dataset import MixtureSet, NoiseBank, TrainingSet, collate
 from tavse.data.mixtures import (
     COLUMNS,
     Mixture,
@@ -25,6 +25,7 @@ from tavse.data.mixtures import (
     make_mixture_list,
     mix_signals,
     read_mixture_list,
+    read_noise_kinds,
     write_mixture_list,
 )
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
@@ -34,6 +35,7 @@ ROI = 8
 # Utterance lengths in frames: several segments, two, exactly one, and one too short.
 UTTS = {"s001_t1_p1_c0001": 161, "s001_t1_p1_c0002": 112, "s002_t1_p1_c0003": 70, "s002_t1_p1_c0004": 60}
 NOISE = {"train": {"AAA": 60000, "BBB": 90000}, "val": {"CCC": 50000}}
+KIND = {"AAA": "stationary", "BBB": "babble", "CCC": "transient"}
 SNRS = [-5.0, 0.0, 5.0, 10.0, 15.0]
 
 
@@ -68,7 +70,7 @@ def corpus(tmp_path_factory) -> Path:
         for env, n in envs.items():
             rel = f"{split}/{env}_ch01.wav"
             sf.write(root / "noise" / rel, 0.2 * rng.uniform(-1, 1, n), 16000, subtype="PCM_16")
-            rows.append({"split": split, "env": env, "channel": 1, "path": rel, "n_samples": n,
+            rows.append({"split": split, "env": env, "kind": KIND[env], "channel": 1, "path": rel, "n_samples": n,
                          "duration_s": n / 16000, "rms_dbfs": -20, "source": "test"})
     with open(root / "noise" / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
@@ -132,9 +134,9 @@ def _list_bytes(tmp_path: Path, mixtures: list[Mixture], name: str = "m.csv") ->
 
 def test_mixture_list_is_deterministic_and_seeded(tmp_path):
     utts = list(UTTS.items())
-    a = make_mixture_list(utts, _noise_list(), SNRS, seed=1, per_utterance=4, segment_frames=70)
-    b = make_mixture_list(utts, _noise_list(), SNRS, seed=1, per_utterance=4, segment_frames=70)
-    c = make_mixture_list(utts, _noise_list(), SNRS, seed=2, per_utterance=4, segment_frames=70)
+    a = make_mixture_list(utts, _noise_list(), SNRS, seed=1, per_utterance=4, segment_frames=70, noise_kinds=KIND)
+    b = make_mixture_list(utts, _noise_list(), SNRS, seed=1, per_utterance=4, segment_frames=70, noise_kinds=KIND)
+    c = make_mixture_list(utts, _noise_list(), SNRS, seed=2, per_utterance=4, segment_frames=70, noise_kinds=KIND)
     assert _list_bytes(tmp_path, a, "a.csv") == _list_bytes(tmp_path, b, "b.csv")
     assert _list_bytes(tmp_path, a, "a.csv") != _list_bytes(tmp_path, c, "c.csv")
     # The 60-frame utterance is too short for a 70-frame segment and left out.
@@ -144,15 +146,15 @@ def test_mixture_list_is_deterministic_and_seeded(tmp_path):
 
 def test_adding_an_utterance_keeps_the_others(tmp_path):
     utts = list(UTTS.items())[:3]
-    before = make_mixture_list(utts, _noise_list(), SNRS, 1, 4, 70)
-    after = make_mixture_list([("s000_t1_p1_c0009", 120), *utts], _noise_list(), SNRS, 1, 4, 70)
+    before = make_mixture_list(utts, _noise_list(), SNRS, 1, 4, 70, noise_kinds=KIND)
+    after = make_mixture_list([("s000_t1_p1_c0009", 120), *utts], _noise_list(), SNRS, 1, 4, 70, noise_kinds=KIND)
     assert [m for m in after if m.utt_id != "s000_t1_p1_c0009"] == before
 
 
 def test_snrs_balanced_and_offsets_in_range():
     utts = [(f"s{i:03d}_t1_p1_c0001", 140) for i in range(20)]
     snrs = [-5.0, 0.0, 5.0, 10.0]
-    mixtures = make_mixture_list(utts, _noise_list(), snrs, 3, 4, 70)
+    mixtures = make_mixture_list(utts, _noise_list(), snrs, 3, 4, 70, noise_kinds=KIND)
     for u, _ in utts:
         assert sorted(m.snr_db for m in mixtures if m.utt_id == u) == snrs  # every SNR once per utterance
     assert set(Counter(m.snr_db for m in mixtures).values()) == {20}
@@ -166,7 +168,7 @@ def test_snrs_balanced_and_offsets_in_range():
 
 
 def test_whole_utterance_mode():
-    mixtures = make_mixture_list([("u1", 75), ("u2", 91)], _noise_list(), SNRS, 5, 2, None)
+    mixtures = make_mixture_list([("u1", 75), ("u2", 91)], _noise_list(), SNRS, 5, 2, None, noise_kinds=KIND)
     assert [(m.mix_id, m.start_frame, m.n_frames) for m in mixtures] == [
         ("u1_0", 0, 75), ("u1_1", 0, 75), ("u2_0", 0, 91), ("u2_1", 0, 91)]
     for m in mixtures:
@@ -176,27 +178,62 @@ def test_whole_utterance_mode():
 def test_too_short_noise_names_the_file():
     noise = [*_noise_list(), ("train/TINY_ch01.wav", "TINY", 39999)]
     with pytest.raises(ValueError, match="TINY_ch01.wav"):
-        make_mixture_list([("u1", 70)], noise, SNRS, 1, 1, 70)
+        make_mixture_list([("u1", 70)], noise, SNRS, 1, 1, 70, noise_kinds={**KIND, "TINY": "stationary"})
     with pytest.raises(ValueError, match=r"AAA_ch01\.wav.*u1"):
-        make_mixture_list([("u1", 140)], _noise_list(), SNRS, 1, 1, None)  # 80,000 samples > 60,000
+        make_mixture_list([("u1", 140)], _noise_list(), SNRS, 1, 1, None, noise_kinds=KIND)  # 80,000 samples > 60,000
 
 
 def test_read_write_round_trip(tmp_path):
-    mixtures = make_mixture_list(list(UTTS.items()), _noise_list(), [-2.5, 1 / 3], 1, 3, 70)
+    mixtures = make_mixture_list(list(UTTS.items()), _noise_list(), [-2.5, 1 / 3], 1, 3, 70, noise_kinds=KIND)
     write_mixture_list(tmp_path / "sub" / "m.csv", mixtures)
     assert read_mixture_list(tmp_path / "sub" / "m.csv") == mixtures
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name != "m.csv"]  # no temp files left
 
 
+def test_mixtures_carry_the_noise_kind(tmp_path):
+    assert COLUMNS[COLUMNS.index("noise_env") + 1] == "noise_kind"
+    mixtures = make_mixture_list(list(UTTS.items()), _noise_list(), SNRS, 1, 3, 70, noise_kinds=KIND)
+    assert {(m.noise_env, m.noise_kind) for m in mixtures} == {("AAA", "stationary"), ("BBB", "babble")}
+    write_mixture_list(tmp_path / "m.csv", mixtures)
+    header, first = (tmp_path / "m.csv").read_text().splitlines()[:2]
+    assert header.split(",")[5:7] == ["noise_env", "noise_kind"] and first.split(",")[6] == mixtures[0].noise_kind
+    with pytest.raises(ValueError, match="no noise kind given for environment.*BBB"):
+        make_mixture_list(list(UTTS.items()), _noise_list(), SNRS, 1, 3, 70, noise_kinds={"AAA": "stationary"})
+
+
+def test_list_without_noise_kind_is_refused(tmp_path):
+    old = [c for c in COLUMNS if c != "noise_kind"]
+    path = tmp_path / "old.csv"
+    path.write_text(",".join(old) + "\nu0_0,u0,0,70,a.wav,A,0,0.0\n")
+    with pytest.raises(ValueError, match=r"old\.csv:1: no noise_kind column.*rebuild"):
+        read_mixture_list(path)
+
+
+def test_read_noise_kinds(corpus, tmp_path):
+    manifest = corpus / "noise" / "manifest.csv"
+    assert read_noise_kinds(manifest) == KIND
+    assert read_noise_kinds(manifest, "val") == {"CCC": "transient"}
+    rows = manifest.read_text().splitlines()
+    old = tmp_path / "old.csv"  # a manifest from before noise kinds
+    old.write_text("\n".join(",".join(f for i, f in enumerate(r.split(",")) if i != 2) for r in rows) + "\n")
+    with pytest.raises(ValueError, match=r"old\.csv: no 'kind' column.*noise stage"):
+        read_noise_kinds(old)
+    two = tmp_path / "two.csv"  # one environment, two kinds
+    two.write_text("\n".join([*rows, rows[1].replace("stationary", "babble").replace("AAA_ch01", "AAA_ch02")]) + "\n")
+    with pytest.raises(ValueError, match="'AAA' has kinds 'stationary' and 'babble'"):
+        read_noise_kinds(two)
+
+
 @pytest.mark.parametrize("row, message", [
-    ("u1_0,u1,0,70,a.wav,A,12,notanumber", "snr_db"),
-    ("u1_0,u1,0,70,a.wav,A,12", "expected 8 fields"),
-    ("u1_0,u1,3,70,a.wav,A,12,5.0", "multiple of 7"),
-    ("u1_0,u1,0,70,a.wav,A,x,5.0", "noise_offset"),
+    ("u1_0,u1,0,70,a.wav,A,babble,12,notanumber", "snr_db"),
+    ("u1_0,u1,0,70,a.wav,A,babble,12", "expected 9 fields"),
+    ("u1_0,u1,3,70,a.wav,A,babble,12,5.0", "multiple of 7"),
+    ("u1_0,u1,0,70,a.wav,A,babble,x,5.0", "noise_offset"),
+    ("u1_0,u1,0,70,a.wav,A,,12,5.0", "noise_kind is empty"),
 ])
 def test_malformed_row_names_file_and_line(tmp_path, row, message):
     path = tmp_path / "bad.csv"
-    path.write_text(",".join(COLUMNS) + "\nu0_0,u0,0,70,a.wav,A,0,0.0\n" + row + "\n")
+    path.write_text(",".join(COLUMNS) + "\nu0_0,u0,0,70,a.wav,A,babble,0,0.0\n" + row + "\n")
     with pytest.raises(ValueError, match=rf"bad\.csv:3: .*{message}"):
         read_mixture_list(path)
     path.write_text("mix_id,utt\n")
@@ -215,6 +252,7 @@ def test_build_validation_list(corpus, tmp_path):
     mixtures = read_mixture_list(out)
     assert out == Path(cfg.validation.out)
     assert {m.noise_env for m in mixtures} == {"CCC"}  # val noise only
+    assert {m.noise_kind for m in mixtures} == {"transient"}  # the kind, from the noise manifest
     assert len(mixtures) == 3 * 4  # the 60-frame utterance has no 70-frame segment
     assert {m.n_frames for m in mixtures} == {cfg.train.segment_frames}
     first = out.read_bytes()
@@ -291,7 +329,7 @@ def test_same_seed_epoch_index_same_sample(corpus):
 def _epoch(ds: TrainingSet, epoch: int, workers: int) -> list[dict]:
     ds.set_epoch(epoch)
     loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=workers, collate_fn=collate,
-                        worker_init_fn=seed_worker, generator=epoch_generator(7, epoch))
+                        generator=torch.Generator().manual_seed(7 + epoch))
     return list(loader)
 
 
@@ -317,7 +355,7 @@ def test_loader_identical_with_and_without_workers(corpus):
 
 
 def test_mixture_set_rebuilds_a_row_by_hand(corpus, tmp_path):
-    mixtures = make_mixture_list(list(UTTS.items()), _noise_list("val"), SNRS, 11, 2, 70)
+    mixtures = make_mixture_list(list(UTTS.items()), _noise_list("val"), SNRS, 11, 2, 70, noise_kinds=KIND)
     write_mixture_list(tmp_path / "val.csv", mixtures)
     frozen = read_mixture_list(tmp_path / "val.csv")
     ds = MixtureSet(corpus / "ingest" / "lmdb" / "val", corpus / "noise", frozen, ["rgb"])
@@ -338,7 +376,7 @@ def test_mixture_set_rebuilds_a_row_by_hand(corpus, tmp_path):
 
 
 def test_whole_utterance_mixture_set(corpus):
-    mixtures = make_mixture_list([("s002_t1_p1_c0004", 60)], _noise_list("val"), SNRS, 1, 1, None)
+    mixtures = make_mixture_list([("s002_t1_p1_c0004", 60)], _noise_list("val"), SNRS, 1, 1, None, noise_kinds=KIND)
     x = MixtureSet(corpus / "ingest" / "lmdb" / "val", corpus / "noise", mixtures, ["thermal"])[0]
     assert x["noisy"].shape == (round(60 * 16000 / 28),) and x["thermal"].shape == (60, 1, ROI, ROI)
 

@@ -1,4 +1,5 @@
-"""Synthetic DEMAND-layout noise: reproducible bytes, real layout, distinct and plausible environments."""
+"""Synthetic DEMAND-layout noise: reproducible bytes, real layout, distinct and plausible environments,
+each of its noise kind, and babble whose talkers are strangers to the target speakers."""
 
 from __future__ import annotations
 
@@ -13,19 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from scipy import signal
 
+from tavse.corpus.noise_kinds import KINDS, NOISE_KINDS
+from tavse.synth import noise as noise_module
+from tavse.synth import speech
 from tavse.synth.noise import (
+    BABBLE_PHRASES,
+    BABBLE_VARIANTS,
     DEMAND_ENVIRONMENTS,
     NOISE_ENVIRONMENTS,
     PEAK_DBFS,
+    babble_voice,
     demand_sample_rate,
     synth_noise,
     write_demand_corpus,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-BABBLE = ("PCAFETER", "PRESTO", "SPSQUARE")
+BABBLE = tuple(e for e in NOISE_ENVIRONMENTS if NOISE_KINDS[e] == "babble")
 SMALL_ENVS = ["TCAR", "SPSQUARE", "SCAFE"]
 
 
@@ -33,12 +41,22 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_environment_names_are_real_demand_names() -> None:
+def test_every_demand_environment_is_synthesised_and_has_a_kind() -> None:
     assert len(DEMAND_ENVIRONMENTS) == 18
-    assert set(NOISE_ENVIRONMENTS) <= set(DEMAND_ENVIRONMENTS)
-    for env in ("DKITCHEN", "NFIELD", "OOFFICE", "STRAFFIC", "TCAR", "SCAFE", *BABBLE):
-        assert env in NOISE_ENVIRONMENTS
+    assert NOISE_ENVIRONMENTS == tuple(sorted(DEMAND_ENVIRONMENTS))
+    assert set(NOISE_KINDS) == set(DEMAND_ENVIRONMENTS) and set(NOISE_KINDS.values()) == set(KINDS)
+    assert set(BABBLE) == {"OMEETING", "PCAFETER", "PRESTO", "PSTATION", "SCAFE", "SPSQUARE"}
     assert demand_sample_rate("SCAFE") == 48000 and demand_sample_rate("TCAR") == 16000
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert sorted(params["synth_noise"]["environments"]) == sorted(DEMAND_ENVIRONMENTS)
+
+
+def test_default_noise_splits_hold_every_kind_and_category() -> None:
+    splits = yaml.safe_load((REPO / "params.yaml").read_text())["noise"]["splits"]
+    assert sorted(e for envs in splits.values() for e in envs) == sorted(DEMAND_ENVIRONMENTS)
+    for split, envs in splits.items():
+        assert {NOISE_KINDS[e] for e in envs} == set(KINDS), split
+        assert sorted(e[0] for e in envs) == list("DNOPST"), split  # one of each DEMAND category
 
 
 def test_write_demand_corpus_is_byte_identical(tmp_path: Path) -> None:
@@ -124,13 +142,100 @@ def _speech_measures(x: np.ndarray, sr: int) -> tuple[float, float]:
     return float(band_share), float(syllabic)
 
 
-def test_babble_is_speech_like() -> None:
-    for env in BABBLE:
-        band, syllabic = _speech_measures(synth_noise(env, 8.0, 16000, 1, seed=0)[0].astype(np.float64), 16000)
-        assert band > 0.8 and syllabic > 0.3, (env, band, syllabic)
-    for env in ("OOFFICE", "STRAFFIC"):  # steady noise has no syllabic rhythm
+def _level_spread_db(x: np.ndarray, sr: int) -> float:
+    """How far loud moments stand out: 95th minus 50th percentile of 20 ms frame levels, in dB."""
+    hop = sr // 50
+    frames = x[: x.size // hop * hop].reshape(-1, hop)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    return float(np.percentile(level, 95) - np.percentile(level, 50))
+
+
+def test_each_environment_sounds_like_its_kind() -> None:
+    for env in NOISE_ENVIRONMENTS:
+        x = synth_noise(env, 8.0, 16000, 1, seed=0)[0].astype(np.float64)
+        band, syllabic = _speech_measures(x, 16000)
+        spread = _level_spread_db(x, 16000)
+        kind = NOISE_KINDS[env]
+        if kind == "babble":  # speech band and syllabic rhythm
+            assert band > 0.8 and syllabic > 0.3, (env, band, syllabic)
+        elif kind == "stationary":  # a steady floor: nothing stands far out
+            assert spread < 8.5, (env, spread)
+        else:  # transient: short events well above the floor
+            assert spread > 12, (env, spread)
+    for env in ("OOFFICE", "STRAFFIC", "DWASHING"):  # steady noise has no syllabic rhythm
         _, syllabic = _speech_measures(synth_noise(env, 8.0, 16000, 1, seed=0)[0].astype(np.float64), 16000)
         assert syllabic < 0.15, (env, syllabic)
+
+
+# ---------------------------------------------------------------- babble talkers are strangers
+
+
+def _words(text: str) -> str:
+    return " " + " ".join("".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()) + " "
+
+
+def test_babble_texts_are_not_target_commands() -> None:
+    commands = {_words(c) for c in speech.COMMANDS}
+    assert len(set(BABBLE_PHRASES)) == len(BABBLE_PHRASES) >= 30
+    for phrase in BABBLE_PHRASES:
+        sentences = [_words(x) for x in phrase.replace("?", ".").replace("!", ".").split(".") if x.strip()]
+        assert _words(phrase) not in commands and not set(sentences) & commands, phrase
+        assert not [c for c in commands if c in _words(phrase)], phrase  # no command inside a phrase either
+
+
+def _target_voice_names() -> set[str]:
+    """Every name voice_for_speaker can produce: language x (male or female) variant."""
+    return {f"{lang}+{v}" for lang in speech.LANGUAGES for v in (*speech.MALE_VARIANTS, *speech.FEMALE_VARIANTS)}
+
+
+def test_babble_voices_are_not_target_voices() -> None:
+    targets = _target_voice_names()
+    drawn = {speech.voice_for_speaker(spk, seed).name for spk in range(1, 143) for seed in (0, 1, 7, 1234)}
+    assert drawn <= targets  # the enumeration above really covers voice_for_speaker
+    assert not set(BABBLE_VARIANTS) & (set(speech.MALE_VARIANTS) | set(speech.FEMALE_VARIANTS))
+    babble = {f"{lang}+{v}" for lang in speech.LANGUAGES for v in BABBLE_VARIANTS}
+    assert not babble & targets
+    rng = np.random.default_rng(0)
+    assert {babble_voice(rng).name for _ in range(500)} <= babble
+
+
+def test_babble_variants_exist_and_change_the_voice() -> None:
+    # espeak-ng silently ignores an unknown variant, so check each is in the bundled data and audible.
+    import espeakng_loader
+
+    variants_dir = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    text = "we should try that new bakery"
+    plain, _ = speech.synthesize(text, speech.Voice("en-us"))
+    outputs = {plain.tobytes()}
+    for variant in BABBLE_VARIANTS:
+        spec = (variants_dir / variant).read_text(errors="replace")
+        assert not [line for line in spec.splitlines() if line.split()[:1] == ["klatt"]], variant  # formant synth
+        audio, rate = speech.synthesize(text, speech.Voice(f"en-us+{variant}"))
+        assert rate == speech.ESPEAK_SAMPLE_RATE and audio.size > rate // 2
+        assert audio.tobytes() not in outputs, variant  # neither the plain voice nor another variant
+        outputs.add(audio.tobytes())
+
+
+def test_every_talker_in_the_noise_is_a_stranger(monkeypatch) -> None:
+    calls: list[tuple[str, str]] = []
+    real = noise_module.synthesize
+
+    def spy(text, voice):
+        calls.append((text, voice.name))
+        return real(text, voice)
+
+    monkeypatch.setattr(noise_module, "synthesize", spy)
+    talking = set()
+    for env in NOISE_ENVIRONMENTS:
+        before = len(calls)
+        synth_noise(env, 1.0, 16000, 1, seed=5)
+        if len(calls) > before:
+            talking.add(env)
+    assert set(BABBLE) | {"DLIVING", "OHALLWAY", "TBUS", "TMETRO"} == talking
+    targets = _target_voice_names()
+    for text, name in calls:
+        assert text in BABBLE_PHRASES and text not in speech.COMMANDS, text
+        assert name not in targets and name.split("+")[1] in BABBLE_VARIANTS, name
 
 
 def test_scafe_uses_the_48k_band() -> None:
@@ -141,8 +246,8 @@ def test_scafe_uses_the_48k_band() -> None:
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="DLIVING"):
-        synth_noise("DLIVING", 1.0, 16000, 1, 0)
+    with pytest.raises(ValueError, match="DNOWHERE"):
+        synth_noise("DNOWHERE", 1.0, 16000, 1, 0)
     with pytest.raises(ValueError, match="duration_s"):
         synth_noise("TCAR", 0.0, 16000, 1, 0)
     with pytest.raises(ValueError, match="twice"):
