@@ -144,8 +144,9 @@ class ModelSize:
     unet_channels: list[int] = bounded(1, nonempty=True)  # encoder widths, one per U-Net level
     visual_trunk: Literal["resnet18", "compact"]  # torchvision ResNet-18, or a narrow ResNet for CPUs
     visual_width: int = bounded(1)                # base width of the compact trunk (resnet18: 64)
-    gru_hidden: int = bounded(1)                  # per direction
+    gru_hidden: int = bounded(1)                  # visual BiGRU, per direction
     gru_layers: int = bounded(1)
+    audio_gru_hidden: int = bounded(1)            # the audio bottleneck's one-layer BiGRU, per direction (every variant)
     fusion_dim: int = bounded(1)
     fusion_heads: int = bounded(1)
 
@@ -168,10 +169,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class BabbleConfig:
+    """Training-time babble from other training speakers in a room (``tavse.data.babble``)."""
+
+    prob: float = bounded(0.0, 1.0)                # share of training samples whose noise is babble
+    talkers: list[int] = bounded(1, 32)            # [min, max] simultaneous talkers
+    gain_db: list[float] = bounded(-40.0, 20.0)    # [min, max] per-talker gain
+    rt60_s: list[float] = bounded(0.05, 3.0)       # [min, max] room reverberation time
+
+
+@dataclass(frozen=True)
 class MixConfig:
-    """How noisy mixtures are made: from which noise split, at which SNRs."""
+    """How training mixtures are made: at which SNRs, and how often with babble instead of the split's noise."""
 
     snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
+    babble: BabbleConfig
 
 
 @dataclass(frozen=True)
@@ -196,7 +208,7 @@ class TrainConfig:
     min_lr_ratio: float = bounded(0.0, 1.0)  # cosine decays to lr x this
     weight_decay: float = bounded(0.0)
     grad_clip: float = bounded(above=0.0)
-    mag_loss_weight: float = bounded(0.0)
+    precision: Literal["auto", "fp32", "bf16"]  # autocast: auto = bf16 on GPUs (fp16 + scaler without bf16) and on CPUs with bf16 units
     eval_every: int = bounded(1)      # optimiser steps between validations
     patience: int = bounded(1)        # validations without improvement before early stop
     checkpoint_every: int = bounded(1)  # optimiser steps between resumable-state saves
@@ -329,6 +341,10 @@ def _check(cfg: Config) -> None:
     for name, streams in cfg.variants.items():
         if len(set(streams)) != len(streams):
             raise ConfigError(f"variants.{name}: a stream is listed twice: {streams}")
+    for key in ("talkers", "gain_db", "rt60_s"):
+        pair = getattr(cfg.mix.babble, key)
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ConfigError(f"mix.babble.{key}: expected [min, max] with min <= max, got {pair}")
     tc = cfg.train
     if tc.segment_frames % 7:
         raise ConfigError(f"train.segment_frames: {tc.segment_frames} is not a multiple of 7 "

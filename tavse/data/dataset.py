@@ -14,7 +14,6 @@ Returned items (dicts of tensors): ``noisy`` and ``clean`` (N,) float32 at 16 kH
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +22,9 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from tavse.common.config import BabbleConfig
 from tavse.corpus.store import UtteranceStore
+from tavse.data.babble import BabbleMaker, utterance_speakers
 from tavse.data.mixtures import (
     Mixture,
     NoiseFile,
@@ -34,7 +35,7 @@ from tavse.data.mixtures import (
     read_utterance_manifest,
 )
 from tavse.common.seeding import stable_seed
-from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
+from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples, utterance_samples
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,14 @@ class _StoreItems:
 class TrainingSet(Dataset):
     """Every half-overlapping segment of a split, mixed on the fly with seeded noise and SNR.
 
-    ``noise_split`` names the noise manifest's split to draw from (``"train"`` for training).
+    ``noise_split`` names the noise manifest's split to draw from (``"train"`` for training);
+    with ``babble``, a share of samples gets babble of the split's other speakers instead
+    (:mod:`tavse.data.babble`).
 
     Items are all ``(utt_id, start)`` with starts ``aligned_hop(segment_frames)`` frames apart.
-    Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``. Call :meth:`set_epoch` before
-    creating each epoch's DataLoader iterator (workers copy the dataset when the iterator is
-    made, so do not use ``persistent_workers=True``).
+    Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``. Index with ``(e, i)`` (what the
+    training's run-long sampler yields, so one DataLoader with persistent workers serves every
+    epoch) or with ``i`` alone for the epoch chosen by :meth:`set_epoch`.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class TrainingSet(Dataset):
         snrs_db: Sequence[float],
         seed: int,
         modalities: Sequence[str],
+        babble: BabbleConfig | None = None,
     ):
         if not snrs_db:
             raise ValueError("snrs_db is empty")
@@ -144,6 +148,11 @@ class TrainingSet(Dataset):
                         manifest_csv, short, len(utts), segment_frames)
         if not self.items:
             raise ValueError(f"{manifest_csv}: no utterance is {segment_frames} frames or longer")
+        self.speakers = utterance_speakers(manifest_csv)
+        self.babble = None
+        if babble is not None and babble.prob > 0:
+            self.babble = BabbleMaker(babble, [(u, utterance_samples(n)) for u, n in utts], self.speakers,
+                                      self.data.store.audio)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -156,14 +165,20 @@ class TrainingSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} segments")
         i %= len(self)  # negative indices seed like their positive twins
         utt_id, start = self.items[i]
-        rng = np.random.default_rng(stable_seed("train", self.seed, self.epoch, i))
+        rng = np.random.default_rng(stable_seed("train", self.seed, int(epoch), i))
         snr = self.snrs_db[int(rng.integers(len(self.snrs_db)))]
-        for _ in range(_NOISE_REDRAWS):
+        noise = None
+        if self.babble is not None and self.babble.wanted(rng):
+            noise = self.babble.draw(rng, self.speakers[utt_id], self.n_samples)
+            if noise is not None and not np.any(noise):
+                noise = None  # every talker silent in this stretch: use the split's noise
+        for _ in range(_NOISE_REDRAWS if noise is None else 0):
             noise, _, _ = self.noise.draw(rng, self.n_samples)
             if np.any(noise):
                 break
@@ -223,19 +238,3 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = vals
     return out
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed.
-
-    The Datasets here use no global RNG; this keeps any code that does (augmentations, user
-    hooks) reproducible and different across workers.
-    """
-    s = torch.initial_seed()
-    np.random.seed(s % 2**32)
-    random.seed(s)
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator to pass as ``DataLoader(generator=...)``: shuffle order from ``(seed, epoch)`` only."""
-    return torch.Generator().manual_seed(stable_seed("shuffle", seed, epoch) % 2**63)

@@ -56,7 +56,7 @@ class TAVSE(nn.Module):
         self.roi_size = roi_size
         self.modality_dropout = cfg.modality_dropout
 
-        self.unet = AudioUNet(dims.unet_channels, cfg.n_fft, cfg.win_length, cfg.hop_length)
+        self.unet = AudioUNet(dims.unet_channels, cfg.n_fft, cfg.win_length, cfg.hop_length, dims.audio_gru_hidden, 1)
         # ModuleDict keys follow the canonical order; audio-only gets neither encoders nor fusion.
         self.visual = nn.ModuleDict(
             {
@@ -71,7 +71,7 @@ class TAVSE(nn.Module):
         if modalities:
             self.fusion = build_fusion(
                 cfg.fusion, self.unet.bottleneck_channels, dims.fusion_dim, dims.fusion_heads,
-                len(modalities), cfg.hop_length,
+                len(modalities), self.unet.bottleneck_hop,
             )
 
     def forward(self, noisy: Tensor, visual: Mapping[str, Tensor] | None = None,
@@ -125,12 +125,14 @@ class TAVSE(nn.Module):
 
 
 def parameter_counts(model: TAVSE) -> dict[str, int]:
-    """Parameters per part (``audio_unet``, ``visual_rgb``, ``visual_thermal``, ``fusion``) and ``total``."""
+    """Parameters per part and ``total``: ``audio_unet`` (its convolutions), ``audio_temporal`` (its
+    bottleneck BiGRU; both the same in every variant), ``visual_rgb``, ``visual_thermal``, ``fusion``."""
 
     def count(module: nn.Module | None) -> int:
         return 0 if module is None else sum(p.numel() for p in module.parameters())
 
-    counts = {"audio_unet": count(model.unet)}
+    temporal = count(model.unet.temporal)
+    counts = {"audio_unet": count(model.unet) - temporal, "audio_temporal": temporal}
     for m in MODALITIES:
         counts[f"visual_{m}"] = count(model.visual[m]) if m in model.visual else 0
     counts["fusion"] = count(model.fusion)

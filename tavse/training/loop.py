@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
 from tavse.common.io import atomic_path
-from tavse.losses import enhancement_loss, si_snr
+from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
 from tavse.common.paths import scratch_dir
 from tavse.common.seeding import stable_seed
@@ -41,42 +42,51 @@ from tavse.training.state import Progress, canonical, load_state, save_state
 log = logging.getLogger("tavse.train")
 
 
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, cut to whole optimiser steps, started part-way when resuming.
+class RunSampler(Sampler[tuple[int, int]]):
+    """Every epoch's seeded permutation, one epoch after the other, as ``(epoch, index)`` keys.
 
-    Cutting the tail keeps every step's micro-batches inside one epoch, so a step boundary is
-    always a clean place to save and resume. The order is that of the global batches; with
-    several data-parallel ranks each rank yields its slice of every global micro-batch, so the
-    ranks together see exactly what a single process sees.
+    One sampler (and one DataLoader with persistent workers) serves the whole run: the key
+    tells the dataset which epoch's mixture to build, so no per-epoch loader is needed.
+    Each epoch is cut to whole optimiser steps, so a step's micro-batches never straddle two
+    epochs and a step boundary is always a clean place to save and resume. The order is that
+    of the global batches; with several data-parallel ranks each rank yields its slice of every
+    global micro-batch, so the ranks together see exactly what a single process sees.
+    Endless: the training loop stops taking batches.
 
     Args:
-        n: dataset size. seed, epoch: the permutation. batch_size: global micro-batch size.
-        grad_accum: micro-batches per optimiser step. skip_batches: global micro-batches of this
-        epoch already consumed. rank_slice: this rank's part of a global micro-batch.
+        n: dataset size. seed: the permutations. batch_size: global micro-batch size.
+        grad_accum: micro-batches per optimiser step. start_epoch, skip_batches: where a
+        resumed run continues (global micro-batches of ``start_epoch`` already consumed).
+        rank_slice: this rank's part of a global micro-batch.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int, batch_size: int, grad_accum: int, skip_batches: int,
-                 rank_slice: slice = slice(None)):
-        self.n, self.seed, self.epoch, self.batch_size, self.rank_slice = n, seed, epoch, batch_size, rank_slice
+    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, start_epoch: int = 0,
+                 skip_batches: int = 0, rank_slice: slice = slice(None)):
+        self.n, self.seed, self.batch_size, self.rank_slice = n, seed, batch_size, rank_slice
+        self.start_epoch, self.skip_batches = start_epoch, skip_batches
         per_step = batch_size * grad_accum
         self.used = (n // per_step) * per_step
-        self.skip = skip_batches * batch_size
         if self.used == 0:
             raise ValueError(f"{n} training segments are fewer than one optimiser step needs ({per_step}): "
                              "lower train.batch_size or train.grad_accum, or ingest more data")
 
-    def order(self) -> list[int]:
+    @property
+    def batches_per_epoch(self) -> int:
+        """Global micro-batches in one epoch."""
+        return self.used // self.batch_size
+
+    def order(self, epoch: int) -> list[int]:
         """The epoch's global order of sample indices (whole optimiser steps)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g).tolist()[: self.used]
 
-    def __iter__(self):
-        rest = self.order()[self.skip:]
-        b = self.batch_size
-        return iter([i for k in range(0, len(rest), b) for i in rest[k:k + b][self.rank_slice]])
-
-    def __len__(self) -> int:
-        return len(range(self.batch_size)[self.rank_slice]) * ((self.used - self.skip) // self.batch_size)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, skip, b = self.start_epoch, self.skip_batches * self.batch_size, self.batch_size
+        while True:
+            rest = self.order(epoch)[skip:]
+            for k in range(0, len(rest), b):
+                yield from ((epoch, i) for i in rest[k:k + b][self.rank_slice])
+            epoch, skip = epoch + 1, 0
 
 
 def data_hashes(cfg: Config) -> dict[str, str]:
@@ -92,17 +102,41 @@ def data_hashes(cfg: Config) -> dict[str, str]:
     return {p: found.get(p, "unknown (not in dvc.lock)") for p in sorted(wanted)}
 
 
-def device_setup(device: torch.device | None = None) -> tuple[torch.device, torch.dtype | None, bool]:
-    """Device (default: the first GPU, else CPU), autocast dtype (None on CPU: full precision), grad scaler needed."""
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX or AVX-512 BF16), from /proc/cpuinfo."""
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def device_setup(device: torch.device | None = None, precision: str = "auto") -> tuple[torch.device, torch.dtype | None, bool]:
+    """Device (default: the first GPU, else CPU), autocast dtype (None: full precision), grad scaler needed.
+
+    ``precision`` (``train.precision``): ``fp32``; ``bf16`` (autocast on any device); ``auto``:
+    on a GPU bf16 where supported, else fp16 with a grad scaler; on a CPU bf16 only where the
+    CPU has bf16 units (measured faster there, slower on CPUs that emulate it).
+    """
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    if device.type != "cuda":
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if precision == "fp32":
         return device, None, False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    if torch.cuda.is_bf16_supported():
+    if precision == "bf16":
         return device, torch.bfloat16, False
-    return device, torch.float16, True
+    if precision != "auto":
+        raise ValueError(f"train.precision must be auto, fp32 or bf16, got {precision!r}")
+    if device.type == "cuda":
+        return (device, torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (device, torch.float16, True)
+    return device, (torch.bfloat16 if cpu_has_bf16_units() else None), False
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype``, or a no-op context when it is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -110,28 +144,40 @@ def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
     return batch["noisy"].to(device), batch["clean"].to(device), visual
 
 
+SELECTION_METRIC = "si_snri_active"
+
+
 @torch.no_grad()
-def validate(model: TAVSE, loader: DataLoader, device, amp_dtype) -> dict:
-    """Mean SI-SNR and SI-SNRi (dB) on the frozen validation list, overall and per input SNR."""
+def validate(model: TAVSE, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None) -> dict:
+    """Validation means (dB) on the frozen list, overall and per input SNR, and the mean gate per stream.
+
+    ``si_snri_active`` (SI-SNR improvement on target-active samples) is the selection metric
+    (:data:`SELECTION_METRIC`): a model cannot raise it by attenuating target-silent stretches,
+    which plain ``si_snri`` rewards and ``silence_atten_db`` measures.
+    """
     model.eval()
-    rows = []
+    rows: list[tuple[float, ...]] = []
     gates: dict[str, list[float]] = {}
     for batch in loader:
         noisy, clean, visual = _to(batch, device)
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+        with autocast(device, amp_dtype):
             out = model(noisy, visual)
         est = out["enhanced"].float()
-        s_est = si_snr(est, clean).cpu().numpy()
-        s_in = si_snr(noisy, clean).cpu().numpy()
+        active = speech_activity(clean)
+        cols = [si_snr(est, clean), si_snr(noisy, clean), si_snr(est, clean, mask=active),
+                si_snr(noisy, clean, mask=active), silence_attenuation_db(est, noisy, active)]
         for k, v in out["gates"].items():
             gates.setdefault(k, []).extend(v.float().cpu().tolist())
-        rows += [(float(snr), a, b) for snr, a, b in zip(batch["snr_db"].tolist(), s_est, s_in)]
+        rows += zip(batch["snr_db"].tolist(), *(c.double().cpu().tolist() for c in cols))
     model.train()
     arr = np.array(rows)
-    res = {"si_snr": float(arr[:, 1].mean()), "si_snri": float((arr[:, 1] - arr[:, 2]).mean())}
-    for snr in sorted(set(arr[:, 0])):
-        sel = arr[:, 0] == snr
-        res[f"si_snri_snr{snr:+g}"] = float((arr[sel, 1] - arr[sel, 2]).mean())
+    snr, est, inp, est_a, inp_a, atten = arr.T
+    res = {"si_snr": float(est.mean()), "si_snri": float((est - inp).mean()),
+           "si_snri_active": float((est_a - inp_a).mean()), "silence_atten_db": float(np.nanmean(atten))}
+    for value in sorted(set(snr)):
+        sel = snr == value
+        res[f"si_snri_snr{value:+g}"] = float((est[sel] - inp[sel]).mean())
+        res[f"si_snri_active_snr{value:+g}"] = float((est_a[sel] - inp_a[sel]).mean())
     res.update({f"gate_{k}": float(np.mean(v)) for k, v in gates.items()})
     return res
 
@@ -165,7 +211,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     tc = cfg.train
     modalities = cfg.variants[variant]
     rank_slice = ctx.rank_slice(tc.batch_size)
-    device, amp_dtype, use_scaler = device_setup(ctx.device)
+    device, amp_dtype, use_scaler = device_setup(ctx.device, tc.precision)
     torch.manual_seed(cfg.seed)
     net = TAVSE(cfg.model, modalities, cfg.ingest.roi_size)
     if ctx.distributed:
@@ -173,19 +219,21 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     net.to(device)
     counts = parameter_counts(net)
     if ctx.is_main:
-        log.info("%s: modalities %s, parameters %s, %d process(es), %d sample(s) per process per micro-batch",
-                 variant, modalities or "audio only", counts, ctx.world_size, len(range(tc.batch_size)[rank_slice]))
+        log.info("%s: modalities %s, parameters %s, %d process(es), %d sample(s) per process per micro-batch, "
+                 "autocast %s", variant, modalities or "audio only", counts, ctx.world_size,
+                 len(range(tc.batch_size)[rank_slice]), amp_dtype or "off")
 
     data = staged_inputs(cfg, ctx)
     train_set = TrainingSet(data["ingest"] / "lmdb" / "train", data["ingest"] / "manifests" / "train.csv",
-                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, cfg.seed, modalities)
+                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, cfg.seed, modalities,
+                            cfg.mix.babble)
     val_set = MixtureSet(data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities)
     val_loader = DataLoader(val_set, batch_size=tc.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
     optimizer = torch.optim.AdamW(param_groups(net, tc.weight_decay), lr=tc.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     key = run_key(cfg, variant)
     state_path = scratch_dir().resolve() / "train" / f"{variant}-{key}" / "state.pt"
@@ -212,6 +260,15 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
         if progress.step > 0:
             drop_rows_after(live_dir / "plots" / "metrics", progress.step)
         live = Live(str(live_dir), resume=progress.step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+
+    # One loader for the whole run: its workers start once and stay (forking a fresh worker per
+    # epoch cost seconds of copy-on-write faults each time).
+    sampler = RunSampler(len(train_set), cfg.seed, tc.batch_size, tc.grad_accum, progress.epoch,
+                         progress.batch_in_epoch, rank_slice)
+    loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
+                        num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(loader)
     stop = StopRequest()
     bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True,
                disable=not ctx.is_main)
@@ -219,16 +276,8 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     samples_seen, t_start = 0, time.perf_counter()
     try:
         while progress.step < tc.max_steps and not progress.stopped_early:
-            train_set.set_epoch(progress.epoch)
-            sampler = EpochSampler(len(train_set), cfg.seed, progress.epoch, tc.batch_size, tc.grad_accum,
-                                   progress.batch_in_epoch, rank_slice)
-            loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
-                                drop_last=True, num_workers=tc.num_workers, collate_fn=collate,
-                                generator=torch.Generator().manual_seed(cfg.seed + progress.epoch),
-                                persistent_workers=False)
-            micro = 0
-            for batch in loader:
-                noisy, clean, visual = _to(batch, device)
+            for micro in range(tc.grad_accum):
+                noisy, clean, visual = _to(next(batches), device)
                 keep = None
                 if n_streams and cfg.model.modality_dropout > 0:
                     # One draw per global micro-batch, seeded by its place in the run: the same on
@@ -236,83 +285,52 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
                     g = torch.Generator().manual_seed(
                         stable_seed("modality_dropout", cfg.seed, progress.epoch, progress.batch_in_epoch))
                     keep = draw_stream_keep(tc.batch_size, n_streams, cfg.model.modality_dropout, g)[rank_slice]
-                micro += 1
-                last_micro = micro % tc.grad_accum == 0
+                last_micro = micro == tc.grad_accum - 1
                 sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
                 with sync:
-                    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                    with autocast(device, amp_dtype):
                         out = model(noisy, visual, keep)
-                    loss, _ = enhancement_loss(out["enhanced"], clean, tc.mag_loss_weight, cfg.model.n_fft,
-                                                   cfg.model.win_length, cfg.model.hop_length)
-                    (scaler.scale(loss / tc.grad_accum) if scaler else loss / tc.grad_accum).backward()
+                    loss, _ = enhancement_loss(out["enhanced"], clean)
+                    scaler.scale(loss / tc.grad_accum).backward()
                 progress.batch_in_epoch += 1
-                loss_value = distributed.mean_over_ranks(ctx, float(loss))
+                loss_value = distributed.mean_over_ranks(ctx, loss.item())
                 progress.loss_sum += loss_value
                 progress.loss_count += 1
                 samples_seen += noisy.shape[0] * ctx.world_size
-                if not last_micro:
-                    continue
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-                (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                progress.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
-
-                if progress.step % tc.eval_every == 0 or progress.step == tc.max_steps:
-                    metrics = None
-                    if ctx.is_main:
-                        metrics = validate(net, val_loader, device, amp_dtype)
-                        metrics["train_loss"] = progress.loss_sum / max(1, progress.loss_count)
-                        metrics["lr"] = optimizer.param_groups[0]["lr"]
-                    metrics = distributed.from_main(ctx, metrics)
-                    progress.loss_sum, progress.loss_count = 0.0, 0
-                    improved = metrics["si_snr"] > progress.best_metric
-                    if improved:
-                        progress.best_metric, progress.best_step = metrics["si_snr"], progress.step
-                        progress.evals_without_improvement = 0
-                        if ctx.is_main:
-                            best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-                    else:
-                        progress.evals_without_improvement += 1
-                    progress.history.append({"step": progress.step, **metrics})
-                    if live is not None:
-                        live.step = progress.step
-                        for k, v in metrics.items():
-                            live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
-                        live.next_step()
-                        tqdm.write(f"[{variant}] step {progress.step}: val SI-SNR {metrics['si_snr']:.2f} dB, "
-                                   f"SI-SNRi {metrics['si_snri']:.2f} dB, train loss {metrics['train_loss']:.3f}"
-                                   + (" *" if improved else ""))
-                    if progress.evals_without_improvement >= tc.patience:
-                        progress.stopped_early = True
-                        if ctx.is_main:
-                            log.info("%s: early stop at step %d (best step %d)", variant, progress.step, progress.best_step)
-
-                done = progress.step >= tc.max_steps or progress.stopped_early
-                stopping = distributed.any_rank(ctx, stop.requested is not None)
-                if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
-                    save_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                               progress=progress, best_weights=best_weights)
-                if stopping:
-                    distributed.barrier(ctx)  # every rank leaves after the state is on disk
-                    signame = stop.requested or "stop on another rank"
-                    if ctx.is_main:
-                        log.warning("%s: %s received; state saved at step %d to %s, exiting for requeue",
-                                    variant, signame, progress.step, state_path)
-                    raise Preempted(signame)
-                if done:
-                    break
-            else:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            progress.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
+            if progress.batch_in_epoch == sampler.batches_per_epoch:
                 if ctx.is_main:
                     tqdm.write(f"[{variant}] epoch {progress.epoch} done: step {progress.step}, "
                                f"{samples_seen / (time.perf_counter() - t_start):.1f} samples/s")
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
+
+            if progress.step % tc.eval_every == 0 or progress.step == tc.max_steps:
+                best_weights = _validate_and_track(cfg, variant, ctx, net, val_loader, device, amp_dtype, optimizer,
+                                                   progress, best_weights, live)
+
+            done = progress.step >= tc.max_steps or progress.stopped_early
+            stopping = distributed.any_rank(ctx, stop.requested is not None)
+            if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
+                save_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                           progress=progress, best_weights=best_weights)
+            if stopping:
+                distributed.barrier(ctx)  # every rank leaves after the state is on disk
+                signame = stop.requested or "stop on another rank"
+                if ctx.is_main:
+                    log.warning("%s: %s received; state saved at step %d to %s, exiting for requeue",
+                                variant, signame, progress.step, state_path)
+                raise Preempted(signame)
     finally:
+        del batches, loader  # the last references: the workers shut down now, not when a traceback is freed
         bar.close()
         stop.restore()
 
@@ -323,6 +341,44 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
     return summary
+
+
+def _validate_and_track(cfg: Config, variant: str, ctx: distributed.DistContext, net: TAVSE, val_loader: DataLoader,
+                        device: torch.device, amp_dtype: torch.dtype | None, optimizer: torch.optim.Optimizer,
+                        progress: Progress, best_weights: dict | None, live) -> dict | None:
+    """Validate (rank 0), log the curves, keep the best weights by :data:`SELECTION_METRIC`, decide early stop.
+
+    Returns the best weights so far (rank 0; None elsewhere).
+    """
+    metrics = None
+    if ctx.is_main:
+        metrics = validate(net, val_loader, device, amp_dtype)
+        metrics["train_loss"] = progress.loss_sum / max(1, progress.loss_count)
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+    metrics = distributed.from_main(ctx, metrics)
+    progress.loss_sum, progress.loss_count = 0.0, 0
+    improved = metrics[SELECTION_METRIC] > progress.best_metric
+    if improved:
+        progress.best_metric, progress.best_step = metrics[SELECTION_METRIC], progress.step
+        progress.evals_without_improvement = 0
+        if ctx.is_main:
+            best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    else:
+        progress.evals_without_improvement += 1
+    progress.history.append({"step": progress.step, **metrics})
+    if live is not None:
+        live.step = progress.step
+        for k, v in metrics.items():
+            live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
+        live.next_step()
+        tqdm.write(f"[{variant}] step {progress.step}: val SI-SNRi {metrics['si_snri']:.2f} dB "
+                   f"(speech-active {metrics['si_snri_active']:.2f} dB, silence {metrics['silence_atten_db']:.1f} dB), "
+                   f"train loss {metrics['train_loss']:.3f}" + (" *" if improved else ""))
+    if progress.evals_without_improvement >= cfg.train.patience:
+        progress.stopped_early = True
+        if ctx.is_main:
+            log.info("%s: early stop at step %d (best step %d)", variant, progress.step, progress.best_step)
+    return best_weights
 
 
 def drop_rows_after(curves_dir: Path, step: int) -> None:

@@ -266,6 +266,9 @@ def test_deterministic_given_the_seed() -> None:
 def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary_main(["--size", "small", "--params", str(ROOT / "params.yaml")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[1].split() == ["variant", "audio_unet", "visual_rgb", "visual_thermal", "fusion", "total"]
+    assert lines[1].split() == ["variant", "audio_unet", "audio_temporal", "visual_rgb", "visual_thermal", "fusion",
+                                "total"]
     assert [line.split()[0] for line in lines[2:]] == list(VARIANTS)
+    # A fair comparison: every variant has the same audio path, temporal model included.
+    assert len({tuple(line.split()[1:3]) for line in lines[2:]}) == 1
     assert summary_main(["--size", "huge", "--params", str(ROOT / "params.yaml")]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import dataclasses
 import json
 import os
@@ -28,7 +30,7 @@ from tavse.training.distributed import (
     local_batch_size,
     procs_per_node,
 )
-from tavse.training.loop import EpochSampler
+from tavse.training.loop import RunSampler
 from tavse.training.signals import EXIT_PREEMPTED
 from tests.conftest import ROOT, run_training
 
@@ -92,11 +94,16 @@ def test_cross_rank_batchnorm_is_plain_batchnorm_without_a_process_group():
 
 
 def test_rank_slices_of_the_sampler_make_up_the_single_process_order():
-    single = list(EpochSampler(23, seed=3, epoch=1, batch_size=4, grad_accum=2, skip_batches=2))
-    parts = [list(EpochSampler(23, seed=3, epoch=1, batch_size=4, grad_accum=2, skip_batches=2,
-                               rank_slice=slice(r * 2, r * 2 + 2))) for r in (0, 1)]
-    assert len(single) == 16 - 8 and all(len(p) == 4 for p in parts)
-    merged = [i for k in range(0, 4, 2) for p in parts for i in p[k:k + 2]]
+    def first(sampler, n):  # the sampler runs on over epochs: take n keys
+        return list(itertools.islice(sampler, n))
+
+    single = first(RunSampler(23, seed=3, batch_size=4, grad_accum=2, start_epoch=1, skip_batches=2), 8 + 16)
+    parts = [first(RunSampler(23, seed=3, batch_size=4, grad_accum=2, start_epoch=1, skip_batches=2,
+                              rank_slice=slice(r * 2, r * 2 + 2)), 4 + 8) for r in (0, 1)]
+    # The rest of epoch 1 (16 used of 23, 2 batches of 4 skipped), then all of epoch 2.
+    assert [e for e, _ in single] == [1] * 8 + [2] * 16
+    assert [i for _, i in single[8:]] == RunSampler(23, 3, 4, 2).order(2)
+    merged = [k for b in range(0, 12, 2) for p in parts for k in p[b:b + 2]]
     assert merged == single
 
 
@@ -189,9 +196,7 @@ def _random_batch():
 
 
 def _loss(model, noisy, clean, visual, keep):
-    cfg = load_config(ROOT / "params.yaml").model
-    return enhancement_loss(model(noisy, visual, keep)["enhanced"], clean, 0.1, cfg.n_fft, cfg.win_length,
-                            cfg.hop_length)[0]
+    return enhancement_loss(model(noisy, visual, keep)["enhanced"], clean)[0]
 
 
 def test_one_step_of_two_ranks_gives_the_single_process_gradients(tmp_path):
