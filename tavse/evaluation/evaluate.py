@@ -19,7 +19,7 @@ from tqdm import tqdm
 from tavse.common.config import Config, ModelConfig, section_from_dict
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, read_mixture_list)
-from tavse.evaluation.metrics import evaluate_items, metrics_row, worker_pool
+from tavse.evaluation.metrics import evaluate_items, input_row, metrics_row, worker_pool
 from tavse.evaluation.results import rounded, write_results
 from tavse.common.io import atomic_path, wav_bytes
 from tavse.models import TAVSE
@@ -55,9 +55,14 @@ def _speaker(utt_id: str) -> int:
     return int(utt_id.split("_")[0][1:])
 
 
+def noise_kind(m: Mixture) -> str:
+    """The mixture's noise kind (``stationary``/``transient``/``babble``): the one place evaluation reads it."""
+    return m.noise_kind
+
+
 def _meta(m: Mixture, system: str, condition: str) -> dict[str, Any]:
     return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": _speaker(m.utt_id), "snr_db": m.snr_db,
-            "noise_env": m.noise_env, "system": system, "condition": condition}
+            "noise_env": m.noise_env, "noise_kind": noise_kind(m), "system": system, "condition": condition}
 
 
 def _chunks(n: int) -> Iterator[range]:
@@ -90,16 +95,23 @@ def _score(cfg: Config, mixtures: list[Mixture], systems: dict[str, Any], desc: 
 
 def _score_chunk(cfg: Config, ds: MixtureSet, mixtures: list[Mixture], systems: dict[str, Any], chunk: range,
                  desc: str, pool) -> list[dict]:
-    """Enhance one chunk of mixtures with every system, then score it (in parallel, input order kept)."""
-    triples, metas = [], []
+    """Enhance one chunk of mixtures with every system, then score it (in parallel, input order kept).
+
+    The noisy input's own scores (the floor of every improvement and delta) are computed once
+    per mixture first and shared by all its systems and conditions.
+    """
+    pairs, items, metas = [], [], []
     for i in tqdm(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
         b = ds[i]
         clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
+        pairs.append((clean, noisy))
         for name, system in systems.items():
             for condition, est in system(b).items():
-                triples.append((clean, noisy, est))
+                items.append((len(pairs) - 1, est))
                 metas.append(_meta(mixtures[i], name, condition))
-    scored = evaluate_items(triples, metrics_row, cfg.evaluation.workers, f"{desc}: metrics", pool=pool)
+    inputs = evaluate_items(pairs, input_row, cfg.evaluation.workers, f"{desc}: input scores", pool=pool)
+    quads = [(*pairs[k], est, inputs[k]) for k, est in items]
+    scored = evaluate_items(quads, metrics_row, cfg.evaluation.workers, f"{desc}: metrics", pool=pool)
     return [{**meta, **rounded(s)} for meta, s in zip(metas, scored)]
 
 
@@ -150,7 +162,8 @@ def evaluate_variant(cfg: Config, variant: str) -> dict:
     mixtures = read_mixture_list(cfg.evaluation.test_mixtures)
     rows = _score(cfg, mixtures, {variant: ModelSystem(model)}, variant)
     out = Path(cfg.evaluation.out_dir) / variant
-    headline = write_results(out, rows, cfg.seed, cfg.evaluation.bootstrap, plot_system=variant)
+    headline = write_results(out, rows, cfg.seed, cfg.evaluation.bootstrap, plot_system=variant,
+                             snrs_db=cfg.evaluation.snrs_db)
     ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures, model.modalities)
     write_samples(out / "samples", ds, model, mixtures, cfg.evaluation.samples)
     return headline
@@ -166,4 +179,5 @@ def evaluate_reference(cfg: Config) -> dict:
                                                     mc.hop_length)},
     }
     rows = _score(cfg, mixtures, systems, "reference")
-    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed, cfg.evaluation.bootstrap)
+    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed, cfg.evaluation.bootstrap,
+                         snrs_db=cfg.evaluation.snrs_db)

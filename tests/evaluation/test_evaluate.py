@@ -16,7 +16,7 @@ import soundfile as sf
 from tavse.data.mixtures import build_test_list
 from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.report import compare
-from tavse.evaluation.results import ITEM_FIELDS, METRICS, read_items
+from tavse.evaluation.results import ITEM_FIELDS, METRICS, NOISE_KIND_ORDER, read_items
 from tavse.losses import si_snr
 from tests.conftest import ROOT, TRAINED_VARIANT
 
@@ -59,10 +59,19 @@ def test_items_cover_every_mixture_and_condition(evaluated):
     assert {r["condition"] for r in rows} == {"full", "no_rgb", "no_thermal"}
     full = [r for r in rows if r["condition"] == "full"]
     assert all(r["si_snr"] is not None and r["stoi"] is not None for r in full)
+    assert all(r["noise_kind"] in NOISE_KIND_ORDER for r in rows)
+    assert all(r[m] is not None for r in full for m in ("si_snri_active", "silence_atten_db", "delta_estoi"))
     metrics = json.loads((out / TRAINED_VARIANT / "metrics.json").read_text())
     assert set(metrics) == {TRAINED_VARIANT, f"{TRAINED_VARIANT}/no_rgb", f"{TRAINED_VARIANT}/no_thermal"}
     assert set(metrics[TRAINED_VARIANT]) == set(METRICS)
-    assert {f"snr{s:+g}" for s in cfg.evaluation.snrs_db} >= set(metrics[TRAINED_VARIANT]["si_snri"]) - {"overall"}
+    keys = {"overall", *(f"snr{s:+g}" for s in cfg.evaluation.snrs_db), *(f"kind_{k}" for k in NOISE_KIND_ORDER)}
+    assert all(set(metrics[TRAINED_VARIANT][m]) == keys for m in METRICS)  # the same keys for every variant
+    assert set(metrics[f"{TRAINED_VARIANT}/no_rgb"]["si_snri_active"]) == {"overall"}
+    summary = json.loads((out / TRAINED_VARIANT / "summary.json").read_text())
+    by_kind = summary[TRAINED_VARIANT]["delta_estoi"]["by_noise_kind"]
+    assert set(by_kind) == {r["noise_kind"] for r in rows}
+    assert sum(v["n"] for v in by_kind.values()) == len(full)
+    assert {"overall", "by_snr", "by_noise", "by_noise_kind"} == set(summary[TRAINED_VARIANT]["si_snri_active"])
     samples = sorted(p.name for p in (out / TRAINED_VARIANT / "samples").iterdir())
     assert len(samples) == 4 and samples[-1].endswith("_spectrogram.png")
     assert (out / TRAINED_VARIANT / "si_snri_by_snr.csv").read_text().startswith("snr_db,si_snri")
@@ -71,8 +80,14 @@ def test_items_cover_every_mixture_and_condition(evaluated):
 def test_reference_rows_bracket_the_scale(evaluated):
     _, out = evaluated
     ref = json.loads((out / "reference" / "metrics.json").read_text())
-    assert abs(ref["noisy"]["si_snri"]["overall"]) < 1e-6  # the noisy input improves nothing
+    for m in ("si_snri", "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi"):
+        assert all(v == 0 for v in ref["noisy"][m].values() if v is not None), m  # the input changes nothing
     assert ref["oracle_irm"]["si_snri"]["overall"] > 5
+    assert ref["oracle_irm"]["si_snri_active"]["overall"] > 0 and ref["oracle_irm"]["delta_estoi"]["overall"] > 0
+    assert ref["oracle_irm"]["silence_atten_db"]["overall"] < 0
+    rows = read_items(out / "reference" / "items.csv")
+    noisy = {r["mix_id"]: r for r in rows if r["system"] == "noisy"}
+    assert all(r["delta_pesq_wb"] == 0 and r["delta_estoi"] == 0 and r["si_snri_active"] == 0 for r in noisy.values())
 
 
 def test_compare_pairs_by_mix_id(evaluated, tmp_path):
@@ -96,8 +111,16 @@ def test_compare_pairs_by_mix_id(evaluated, tmp_path):
     assert metrics["si_snr"][pair]["n_pairs"] == n_full and metrics["si_snr"][pair]["median_difference"] == 0
     assert metrics["pesq_wb"][pair]["n_pairs"] == n_full - 1  # the failed item is excluded, no others shift
     assert metrics["pesq_wb"][pair]["median_difference"] == 0
+    for m in ("si_snri_active", "delta_estoi", "delta_pesq_wb"):
+        assert metrics[m][pair]["n_pairs"] >= n_full - 1
     report = (out / "report.md").read_text()
     assert "noisy (input)" in report and "oracle IRM (ceiling)" in report and f"{TRAINED_VARIANT}/no_rgb" in report
+    assert "## Worse than the noisy input" in report and "## Against the noisy input and the oracle" in report
+    assert f"### {TRAINED_VARIANT}\n" in report and "| noise kind " in report and "| SNR +" in report
+    assert "target-silent stretches included" in report and "attenuating silence cannot raise it" in report
+    compare_md = (out / "compare.md").read_text()
+    assert all(f"| {m} | {TRAINED_VARIANT} | audio_rgb |" in compare_md
+               for m in ("si_snri_active", "delta_estoi", "delta_pesq_wb"))
 
 
 def test_enhance_command_on_a_zip_and_a_folder(tiny_data, tiny_trained, tmp_path):
