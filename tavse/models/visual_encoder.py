@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 # Frames arrive in [0, 1]; centring them keeps the first conv's input zero-mean without
@@ -103,6 +104,9 @@ class VisualEncoder(nn.Module):
             self.trunk = CompactTrunk(in_channels, width)
         else:
             raise ValueError(f"unknown visual trunk {trunk!r}")
+        # Channels-last convolutions: 1.6x faster forward + backward for the compact trunk on CPU
+        # (bench/train_step.py), and the layout GPUs' tensor cores prefer.
+        self.trunk.to(memory_format=torch.channels_last)
         self.gru = nn.GRU(self.trunk.out_dim, gru_hidden, num_layers=gru_layers, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * gru_hidden, out_dim)
 
@@ -112,7 +116,7 @@ class VisualEncoder(nn.Module):
                 f"expected frames (B, T, {self.in_channels}, {self.roi_size}, {self.roi_size}), got {tuple(frames.shape)}"
             )
         b, t = frames.shape[:2]
-        x = (frames.flatten(0, 1).float() - PIXEL_MEAN) / PIXEL_STD
+        x = ((frames.flatten(0, 1).float() - PIXEL_MEAN) / PIXEL_STD).contiguous(memory_format=torch.channels_last)
         per_frame = self.trunk(x).reshape(b, t, -1)
         seq, _ = self.gru(per_frame)
         return self.proj(seq)
