@@ -272,3 +272,38 @@ def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     # A fair comparison: every variant has the same audio path, temporal model included.
     assert len({tuple(line.split()[1:3]) for line in lines[2:]}) == 1
     assert summary_main(["--size", "huge", "--params", str(ROOT / "params.yaml")]) == 2
+
+
+def test_bottleneck_steps_sit_on_every_fourth_stft_frame():
+    """The U-Net halves time twice: bottleneck step j is centred on STFT frame 4j (the fusion relies on it)."""
+    unet = TAVSE(SMALL, (), ROI).unet.eval()
+    assert unet.bottleneck_hop == 4 * SMALL.hop_length
+    x = torch.randn(1, 1, unet.n_bins, 251, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    bottleneck, _ = unet.encode(x)
+    assert bottleneck.shape[-1] == 63  # ceil(251 / 4): 25 steps/s at hop 160
+    for j in (5, 30, 57):
+        (grad,) = torch.autograd.grad(bottleneck[..., j].abs().sum(), x, retain_graph=True)
+        influence = grad.abs().sum(dim=(0, 1, 2))  # per STFT frame
+        centre = float((influence * torch.arange(251)).sum() / influence.sum())
+        assert abs(centre - 4 * j) < 1.0, (j, centre)
+
+
+def test_precision_choices_and_a_bf16_step():
+    from tavse.training.loop import autocast, cpu_has_bf16_units, device_setup
+
+    cpu = torch.device("cpu")
+    assert device_setup(cpu, "fp32") == (cpu, None, False)
+    assert device_setup(cpu, "bf16") == (cpu, torch.bfloat16, False)
+    assert device_setup(cpu, "auto")[1] == (torch.bfloat16 if cpu_has_bf16_units() else None)
+    with pytest.raises(ValueError, match="train.precision"):
+        device_setup(cpu, "fp8")
+    # The mixed-precision path GPUs take, exercised on the CPU: outputs and loss stay float32.
+    torch.manual_seed(0)
+    model = TAVSE(SMALL, ("rgb", "thermal"), ROI)
+    noisy, visual = inputs(2, 35)
+    with autocast(cpu, torch.bfloat16):
+        out = model(noisy, visual)
+    assert out["enhanced"].dtype == out["mask"].dtype == torch.float32
+    loss = -out["enhanced"].pow(2).mean()
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
