@@ -199,6 +199,7 @@ class ValidationConfig:
 class TrainConfig:
     """The one training recipe of every variant (identical steps, batch and warm-up)."""
 
+    seed: int = bounded(0)            # weights, sample order, augmentation draws; the corpus and lists keep the top-level seed
     segment_frames: int = bounded(7)  # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
     batch_size: int = bounded(1)
     grad_accum: int = bounded(1)      # effective batch = batch_size x grad_accum, split over the GPUs (any count)

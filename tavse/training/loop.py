@@ -185,7 +185,7 @@ def validate(model: TAVSE, loader: DataLoader, device: torch.device, amp_dtype: 
 def run_key(cfg: Config, variant: str) -> str:
     """Hash of everything that defines a training run (resumable state is only reused on a match)."""
     return params_hash({
-        "seed": cfg.seed, "variant": variant, "modalities": cfg.variants[variant], "train": dataclasses.asdict(cfg.train),
+        "variant": variant, "modalities": cfg.variants[variant], "train": dataclasses.asdict(cfg.train),
         "model": dataclasses.asdict(cfg.model), "mix": dataclasses.asdict(cfg.mix), "data": data_hashes(cfg),
         "roi": cfg.ingest.roi_size,
     })
@@ -212,7 +212,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     modalities = cfg.variants[variant]
     rank_slice = ctx.rank_slice(tc.batch_size)
     device, amp_dtype, use_scaler = device_setup(ctx.device, tc.precision)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(tc.seed)
     net = TAVSE(cfg.model, modalities, cfg.ingest.roi_size)
     if ctx.distributed:
         distributed.cross_rank_batchnorm(net)
@@ -225,7 +225,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
 
     data = staged_inputs(cfg, ctx)
     train_set = TrainingSet(data["ingest"] / "lmdb" / "train", data["ingest"] / "manifests" / "train.csv",
-                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, cfg.seed, modalities,
+                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, tc.seed, modalities,
                             cfg.mix.babble)
     val_set = MixtureSet(data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities)
     val_loader = DataLoader(val_set, batch_size=tc.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
@@ -263,11 +263,11 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
 
     # One loader for the whole run: its workers start once and stay (forking a fresh worker per
     # epoch cost seconds of copy-on-write faults each time).
-    sampler = RunSampler(len(train_set), cfg.seed, tc.batch_size, tc.grad_accum, progress.epoch,
+    sampler = RunSampler(len(train_set), tc.seed, tc.batch_size, tc.grad_accum, progress.epoch,
                          progress.batch_in_epoch, rank_slice)
     loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
                         num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+                        generator=torch.Generator().manual_seed(tc.seed))
     batches = iter(loader)
     stop = StopRequest()
     bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True,
@@ -283,7 +283,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
                     # One draw per global micro-batch, seeded by its place in the run: the same on
                     # every rank and after a resume, whatever else used the global RNG.
                     g = torch.Generator().manual_seed(
-                        stable_seed("modality_dropout", cfg.seed, progress.epoch, progress.batch_in_epoch))
+                        stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch))
                     keep = draw_stream_keep(tc.batch_size, n_streams, cfg.model.modality_dropout, g)[rank_slice]
                 last_micro = micro == tc.grad_accum - 1
                 sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
@@ -416,7 +416,7 @@ def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:
 
 def trained_config(cfg: Config) -> dict:
     """The params a trained model depends on (all declared by train@ in dvc.yaml), stored in best.pt."""
-    return {"seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train),
+    return {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train),
             "mix": dataclasses.asdict(cfg.mix),
             "ingest": {k: getattr(cfg.ingest, k) for k in IngestConfig.MODEL_INPUT_KEYS}}
 
@@ -429,7 +429,7 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
     summary = {
         "variant": variant, "modalities": cfg.variants[variant], "steps": progress.step,
         "best_step": progress.best_step, "stopped_early": progress.stopped_early,
-        "best": best, "parameters": counts, "seed": cfg.seed, "data": data_hashes(cfg),
+        "best": best, "parameters": counts, "seed": cfg.train.seed, "data": data_hashes(cfg),
         "params_hash": run_key(cfg, variant), "processes": world_size,
     }
     # canonical(): the same bytes whether the history row and best weights were made in this
