@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from tavse.common.config import Config
-from tavse.evaluation.results import METRICS, NOISE_KIND_ORDER, read_items, rounded
+from tavse.corpus.noise_kinds import KINDS
+from tavse.evaluation.results import METRICS, read_items, rounded
 from tavse.evaluation.stats import compare_variants, markdown_table
 from tavse.common.io import atomic_path, write_json
 
@@ -71,9 +72,9 @@ def groups(metric_summary: dict, snrs: list[str], kinds: list[str]) -> list[tupl
 
 
 def noise_kinds(summaries: dict[str, dict]) -> list[str]:
-    """The noise kinds present in any summary, NOISE_KIND_ORDER first."""
+    """The noise kinds present in any summary, KINDS first."""
     found = {k for s in summaries.values() for m in s.values() for k in m.get("by_noise_kind", {})}
-    return [k for k in NOISE_KIND_ORDER if k in found] + sorted(found - set(NOISE_KIND_ORDER))
+    return [k for k in KINDS if k in found] + sorted(found - set(KINDS))
 
 
 def _worse(metric: str, stat: dict | None) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tavse.common.io import atomic_path, write_json
+from tavse.corpus.noise_kinds import KINDS
 from tavse.evaluation.stats import group_summary
 
 # si_snri_active: SI-SNR improvement on the target's speech-active samples only (gating silence
@@ -22,8 +23,6 @@ METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr",
            "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi")
 ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "noise_kind", "system", "condition", *METRICS,
                "failures")
-# Noise kinds summarised under fixed keys (in this order) so every variant's metrics.json has the same keys.
-NOISE_KIND_ORDER = ("stationary", "transient", "babble")
 SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
 
 
@@ -63,8 +62,9 @@ def read_items(path: str | Path) -> list[dict]:
 
 
 def _kinds(groups: dict) -> list[str]:
-    """NOISE_KIND_ORDER in its order, then any other kind found (sorted)."""
-    return [*NOISE_KIND_ORDER, *sorted(k for k in groups if k not in NOISE_KIND_ORDER)]
+    """The noise kinds under fixed keys, in KINDS order (so every variant's metrics.json has the same
+    keys), then any other kind found (sorted)."""
+    return [*KINDS, *sorted(k for k in groups if k not in KINDS)]
 
 
 def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | None = None) -> tuple[dict, dict]:

@@ -16,7 +16,8 @@ import soundfile as sf
 from tavse.data.mixtures import build_test_list
 from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.report import compare
-from tavse.evaluation.results import ITEM_FIELDS, METRICS, NOISE_KIND_ORDER, read_items
+from tavse.corpus.noise_kinds import KINDS
+from tavse.evaluation.results import ITEM_FIELDS, METRICS, read_items
 from tavse.losses import si_snr
 from tests.conftest import ROOT, TRAINED_VARIANT
 
@@ -59,12 +60,12 @@ def test_items_cover_every_mixture_and_condition(evaluated):
     assert {r["condition"] for r in rows} == {"full", "no_rgb", "no_thermal"}
     full = [r for r in rows if r["condition"] == "full"]
     assert all(r["si_snr"] is not None and r["stoi"] is not None for r in full)
-    assert all(r["noise_kind"] in NOISE_KIND_ORDER for r in rows)
+    assert all(r["noise_kind"] in KINDS for r in rows)
     assert all(r[m] is not None for r in full for m in ("si_snri_active", "silence_atten_db", "delta_estoi"))
     metrics = json.loads((out / TRAINED_VARIANT / "metrics.json").read_text())
     assert set(metrics) == {TRAINED_VARIANT, f"{TRAINED_VARIANT}/no_rgb", f"{TRAINED_VARIANT}/no_thermal"}
     assert set(metrics[TRAINED_VARIANT]) == set(METRICS)
-    keys = {"overall", *(f"snr{s:+g}" for s in cfg.evaluation.snrs_db), *(f"kind_{k}" for k in NOISE_KIND_ORDER)}
+    keys = {"overall", *(f"snr{s:+g}" for s in cfg.evaluation.snrs_db), *(f"kind_{k}" for k in KINDS)}
     assert all(set(metrics[TRAINED_VARIANT][m]) == keys for m in METRICS)  # the same keys for every variant
     assert set(metrics[f"{TRAINED_VARIANT}/no_rgb"]["si_snri_active"]) == {"overall"}
     summary = json.loads((out / TRAINED_VARIANT / "summary.json").read_text())

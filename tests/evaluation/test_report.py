@@ -71,7 +71,7 @@ def test_summaries_are_split_by_noise_kind(summaries):
     s = summaries["gate"]["si_snri"]
     assert set(s["by_noise_kind"]) == {"stationary", "babble"}
     assert [v["n"] for v in s["by_noise_kind"].values()] == [4, 4]
-    assert noise_kinds(summaries) == ["stationary", "babble"]  # NOISE_KIND_ORDER, only those present
+    assert noise_kinds(summaries) == ["stationary", "babble"]  # KINDS, only those present
 
 
 def test_the_noisy_input_changes_nothing(summaries):
