@@ -211,7 +211,7 @@ def launch(argv: list[str], nproc: int) -> int:
     share of the CPU threads (``$OMP_NUM_THREADS``, else the CPUs this process may use). SIGUSR1/SIGTERM are forwarded to every rank. If a
     rank fails, the others are stopped (SIGTERM, then SIGKILL after a grace period). Status: 0
     when all succeed, :data:`~tavse.training.signals.EXIT_PREEMPTED` when the ranks saved and
-    stopped, else the first failing rank's status.
+    stopped, else the status of the rank that failed first.
     """
     port = _free_port()
     cpus = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
@@ -230,12 +230,14 @@ def launch(argv: list[str], nproc: int) -> int:
                 p.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    first_failure: int | None = None  # the status of the rank that failed first, not of those stopped after it
     try:
         failed_at: float | None = None
         while any(p.poll() is None for p in procs):
             codes = [p.poll() for p in procs]
             if failed_at is None and any(c not in (None, 0, EXIT_PREEMPTED) for c in codes):
                 failed_at = time.monotonic()
+                first_failure = next(c for c in codes if c not in (None, 0, EXIT_PREEMPTED))
                 log.error("a rank failed (exit codes %s): stopping the others", codes)
                 for p in procs:
                     if p.poll() is None:
@@ -251,7 +253,8 @@ def launch(argv: list[str], nproc: int) -> int:
     codes = [p.returncode for p in procs]
     bad = [c for c in codes if c not in (0, EXIT_PREEMPTED)]
     if bad:
-        return bad[0] if bad[0] > 0 else 128 - bad[0]  # a rank killed by signal k: 128 + k, like a shell
+        status = first_failure if first_failure is not None else bad[0]
+        return status if status > 0 else 128 - status  # a rank killed by signal k: 128 + k, like a shell
     return EXIT_PREEMPTED if EXIT_PREEMPTED in codes else 0
 
 

@@ -101,11 +101,12 @@ def _output_md5s(d: Path) -> dict[str, str]:
 def test_sigkill_after_a_save_then_rerun_writes_the_same_bytes(tiny_data, tmp_path):
     """Killed without warning after a state save, the rerun resumes and writes byte-identical files.
 
-    The recipe (lr 0.05, 8 steps) makes step 4 the best validation, so the resumed run writes a
-    history row and best weights that came back through ``torch.load`` into ``best.pt``; both runs
+    The recipe (lr 1.0, 8 steps, a validation every 2) diverges after its first validations, so an
+    early step is the best (step 2 when written) and the resumed run writes a history row and best
+    weights that came back through ``torch.load`` into ``best.pt``; both runs
     use the same folder, as the paths are part of the stored config and of the summary.
     """
-    d = run_training(tiny_data, tmp_path / "run", max_steps=8, eval_every=4, checkpoint_every=2, lr=0.05)
+    d = run_training(tiny_data, tmp_path / "run", max_steps=8, eval_every=2, checkpoint_every=2, lr=1.0)
     res = _train(d)
     assert res.returncode == 0, res.stderr[-3000:]
     want = _output_md5s(d)
