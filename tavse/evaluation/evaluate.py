@@ -55,14 +55,9 @@ def _speaker(utt_id: str) -> int:
     return int(utt_id.split("_")[0][1:])
 
 
-def noise_kind(m: Mixture) -> str:
-    """The mixture's noise kind (``stationary``/``transient``/``babble``): the one place evaluation reads it."""
-    return m.noise_kind
-
-
 def _meta(m: Mixture, system: str, condition: str) -> dict[str, Any]:
     return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": _speaker(m.utt_id), "snr_db": m.snr_db,
-            "noise_env": m.noise_env, "noise_kind": noise_kind(m), "system": system, "condition": condition}
+            "noise_env": m.noise_env, "noise_kind": m.noise_kind, "system": system, "condition": condition}
 
 
 def _chunks(n: int) -> Iterator[range]:
