@@ -186,6 +186,13 @@ def run_dvc(repo: Path, args: Sequence[str], *, check: bool = True) -> int:
     return code
 
 
+def local_config(repo: Path) -> dict:
+    """What ``.dvc/config.local`` holds now, as DVC reads it (empty sections when there is none)."""
+    from dvc.config import Config
+
+    return Config(dvc_dir=str(repo / ".dvc"), validate=False).load_one("local")
+
+
 def local_config_is_ignored(repo: Path) -> bool:
     """True when git ignores ``.dvc/config.local`` (DVC's own ``.dvc/.gitignore`` does)."""
     result = subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo,
@@ -219,15 +226,17 @@ def configure_cache(repo: Path, settings: ClusterSettings, link_types: str) -> N
     run_dvc(repo, ["config", "--local", "cache.type", link_types])
     if settings.cache_shared:
         run_dvc(repo, ["config", "--local", "cache.shared", settings.cache_shared])
-    else:
-        run_dvc(repo, ["config", "--local", "--unset", "cache.shared"], check=False)
+    elif "shared" in local_config(repo).get("cache", {}):
+        # Only when set: DVC logs an ERROR line for unsetting what is not there (and exits 251).
+        run_dvc(repo, ["config", "--local", "--unset", "cache.shared"])
     run_dvc(repo, ["config", "--local", "core.site_cache_dir", str(settings.site_cache_dir)])
 
 
 def configure_remote(repo: Path, settings: ClusterSettings) -> None:
     """(Re)create the default remote ``storage`` in ``.dvc/config.local``, or remove it if unset."""
     if settings.remote_url is None:
-        run_dvc(repo, ["remote", "remove", "--local", REMOTE_NAME], check=False)
+        if REMOTE_NAME in local_config(repo).get("remote", {}):
+            run_dvc(repo, ["remote", "remove", "--local", REMOTE_NAME])
         return
     # --force replaces the whole section, so stale endpoint/credentials never survive a re-run.
     run_dvc(repo, ["remote", "add", "--local", "--force", "-d", REMOTE_NAME, settings.remote_url])

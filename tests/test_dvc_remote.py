@@ -153,3 +153,21 @@ def test_missing_or_unwritable_data_root(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TAVSE_DATA_ROOT", str(blocker / "sub"))
     assert cs.main(["--repo", str(tmp_path)]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_successful_setup_prints_no_error_and_undoes_what_is_no_longer_set(tmp_path):
+    """Without a bucket or group sharing (the plain case), then with both, then without again:
+    exit 0 each time and no "ERROR" line (DVC logs one for unsetting an option that is not set)."""
+    repo, outputs = tmp_path / "repo", []
+    repo.mkdir()
+    _run(["git", "init", "-q"], repo, outputs)
+    _dvc(["init", "-q"], repo, outputs)
+    setup = [sys.executable, "-m", "tavse.cluster_setup"]
+    plain = f"TAVSE_DATA_ROOT={tmp_path / 'scratch'}\n"
+    for env in (plain, plain, plain + "TAVSE_CACHE_SHARED=group\nTAVSE_S3_BUCKET=b\n", plain):
+        (repo / ".env").write_text(env)
+        text = _run(setup, repo, outputs)
+        assert "ERROR" not in text and "error" not in text.lower(), text
+    local = cs.local_config(repo)
+    assert "shared" not in local["cache"] and not local["remote"] and "remote" not in local["core"]
+    assert local["cache"]["dir"] == str(tmp_path / "scratch" / "dvc-cache")
