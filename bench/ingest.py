@@ -4,17 +4,20 @@
 
 Reads the archives of ``data.speakingfaces_dir`` (run ``dvc repro synth_corpus`` first). One
 process = one worker. For each utterance it times: decode (zip read + PNG decode + WAV),
-landmarks (FaceMesh detection on every ``ingest.landmark_stride``-th frame + box track, as ingest),
-crop+encode (RGB crop, Iron inversion + thermal crop, 16 kHz resampling, packing), write (LMDB).
-The baseline runs FaceMesh in static-image mode on every frame (the same run, the same frames),
-decoding serially beside it with OpenCV: the naive approach, kept as it is.
+landmarks (FaceMesh detection on every ``ingest.landmark_stride``-th frame + box track, as ingest,
+one FaceMesh kept open), crop+encode (RGB crop, thermal crop with the Iron inversion of the pixels
+it reads, 16 kHz resampling, packing), write (LMDB). The baseline (the same run, the same frames)
+makes a FaceMesh per command that detects every frame in static-image mode, inverts the Iron
+palette of whole thermal frames before cropping, and decodes serially with OpenCV: the naive
+approach, kept as it is.
 
 "ours" is then measured as ingest runs it (:func:`tavse.ingest.ingest_speaker`): the same
 utterances again, the next one read and PNG-decoded (libspng when ``pyspng`` is installed, else
-OpenCV) by ``tavse.ingest.DECODE_THREADS`` threads
-while FaceMesh tracks the current one, plus the Iron-palette check, wall time end to end (its CPU
-time per frame is reported too: the decode threads use a second core). ``serial_*`` are ours
-without that overlap (the phases timed one after another in the first pass).
+OpenCV) by ``tavse.ingest.DECODE_THREADS`` threads while ``tavse.ingest.LANDMARK_THREADS``
+FaceMesh threads (:class:`tavse.vision.mouth_roi.LipDetector`) detect the current one, plus the
+Iron-palette check, wall time end to end (its CPU time per frame is reported too: the threads use
+a second core). ``serial_*`` are ours without threads (the phases timed one after another in the
+first pass).
 The mouth-centre error is the distance, in frame pixels, between the centre of the crop box ingest
 uses (smoothed, then snapped to whole pixels) and the baseline's smoothed (unsnapped) box centre;
 ``track_centre_error_px`` is the same before snapping.
@@ -47,14 +50,15 @@ def main() -> None:
     cfg = config()
     ic = cfg.ingest
     archives = sfc.find_archives(cfg.data.speakingfaces_dir)
-    t = {"decode": 0.0, "landmarks": 0.0, "crop_encode": 0.0, "write": 0.0, "baseline_landmarks": 0.0}
+    t = {"decode": 0.0, "landmarks": 0.0, "crop_encode": 0.0, "write": 0.0, "baseline_landmarks": 0.0,
+         "baseline_crop_encode": 0.0}
     frames, errors, track_errors = 0, [], []
     picked: dict[Path, list] = {}   # archive -> the utterances measured
     base_centres: list[np.ndarray] = []
     mouth_roi.detect_lips([np.zeros((348, 464, 3), np.uint8)], static=True)  # load the models outside the timings
     # The first pass (baseline and the serial breakdown) decodes as ingest did before: OpenCV, serially.
     spng, sfc._spng = sfc._spng, None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mouth_roi.LipDetector(1) as detector:
         writer = store.GrowingWriter(Path(tmp) / "db")
         done = 0
         for archive in archives:
@@ -66,19 +70,25 @@ def main() -> None:
                     t0 = time.perf_counter()
                     utt = sfc.load_utterance(zf, str(archive), u, ic.frame_tolerance)
                     t1 = time.perf_counter()
-                    track = mouth_roi.track_mouth(utt.rgb, ic.landmark_stride, ic.box_scale, ic.smooth_frames)
+                    track = mouth_roi.track_mouth(utt.rgb, ic.landmark_stride, ic.box_scale, ic.smooth_frames, detector)
                     t2 = time.perf_counter()
                     rgb = np.stack([mouth_roi.crop(f, b, ic.roi_size) for f, b in zip(utt.rgb, track.boxes)])
-                    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, ic.roi_size) for f, b in zip(utt.thermal, track.boxes)])
+                    thr = np.stack([mouth_roi.crop(f, b, ic.roi_size, pixel_map=iron_to_temperature)
+                                    for f, b in zip(utt.thermal, track.boxes)])
                     wav = resample(utt.audio, utt.sample_rate, ic.sample_rate)
                     items = store.utterance_items(u.key.utt_id, {}, rgb, thr, wav)
                     t3 = time.perf_counter()
                     writer.put_batch(items)
                     t4 = time.perf_counter()
+                    # The baseline: a new FaceMesh per command detecting every frame, Iron inverted on whole frames.
                     blips, bran = mouth_roi.detect_lips(utt.rgb, stride=1, static=True)
                     base = mouth_roi.track_from_lips(blips, bran, ic.box_scale, ic.smooth_frames)
                     t5 = time.perf_counter()
-                    for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                    brgb = np.stack([mouth_roi.crop(f, b, ic.roi_size) for f, b in zip(utt.rgb, base.boxes)])
+                    bthr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, ic.roi_size) for f, b in zip(utt.thermal, base.boxes)])
+                    store.utterance_items(u.key.utt_id, {}, brgb, bthr, resample(utt.audio, utt.sample_rate, ic.sample_rate))
+                    t6 = time.perf_counter()
+                    for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                         t[k] += dt
                     picked.setdefault(archive, []).append(u)
                     base_centres.append(base.smoothed[:, :2])
@@ -95,7 +105,8 @@ def main() -> None:
         writer = store.GrowingWriter(Path(tmp) / "db_pipelined")
         cpu0, wall0, i = time.process_time(), time.perf_counter(), 0
         for archive, utts in picked.items():
-            with zipfile.ZipFile(archive) as zf, ThreadPoolExecutor(ingest.DECODE_THREADS) as pool:
+            with (zipfile.ZipFile(archive) as zf, ThreadPoolExecutor(ingest.DECODE_THREADS) as pool,
+              mouth_roi.LipDetector(ingest.LANDMARK_THREADS) as detector):
                 def load(u, zf=zf, archive=archive, pool=pool):
                     return sfc.load_utterance(zf, str(archive), u, ic.frame_tolerance, pool)
 
@@ -106,7 +117,7 @@ def main() -> None:
                     t1 = time.perf_counter()
                     ingest.check_palette(utt.thermal, ic, where)
                     t2 = time.perf_counter()
-                    items, _, track = ingest.process_utterance(utt, ic, where)
+                    items, _, track = ingest.process_utterance(utt, ic, where, detector)
                     t3 = time.perf_counter()
                     writer.put_batch(items)
                     t4 = time.perf_counter()
@@ -118,12 +129,12 @@ def main() -> None:
         ours, ours_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     err, terr = np.concatenate(errors), np.concatenate(track_errors)
     serial = t["decode"] + t["landmarks"] + t["crop_encode"] + t["write"]
-    base_total = t["decode"] + t["baseline_landmarks"] + t["crop_encode"] + t["write"]
+    base_total = t["decode"] + t["baseline_landmarks"] + t["baseline_crop_encode"] + t["write"]
     result = {
         "utterances": done, "frames": frames, "landmark_stride": ic.landmark_stride, "roi_size": ic.roi_size,
         "ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in t.items()},
         "pipelined_ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in pipe.items()},
-        "decode_threads": ingest.DECODE_THREADS,
+        "decode_threads": ingest.DECODE_THREADS, "landmark_threads": ingest.LANDMARK_THREADS,
         "png_decoder": "libspng (pyspng)" if spng is not None else "OpenCV",
         "frames_per_s_per_worker": round(frames / ours, 1),
         "cpu_ms_per_frame": round(1000 * ours_cpu / frames, 3),
@@ -140,7 +151,7 @@ def main() -> None:
     for k, v in result["ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
     print(f"  as ingest runs it (decode of the next utterance with {result['png_decoder']} in {ingest.DECODE_THREADS} "
-          f"threads beside FaceMesh), main thread:")
+          f"threads beside FaceMesh in {ingest.LANDMARK_THREADS}), main thread:")
     for k, v in result["pipelined_ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
     print(f"  ours      {result['frames_per_s_per_worker']:7.1f} frames/s ({result['cpu_ms_per_frame']} ms CPU/frame)   "

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tavse.common.audio import frame_loudness_db, resample
 from tavse.common.dvc_stage import code_fingerprint
@@ -50,6 +49,8 @@ from tavse.corpus import store
 from tavse.corpus.errors import BadInput
 from tavse.common.io import atomic_path, write_json
 from tavse.common.paths import scratch_dir
+from tavse.common.logs import ignore_ctrl_c_in_worker, setup_logging
+from tavse.common.progress import progress
 from tavse.vision import mouth_roi
 from tavse.vision.thermal_palette import iron_residual, iron_to_temperature
 
@@ -98,16 +99,17 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], cfg: IngestConfig,
-                where: str) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
+                where: str, detector: mouth_roi.LipDetector | None = None) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
     """RGB crops (F, S, S, 3) and temperature-ordered thermal crops (F, S, S) around the tracked mouth.
 
     FaceMesh detects every ``landmark_stride``-th frame from scratch; the smoothed boxes are
     snapped to whole pixels and cropped with integer arithmetic (see :mod:`tavse.vision.mouth_roi`),
     so that landmark differences between CPUs far below a pixel rarely change a crop byte.
+    ``detector``: an open :class:`~tavse.vision.mouth_roi.LipDetector` (same landmarks, see there).
     Raises BadInput("no_face") naming ``where`` if FaceMesh finds too few faces.
     """
     try:
-        track = mouth_roi.track_mouth(rgb_frames, cfg.landmark_stride, cfg.box_scale, cfg.smooth_frames)
+        track = mouth_roi.track_mouth(rgb_frames, cfg.landmark_stride, cfg.box_scale, cfg.smooth_frames, detector)
     except ValueError:
         raise BadInput("no_face", where, "FaceMesh found no face in any frame") from None
     if track.detection_ratio < cfg.min_detection_ratio:
@@ -115,7 +117,7 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
                                          f"(< min_detection_ratio {cfg.min_detection_ratio:.0%})")
     s = cfg.roi_size
     rgb = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(rgb_frames, track.boxes)])
-    thr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(thermal_frames, track.boxes)])
+    thr = np.stack([mouth_roi.crop(f, b, s, pixel_map=iron_to_temperature) for f, b in zip(thermal_frames, track.boxes)])
     return rgb, thr, track
 
 
@@ -124,9 +126,10 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
 LIP_GAP_DECIMALS = 2
 
 
-def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
+def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str, detector: mouth_roi.LipDetector | None = None
+                      ) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
     """Crops, 16 kHz audio and metadata of one decoded utterance."""
-    rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where)
+    rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where, detector)
     wav = resample(utt.audio, utt.sample_rate, cfg.sample_rate)
     n_frames = len(rgb)
     n_samples = round(n_frames * cfg.sample_rate / cfg.fps)
@@ -175,6 +178,8 @@ def check_palette(thermal_frames: list[np.ndarray], cfg: IngestConfig, where: st
 # two decoded utterances are held per worker (the current one and the next): 2 x frames x 2 x
 # 464x348x3 bytes, ~0.23 GB for the mean command (120 frames), ~0.4 GB for the longest (7.2 s).
 DECODE_THREADS = 2  # 0: decode serially in the worker's thread (no prefetch)
+# FaceMesh threads per worker (mouth_roi.LipDetector): the frames of a command split between them.
+LANDMARK_THREADS = 2
 
 
 def _prefetched(load, items: list) -> Iterator[tuple[object, Future]]:
@@ -226,6 +231,7 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
         with zf, contextlib.ExitStack() as stack:
             frame_pool = (stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
                           if DECODE_THREADS else None)
+            detector = stack.enter_context(mouth_roi.LipDetector(LANDMARK_THREADS))
             utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
             for reason, n in res.ignored.items():
                 log.warning("%s: ignored %d member(s): %s", archive, n, reason)
@@ -241,7 +247,7 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                 try:
                     utt = loading.result()
                     residual = check_palette(utt.thermal, cfg, where)
-                    items, extra, track = process_utterance(utt, cfg, where)
+                    items, extra, track = process_utterance(utt, cfg, where, detector)
                 except BadInput as exc:
                     skip(exc)
                     continue
@@ -401,7 +407,8 @@ def _worker_main(conn, parent_pid: int) -> None:
 
     After an error the worker exits (the parent stops everything anyway).
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ignore_ctrl_c_in_worker()
+    setup_logging()
     _watch_parent(parent_pid)
     try:
         while True:
@@ -483,7 +490,7 @@ def _build(jobs: list, workers: int, wait: bool = True) -> dict[Path, str]:
     if not jobs:
         return statuses
     if workers <= 1 or len(jobs) == 1:
-        for job in tqdm(jobs, desc="ingest speakers", unit="spk"):
+        for job in progress(jobs, desc="ingest speakers", unit="spk"):
             statuses[job[0]] = build_shard(job, wait)
         return statuses
     ctx = mp.get_context("spawn")
@@ -498,7 +505,7 @@ def _build(jobs: list, workers: int, wait: bool = True) -> dict[Path, str]:
             there.close()
             pool.append((proc, here))
         idle = list(pool)
-        with tqdm(total=len(jobs), desc="ingest speakers", unit="spk") as bar:
+        with progress(total=len(jobs), desc="ingest speakers", unit="spk") as bar:
             while queue or busy:
                 while queue and idle:
                     proc, conn = idle.pop()
@@ -760,7 +767,11 @@ def _merge(plan: IngestPlan, cfg: IngestConfig, data: DataConfig, t0: float) -> 
             shard_lock.close(unlink=True)
         else:
             shard_lock.close()
-    log.info("ingest done in %.1f s (%d shards reused)", time.perf_counter() - t0, reused)
+    log.info("ingest done in %.1f s (%d shards reused): %s (%s), %d skipped, face detection rate %s; report %s",
+             time.perf_counter() - t0, reused, out, ", ".join(
+                 f"{split} {s['utterances']} utt. of {s['speakers']} spk." for split, s in report["splits"].items()),
+             report["skipped_total"], "n/a" if report["detection_rate"] is None else f"{report['detection_rate']:.1%}",
+             cfg.report)
     return report
 
 

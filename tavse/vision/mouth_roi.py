@@ -20,12 +20,15 @@ or SSE code per CPU), so its landmarks differ between machines by small amounts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
+
+from tavse.common.logs import native_noise_filtered
 
 # FaceMesh indices: the 40 lip points of FACEMESH_LIPS, mouth corners, inner-lip midpoints.
 LIP_POINTS = (
@@ -56,10 +59,34 @@ class MouthTrack:
 def _face_mesh(static: bool):
     import mediapipe as mp  # imported lazily: it is slow to import and pulls in TensorFlow Lite
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=static, max_num_faces=1, refine_landmarks=False,
-        min_detection_confidence=0.5, min_tracking_confidence=0.5,
-    )
+    # The graph writes its start-up notices (TFLite, absl) from its own threads by the end of the
+    # first frame: start it on a blank frame with those lines filtered out (no face: no state
+    # carried to the next frame, in tracking mode either).
+    with native_noise_filtered():
+        mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static, max_num_faces=1, refine_landmarks=False,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5,
+        )
+        mesh.process(np.zeros((32, 32, 3), np.uint8))
+    return mesh
+
+
+def _frames_to_run(n: int, stride: int) -> list[int]:
+    """Every ``stride``-th frame and always the last one."""
+    return sorted(set(range(0, n, stride)) | ({n - 1} if n else set()))
+
+
+def _lip_points(results: Sequence, frames: Sequence[np.ndarray], todo: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(F, 40, 2) lip landmarks in pixels and the (F,) frames run, from FaceMesh results of the frames ``todo``."""
+    lips = np.full((len(frames), len(LIP_POINTS), 2), np.nan)
+    ran = np.zeros(len(frames), bool)
+    for f, res in zip(todo, results):
+        ran[f] = True
+        if res.multi_face_landmarks:
+            h, w = frames[f].shape[:2]
+            lm = res.multi_face_landmarks[0].landmark
+            lips[f] = [(lm[p].x * w, lm[p].y * h) for p in LIP_POINTS]
+    return lips, ran
 
 
 def detect_lips(frames: Sequence[np.ndarray], stride: int = 1, static: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -70,20 +97,51 @@ def detect_lips(frames: Sequence[np.ndarray], stride: int = 1, static: bool = Fa
     runs on from scratch (what ingest uses, see the module notes; also the benchmark baseline).
     ``stride`` runs FaceMesh on every n-th frame only (and always on the last one).
     """
-    n = len(frames)
-    lips = np.full((n, len(LIP_POINTS), 2), np.nan)
-    ran = np.zeros(n, bool)
-    todo = sorted(set(range(0, n, stride)) | ({n - 1} if n else set()))
+    todo = _frames_to_run(len(frames), stride)
     with _face_mesh(static) as mesh:
-        for f in todo:
-            img = frames[f]
-            h, w = img.shape[:2]
-            res = mesh.process(img)
-            ran[f] = True
-            if res.multi_face_landmarks:
-                lm = res.multi_face_landmarks[0].landmark
-                lips[f] = [(lm[p].x * w, lm[p].y * h) for p in LIP_POINTS]
-    return lips, ran
+        results = [mesh.process(frames[f]) for f in todo]
+    return _lip_points(results, frames, todo)
+
+
+class LipDetector:
+    """Per-frame (static-mode) FaceMesh in ``threads`` threads, kept open for many commands.
+
+    Static mode carries nothing from one frame to the next, so which instance gets a frame
+    changes no landmark (bit for bit), and MediaPipe releases the GIL while its graph runs: two
+    threads keep two cores busy. Keeping the instances open spares their creation per command
+    (~25 ms CPU each, ~2 s for the first in a process).
+    """
+
+    def __init__(self, threads: int = 1):
+        self._meshes = [_face_mesh(True) for _ in range(max(1, threads))]
+        self._pool = ThreadPoolExecutor(len(self._meshes), thread_name_prefix="facemesh") if threads > 1 else None
+
+    def __enter__(self) -> "LipDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        for mesh in self._meshes:
+            mesh.close()
+
+    def detect(self, frames: Sequence[np.ndarray], stride: int) -> tuple[np.ndarray, np.ndarray]:
+        """As :func:`detect_lips` with ``static=True``; the frames run are split into one contiguous block per instance."""
+        todo = _frames_to_run(len(frames), stride)
+        blocks = np.array_split(np.asarray(todo, int), len(self._meshes))
+
+        def run(mesh, block) -> list:
+            return [mesh.process(frames[f]) for f in block]
+
+        if self._pool is None:
+            results = run(self._meshes[0], todo)
+        else:
+            futures = [self._pool.submit(run, m, b) for m, b in zip(self._meshes, blocks)]
+            results = [r for fut in futures for r in fut.result()]
+        return _lip_points(results, frames, todo)
 
 
 def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_frames: int) -> MouthTrack:
@@ -113,12 +171,15 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
                       smoothed=smoothed)
 
 
-def track_mouth(frames: Sequence[np.ndarray], stride: int, box_scale: float, smooth_frames: int) -> MouthTrack:
+def track_mouth(frames: Sequence[np.ndarray], stride: int, box_scale: float, smooth_frames: int,
+                detector: LipDetector | None = None) -> MouthTrack:
     """The mouth track ingest uses: per-frame FaceMesh detection on every ``stride``-th frame, snapped boxes.
 
+    ``detector``: an open :class:`LipDetector` to use (the same landmarks; one is made for this call otherwise).
     Raises ValueError if no frame has a face.
     """
-    lips, ran = detect_lips(frames, stride=stride, static=True)
+    lips, ran = (detector.detect(frames, stride) if detector is not None
+                 else detect_lips(frames, stride=stride, static=True))
     return track_from_lips(lips, ran, box_scale, smooth_frames)
 
 
@@ -170,7 +231,8 @@ def _resample_1d(side: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return offsets, weights
 
 
-def crop(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def crop(img: np.ndarray, box: np.ndarray, size: int,
+         pixel_map: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Crop the square ``box`` (cx, cy, side) from ``img`` and resize to ``size`` x ``size``; outside the frame replicates the border.
 
     The box is first snapped to whole pixels (:func:`pixel_box`). Bilinear interpolation in
@@ -178,30 +240,36 @@ def crop(img: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     rounding half up at the end), so the result does not depend on the CPU's vector units.
     Integer images give the same dtype; float images are interpolated with the same weights in
     float64.
+
+    ``pixel_map``, a per-pixel conversion (e.g. Iron colours to temperatures), is applied to the
+    window of source pixels the crop reads only: the same bytes as ``crop(pixel_map(img), ...)``
+    at a fraction of the cost.
     """
     x0, y0, s = pixel_box(box)
     h, w = img.shape[:2]
-    channels = int(np.prod(img.shape[2:], dtype=np.int64))
     dy, wy = _resample_1d(s, size)
     dx, wx = _resample_1d(s, size)
     ys = np.clip(y0 + dy, 0, h - 1)     # clamped: the border is replicated
     xs = np.clip(x0 + dx, 0, w - 1)
-    integer = np.issubdtype(img.dtype, np.integer)
-    acc_t = (np.int32 if img.dtype.itemsize == 1 else np.int64) if integer else np.float64
     # The source pixels the output reads (rows: both taps of every output row; columns: both
     # taps of every output column), from the window that holds them.
     y_lo, x_lo = int(ys[0, 0]), int(xs[0, 0])
     window = img[y_lo:int(ys[1, -1]) + 1, x_lo:int(xs[1, -1]) + 1]
+    if pixel_map is not None:
+        window = pixel_map(window)
+    channels = int(np.prod(window.shape[2:], dtype=np.int64))
+    integer = np.issubdtype(window.dtype, np.integer)
+    acc_t = (np.int32 if window.dtype.itemsize == 1 else np.int64) if integer else np.float64
     sub = window.take(ys.ravel() - y_lo, axis=0).take(xs.ravel() - x_lo, axis=1).astype(acc_t)
     sub = sub.reshape(2 * size, 2, size * channels)
     # Two exact passes, along x then along y, with no rounding in between.
     wx = np.repeat(wx.astype(acc_t), channels, axis=1)                     # (2, size * C)
     rows = sub[:, 0] * wx[0] + sub[:, 1] * wx[1]                            # (2 * size, size * C)
     acc = rows[:size] * wy[0, :, None].astype(acc_t) + rows[size:] * wy[1, :, None].astype(acc_t)
-    acc = acc.reshape((size, size) + img.shape[2:])
+    acc = acc.reshape((size, size) + window.shape[2:])
     shift = 2 * _WEIGHT_BITS
     if integer:
         out = (acc + (1 << (shift - 1))) >> shift
-        info = np.iinfo(img.dtype)
-        return np.clip(out, info.min, info.max).astype(img.dtype)
-    return (acc / float(1 << shift)).astype(img.dtype)
+        info = np.iinfo(window.dtype)
+        return np.clip(out, info.min, info.max).astype(window.dtype)
+    return (acc / float(1 << shift)).astype(window.dtype)
