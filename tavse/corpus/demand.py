@@ -313,6 +313,8 @@ def prepare_noise(
 
     for entry in split_report.values():
         entry["seconds"] = round(entry["seconds"], 6)
+    log.info("noise done: %s (%d Hz): %s", out_dir, sample_rate, ", ".join(
+        f"{split} {e['files']} file(s), {e['seconds']:.0f} s" for split, e in split_report.items()))
     return {
         "sample_rate": sample_rate,
         "channels": [int(c) for c in channels],

@@ -27,9 +27,9 @@ import pystoi
 import scipy.linalg
 import torch
 from scipy.signal import fftconvolve
-from tqdm import tqdm
 
 from tavse import losses
+from tavse.common.progress import progress
 from tavse.evaluation import THREAD_ENV, limit_worker_threads
 from tavse.evaluation.results import METRICS
 
@@ -425,7 +425,7 @@ def evaluate_items(items: Sequence[T], compute: Callable[[T], dict], workers: in
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     results: list[dict | None] = [None] * len(items)
-    with tqdm(total=len(items), desc=desc, unit="item", dynamic_ncols=True) as bar:
+    with progress(total=len(items), desc=desc, unit="item") as bar:
         if pool is None and (workers == 1 or len(items) <= 1):
             for i, item in enumerate(items):
                 results[i] = compute(item)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr",
            "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi")
 ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "noise_kind", "system", "condition", *METRICS,
                "failures")
+log = logging.getLogger("tavse.evaluate")
+
 SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
 
 
@@ -111,4 +114,16 @@ def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_syst
             f"{k},{v['mean']:.4f},{v['ci95_low']:.4f},{v['ci95_high']:.4f}" for k, v in by_snr.items()]
         with atomic_path(out / "si_snri_by_snr.csv") as tmp:
             tmp.write_text("\n".join(lines) + "\n")
+    log.info("%s: %s", out, headline_text(headline))
     return headline
+
+
+def headline_text(headline: dict) -> str:
+    """The headline numbers of each full-input system (not the missing-modality conditions), one line."""
+    def number(metrics: dict, key: str, fmt: str) -> str:
+        value = metrics.get(key, {}).get("overall")
+        return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+    return "; ".join(f"{system}: SI-SNRi {number(m, 'si_snri', '.2f')} dB, speech-active "
+                     f"{number(m, 'si_snri_active', '.2f')} dB, ESTOI {number(m, 'estoi', '.3f')}"
+                     for system, m in headline.items() if "/" not in system)

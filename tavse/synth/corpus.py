@@ -23,11 +23,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from tavse.common.audio import frame_bounds
 from tavse.common.config import DataConfig, SynthConfig
 from tavse.common.io import DeterministicZip, atomic_path, wav_bytes
+from tavse.common.logs import ignore_ctrl_c_in_worker
+from tavse.common.progress import progress
 from tavse.common.seeding import stable_seed
 from tavse.synth import detmath as dm
 from tavse.synth.faces import make_identity, render_frames
@@ -178,11 +179,11 @@ def write_corpus(cfg: SynthConfig, data: DataConfig, seed: int) -> list[Path]:
         jobs = [(p, tmp) for p in plans]
         desc = f"synth corpus ({cfg.preset})"
         if cfg.workers > 1:
-            with mp.get_context("spawn").Pool(cfg.workers) as pool:
-                for _ in tqdm(pool.imap_unordered(_write_one, jobs), total=len(jobs), desc=desc, unit="spk"):
+            with mp.get_context("spawn").Pool(cfg.workers, initializer=ignore_ctrl_c_in_worker) as pool:
+                for _ in progress(pool.imap_unordered(_write_one, jobs), total=len(jobs), desc=desc, unit="spk"):
                     pass
         else:
-            for job in tqdm(jobs, desc=desc, unit="spk"):
+            for job in progress(jobs, desc=desc, unit="spk"):
                 _write_one(job)
         write_subjects_csv(tmp / "subjects.csv", plans)
     return sorted(out.glob("sub_*_ia.zip"))

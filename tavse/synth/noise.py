@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy import signal
-from tqdm import tqdm
 
 from tavse.common.io import DeterministicZip, wav_bytes
+from tavse.common.progress import progress
 from tavse.common.seeding import stable_seed
 from tavse.synth import detmath as dm
 from tavse.synth.speech import COMMANDS, FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS, Voice, synthesize
@@ -686,7 +686,7 @@ def write_demand_corpus(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for env in tqdm(envs, desc="DEMAND noise", unit="env"):
+    for env in progress(envs, desc="DEMAND noise", unit="env"):
         rate = demand_sample_rate(env)
         audio = synth_noise(env, duration_s, rate, n_channels, seed)
         path = out / f"{env}_{rate // 1000}k.zip"

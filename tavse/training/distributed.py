@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
-from tavse.training.signals import EXIT_PREEMPTED
+from tavse.training.signals import EXIT_PREEMPTED, STOP_SIGNALS
 
 log = logging.getLogger("tavse.train")
 
@@ -208,7 +208,9 @@ def launch(argv: list[str], nproc: int) -> int:
     """Run ``argv`` as ``nproc`` ranks on this node and return the run's exit status.
 
     Each child gets ``torchrun``'s environment variables, and ``OMP_NUM_THREADS`` set to its
-    share of the CPU threads (``$OMP_NUM_THREADS``, else the CPUs this process may use). SIGUSR1/SIGTERM are forwarded to every rank. If a
+    share of the CPU threads (``$OMP_NUM_THREADS``, else the CPUs this process may use). SIGUSR1, SIGTERM
+    and SIGINT are forwarded to every rank (a Ctrl-C in the terminal reaches the ranks directly as well;
+    :class:`~tavse.training.signals.StopRequest` counts the two as one). If a
     rank fails, the others are stopped (SIGTERM, then SIGKILL after a grace period). Status: 0
     when all succeed, :data:`~tavse.training.signals.EXIT_PREEMPTED` when the ranks saved and
     stopped, else the status of the rank that failed first.
@@ -229,7 +231,7 @@ def launch(argv: list[str], nproc: int) -> int:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     first_failure: int | None = None  # the status of the rank that failed first, not of those stopped after it
     try:
         failed_at: float | None = None

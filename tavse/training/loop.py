@@ -23,13 +23,14 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from tavse.common.config import Config, IngestConfig, params_hash
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
 from tavse.common.io import atomic_path
+from tavse.common.logs import ignore_ctrl_c_in_worker
+from tavse.common.progress import progress as progress_bar
 from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
 from tavse.common.paths import scratch_dir
@@ -105,7 +106,8 @@ def data_hashes(cfg: Config) -> dict[str, str]:
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AMX or AVX-512 BF16), from /proc/cpuinfo."""
     try:
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
@@ -267,11 +269,11 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
                          progress.batch_in_epoch, rank_slice)
     loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
                         num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(tc.seed))
+                        generator=torch.Generator().manual_seed(tc.seed), worker_init_fn=ignore_ctrl_c_in_worker)
     batches = iter(loader)
-    stop = StopRequest()
-    bar = tqdm(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", dynamic_ncols=True,
-               disable=not ctx.is_main)
+    stop = StopRequest(announce=ctx.is_main)
+    bar = progress_bar(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step",
+                       disable=not ctx.is_main)
     n_streams = len(modalities)
     samples_seen, t_start = 0, time.perf_counter()
     try:
@@ -293,7 +295,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
                     loss, _ = enhancement_loss(out["enhanced"], clean)
                     scaler.scale(loss / tc.grad_accum).backward()
                 progress.batch_in_epoch += 1
-                loss_value = distributed.mean_over_ranks(ctx, loss.item())
+                loss_value = distributed.mean_over_ranks(ctx, loss.detach().item())
                 progress.loss_sum += loss_value
                 progress.loss_count += 1
                 samples_seen += noisy.shape[0] * ctx.world_size
@@ -308,8 +310,8 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
             bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
             if progress.batch_in_epoch == sampler.batches_per_epoch:
                 if ctx.is_main:
-                    tqdm.write(f"[{variant}] epoch {progress.epoch} done: step {progress.step}, "
-                               f"{samples_seen / (time.perf_counter() - t_start):.1f} samples/s")
+                    log.info("%s: epoch %d done at step %d, %.1f samples/s", variant, progress.epoch, progress.step,
+                             samples_seen / (time.perf_counter() - t_start))
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
 
@@ -340,6 +342,11 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     live.summary = {k: v for k, v in summary["best"].items() if isinstance(v, float)}
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
+    best = summary["best"]
+    log.info("%s done: %d steps%s; best validation speech-active SI-SNRi %.2f dB (SI-SNRi %.2f dB) at step %d "
+             "-> %s", variant, summary["steps"], ", early stop" if summary["stopped_early"] else "",
+             best.get(SELECTION_METRIC, float("nan")), best.get("si_snri", float("nan")), summary["best_step"],
+             Path(cfg.train.out_dir) / variant / "best.pt")
     return summary
 
 
@@ -371,9 +378,10 @@ def _validate_and_track(cfg: Config, variant: str, ctx: distributed.DistContext,
         for k, v in metrics.items():
             live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
         live.next_step()
-        tqdm.write(f"[{variant}] step {progress.step}: val SI-SNRi {metrics['si_snri']:.2f} dB "
-                   f"(speech-active {metrics['si_snri_active']:.2f} dB, silence {metrics['silence_atten_db']:.1f} dB), "
-                   f"train loss {metrics['train_loss']:.3f}" + (" *" if improved else ""))
+        log.info("%s step %d: val SI-SNRi %.2f dB, speech-active %.2f dB%s, silence %.1f dB; train loss %.3f",
+                 variant, progress.step, metrics["si_snri"], metrics["si_snri_active"],
+                 " (best so far)" if improved else f" (best {progress.best_metric:.2f} at step {progress.best_step})",
+                 metrics["silence_atten_db"], metrics["train_loss"])
     if progress.evals_without_improvement >= cfg.train.patience:
         progress.stopped_early = True
         if ctx.is_main:

@@ -20,10 +20,12 @@ or SSE code per CPU), so its landmarks differ between machines by small amounts.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
@@ -56,17 +58,39 @@ class MouthTrack:
         return float(self.detected.sum() / max(1, self.ran.sum()))
 
 
-def _face_mesh(static: bool):
+def _new_face_mesh(static: bool):
     import mediapipe as mp  # imported lazily: it is slow to import and pulls in TensorFlow Lite
 
-    # The graph writes its start-up notices (TFLite, absl) from its own threads by the end of the
-    # first frame: start it on a blank frame with those lines filtered out (no face: no state
-    # carried to the next frame, in tracking mode either).
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=static, max_num_faces=1, refine_landmarks=False,
+        min_detection_confidence=0.5, min_tracking_confidence=0.5,
+    )
+
+
+# A 64 px face (from the synthetic corpus) that FaceMesh finds: see _face_mesh.
+WARMUP_FACE = Path(__file__).with_name("facemesh_warmup.png")
+_warmup_lock = threading.Lock()
+_warmed_up = False  # in this process
+
+
+def _face_mesh(static: bool):
+    """A FaceMesh whose start-up notices are filtered out (see :func:`tavse.common.logs.native_noise_filtered`).
+
+    MediaPipe writes them from its own threads by the end of a graph's first frame, and once per
+    process at the first face found: a throw-away instance sees a face first (once per process),
+    then the new one a blank frame (no face: it carries no state to the next frame, in tracking
+    mode either).
+    """
+    global _warmed_up
     with native_noise_filtered():
-        mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5,
-        )
+        with _warmup_lock:
+            if not _warmed_up:
+                import cv2
+
+                with _new_face_mesh(True) as probe:
+                    probe.process(cv2.cvtColor(cv2.imread(str(WARMUP_FACE)), cv2.COLOR_BGR2RGB))
+                _warmed_up = True
+        mesh = _new_face_mesh(static)
         mesh.process(np.zeros((32, 32, 3), np.uint8))
     return mesh
 

@@ -20,6 +20,7 @@ from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import EXIT_PREEMPTED
 from tavse.training.state import canonical
 from tests.conftest import ROOT, TRAINED_VARIANT as VARIANT, run_training
+from tests.test_logs import assert_readable_log
 
 
 def _env(d: Path) -> dict:
@@ -90,6 +91,47 @@ def test_sigusr1_mid_epoch_then_resume_is_bitwise_identical(tiny_data, uninterru
     assert a["val"] == b["val"]
     for name in ("si_snri", "si_snr"):
         assert _curve(d, name) == _curve(uninterrupted, name)  # dvclive resumed its steps
+
+
+def test_ctrl_c_saves_at_the_next_step_exits_75_and_logs_readably(tiny_data, uninterrupted, tmp_path):
+    """Ctrl-C as a terminal sends it (SIGINT to the process group: the stage and its DataLoader
+    worker) does what SIGUSR1 does: state saved at a step boundary, exit 75, no traceback, and the
+    rerun ends with the uninterrupted model. Both logs, written to a file as under SLURM and run
+    with warnings as errors, have no bar redraws, no overlong line, one line per validation and a
+    closing summary."""
+    d = run_training(tiny_data, tmp_path / "ctrl-c", max_steps=12, eval_every=4, num_workers=1)
+    cmd = [sys.executable, "-W", "error", "-m", "stages.train", VARIANT]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=d, env=_env(d), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == EXIT_PREEMPTED, (tmp_path / "first.log").read_text()[-3000:]
+    err = (tmp_path / "first.log").read_text()
+    assert_readable_log(err)
+    assert err.count("SIGINT (Ctrl-C): saving the state at the next step") == 1, err
+    assert "SIGINT received; state saved at step" in err
+    stopped_at = int(err.split("state saved at step ")[1].split()[0])
+    assert 2 <= stopped_at < 12 and not (d / "models" / VARIANT).exists()
+
+    res = subprocess.run(cmd, cwd=d, env=_env(d), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_readable_log(res.stderr)
+    assert f"at step {stopped_at}" in res.stderr
+    validations = [line for line in res.stderr.splitlines() if " val SI-SNRi " in line]
+    assert [int(v.split(" step ")[1].split(":")[0]) for v in validations] == [s for s in (4, 8, 12) if s > stopped_at]
+    assert all(" INFO tavse.train: " in v and "speech-active" in v and "train loss" in v for v in validations)
+    last = res.stderr.strip().splitlines()[-1]
+    best = json.loads((d / "models" / VARIANT / "summary.json").read_text())["best_step"]
+    assert f"{VARIANT} done: 12 steps; best validation speech-active SI-SNRi " in last and f"at step {best}" in last
+    assert last.endswith(f"-> {d / 'models' / VARIANT / 'best.pt'}")
+    a = torch.load(uninterrupted / "models" / VARIANT / "best.pt", weights_only=True)
+    b = torch.load(d / "models" / VARIANT / "best.pt", weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert a["val"] == b["val"]
 
 
 def _output_md5s(d: Path) -> dict[str, str]:
