@@ -14,9 +14,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from tavse.common.config import Config, ModelConfig, section_from_dict
+from tavse.common.progress import progress
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, read_mixture_list)
 from tavse.evaluation.metrics import evaluate_items, input_row, metrics_row, worker_pool
@@ -96,7 +96,7 @@ def _score_chunk(cfg: Config, ds: MixtureSet, mixtures: list[Mixture], systems: 
     per mixture first and shared by all its systems and conditions.
     """
     pairs, items, metas = [], [], []
-    for i in tqdm(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
+    for i in progress(chunk, desc=f"{desc}: enhance", unit="mix", leave=False):
         b = ds[i]
         clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
         pairs.append((clean, noisy))
