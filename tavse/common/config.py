@@ -228,7 +228,7 @@ class EvaluationConfig:
     out_dir: str                 # results/<variant>/, results/reference/, results/compare.*
     workers: int = bounded(1)    # metric processes
     bootstrap: int = bounded(100)  # resamples for the 95% CIs
-    samples: int = bounded(0)    # items written as WAV + spectrogram per variant
+    samples: int = bounded(0)    # test mixtures to listen to (FLAC, spectrograms, mouth crops) per system
 
 
 @dataclass(frozen=True)

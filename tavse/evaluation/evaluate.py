@@ -4,6 +4,8 @@ Every variant, every experiment and the reference rows (the noisy input itself a
 ideal ratio mask) are scored on the same ID-keyed test list. Each multimodal variant is also
 scored with each of its visual streams zeroed (missing-modality robustness). Per item rows
 keep every metric, a failed one as empty with its reason, so items pair up by ID downstream.
+Both stages also write listening samples of the same few mixtures (:mod:`tavse.evaluation.samples`);
+``evaluate@`` writes the learned stream gates on the test mixtures (``gates.json``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, read_mixture_list)
 from tavse.evaluation.metrics import evaluate_items, input_row, metrics_row, worker_pool
 from tavse.evaluation.results import rounded, write_results
-from tavse.common.io import atomic_path, wav_bytes
+from tavse.evaluation.samples import (colour_range, flac_bytes, mouth_strip_png, playback_gain, sample_meta,
+                                      select_samples, speaker_of, spectrogram_image, write_samples_json)
+from tavse.evaluation.stats import group_summary
+from tavse.common.io import atomic_path, write_json
 from tavse.models import TAVSE
 
 log = logging.getLogger("tavse.evaluate")
 
-SAMPLE_RATE = 16000
 CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full corpus
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TAVSE, dict]:
     """A trained model from its ``best.pt`` (safe ``weights_only`` load) and the checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -45,18 +51,20 @@ def conditions(modalities: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 
 @torch.no_grad()
+def enhance_with_gates(model: TAVSE, noisy: torch.Tensor, visual: dict[str, torch.Tensor]) -> tuple[np.ndarray, dict]:
+    """Enhance one whole utterance (full length in one pass); also its gate per visual stream
+    (empty for models with fewer than two streams)."""
+    out = model(noisy[None], {m: v[None] for m, v in visual.items()})
+    return out["enhanced"][0].float().cpu().numpy(), {m: float(g[0]) for m, g in out["gates"].items()}
+
+
 def enhance(model: TAVSE, noisy: torch.Tensor, visual: dict[str, torch.Tensor]) -> np.ndarray:
     """Enhance one whole utterance (full length in one pass)."""
-    out = model(noisy[None], {m: v[None] for m, v in visual.items()})
-    return out["enhanced"][0].float().cpu().numpy()
-
-
-def _speaker(utt_id: str) -> int:
-    return int(utt_id.split("_")[0][1:])
+    return enhance_with_gates(model, noisy, visual)[0]
 
 
 def _meta(m: Mixture, system: str, condition: str) -> dict[str, Any]:
-    return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": _speaker(m.utt_id), "snr_db": m.snr_db,
+    return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": speaker_of(m.utt_id), "snr_db": m.snr_db,
             "noise_env": m.noise_env, "noise_kind": m.noise_kind, "system": system, "condition": condition}
 
 
@@ -111,43 +119,87 @@ def _score_chunk(cfg: Config, ds: MixtureSet, mixtures: list[Mixture], systems: 
 
 
 class ModelSystem:
-    """A trained variant as a scoring system, with its missing-modality conditions."""
+    """A trained variant as a scoring system, with its missing-modality conditions; keeps the gate
+    values of the full condition per mixture (``gates``)."""
 
     def __init__(self, model: TAVSE):
         self.model = model
         self.modalities = tuple(model.modalities)
+        self.gates: dict[str, dict[str, float]] = {}
 
     def __call__(self, b: dict) -> dict[str, np.ndarray]:
         visual = {m: b[m] for m in self.modalities}
-        return {cond: enhance(self.model, b["noisy"], {m: torch.zeros_like(v) if m in zeroed else v for m, v in visual.items()})
-                for cond, zeroed in conditions(self.modalities).items()}
+        out = {}
+        for cond, zeroed in conditions(self.modalities).items():
+            out[cond], gates = enhance_with_gates(
+                self.model, b["noisy"], {m: torch.zeros_like(v) if m in zeroed else v for m, v in visual.items()})
+            if cond == "full" and gates:
+                self.gates[b["mix_id"]] = gates
+        return out
 
 
-def write_samples(out: Path, ds: MixtureSet, model: TAVSE, mixtures: list[Mixture], n: int) -> None:
-    """WAVs (clean, noisy, enhanced) and a spectrogram image for ``n`` lowest-SNR items."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = sorted(range(len(mixtures)), key=lambda i: (mixtures[i].snr_db, mixtures[i].mix_id))[:n]
+def write_reference_samples(cfg: Config, out: Path, chosen: list[Mixture]) -> None:
+    """``out`` (``results/reference/samples``): per chosen mixture the noisy input, clean target and
+    oracle output (FLAC), their spectrograms and the RGB/thermal mouth-crop strip; ``samples.json``."""
+    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, chosen, ("rgb", "thermal"))
+    mc = cfg.model
+    entries = []
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        for i in order:
+        for i, m in enumerate(chosen):
             b = ds[i]
-            est = enhance(model, b["noisy"], {m: b[m] for m in model.modalities})
-            sigs = {"clean": b["clean"].numpy(), "noisy": b["noisy"].numpy(), "enhanced": est}
-            mid = mixtures[i].mix_id
-            fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
-            for ax, (name, x) in zip(axes, sigs.items()):
-                (tmp / f"{mid}_{name}.wav").write_bytes(wav_bytes(np.clip(x, -1, 1), SAMPLE_RATE))
-                ax.specgram(x, NFFT=512, Fs=SAMPLE_RATE, noverlap=352, cmap="magma", vmin=-120)
-                ax.set_ylabel(f"{name}\nHz")
-            axes[0].set_title(f"{mid}: {mixtures[i].noise_env} at {mixtures[i].snr_db:+g} dB")
-            axes[-1].set_xlabel("s")
-            fig.tight_layout()
-            fig.savefig(tmp / f"{mid}_spectrogram.png", dpi=80, metadata={"Software": None})
-            plt.close(fig)
+            clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
+            sigs = {"noisy": noisy, "clean": clean,
+                    "oracle_irm": oracle_irm(clean, noisy, mc.n_fft, mc.win_length, mc.hop_length)}
+            gain = playback_gain(noisy)
+            audio = {}
+            for name, x in sigs.items():
+                audio[name] = f"{m.mix_id}_{name}.flac"
+                (tmp / audio[name]).write_bytes(flac_bytes(x, gain))
+            where = f"{m.mix_id}: {m.noise_env} ({m.noise_kind}) at {m.snr_db:+g} dB"
+            (tmp / f"{m.mix_id}_spectrogram.png").write_bytes(spectrogram_image(
+                {"noisy input": noisy, "clean target": clean, "oracle IRM (ceiling)": sigs["oracle_irm"]},
+                f"reference, {where}", colour_range(clean)))
+            (tmp / f"{m.mix_id}_mouth.png").write_bytes(mouth_strip_png(
+                b["rgb"].numpy(), b["thermal"].numpy(), cfg.ingest.fps, f"mouth crops of {m.utt_id} (RGB, thermal)"))
+            entries.append({**sample_meta(m, len(noisy)), "gain": gain, "audio": audio,
+                            "mouth": f"{m.mix_id}_mouth.png", "spectrogram": f"{m.mix_id}_spectrogram.png"})
+        write_samples_json(tmp, entries, fps=cfg.ingest.fps)
+
+
+def write_variant_samples(out: Path, ds: MixtureSet, model: TAVSE, variant: str, chosen: list[Mixture]) -> None:
+    """``out`` (``results/<variant>/samples``): the enhanced output (FLAC) of each chosen mixture, a
+    spectrogram of it beside the noisy input and clean target, its gate values; ``samples.json``."""
+    entries = []
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for i, m in enumerate(chosen):
+            b = ds[i]
+            est, gates = enhance_with_gates(model, b["noisy"], {s: b[s] for s in model.modalities})
+            clean, noisy = b["clean"].numpy(), b["noisy"].numpy()
+            gain = playback_gain(noisy)
+            (tmp / f"{m.mix_id}_enhanced.flac").write_bytes(flac_bytes(est, gain))
+            where = f"{m.mix_id}: {m.noise_env} ({m.noise_kind}) at {m.snr_db:+g} dB"
+            (tmp / f"{m.mix_id}_spectrogram.png").write_bytes(spectrogram_image(
+                {"noisy input": noisy, "clean target": clean, f"{variant} (enhanced)": est},
+                f"{variant}, {where}", colour_range(clean)))
+            entries.append({**sample_meta(m, len(noisy)), "gain": gain, "audio": {variant: f"{m.mix_id}_enhanced.flac"},
+                            "spectrogram": f"{m.mix_id}_spectrogram.png", "gates": gates})
+        write_samples_json(tmp, entries, variant=variant)
+
+
+def write_gates(path: Path, gates: dict[str, dict[str, float]], mixtures: list[Mixture], seed: int,
+                n_boot: int) -> None:
+    """``gates.json``: the learned per-stream gate (0 closed, 1 open) on the test mixtures, overall,
+    per input SNR and per noise kind (mean and 95 % CI); empty ``streams`` for a model without gates."""
+    streams = sorted({s for g in gates.values() for s in g})
+    rows = [{"snr_db": m.snr_db, "noise_kind": m.noise_kind, **gates.get(m.mix_id, {})} for m in mixtures]
+    out: dict[str, Any] = {"streams": streams}
+    for s in streams:
+        out[s] = {"overall": group_summary(rows, s, None, seed, n_boot)["all"],
+                  "by_snr": {f"{k:+g}": v for k, v in group_summary(rows, s, "snr_db", seed, n_boot).items()},
+                  "by_noise_kind": group_summary(rows, s, "noise_kind", seed, n_boot)}
+    write_json(path, rounded(out))
 
 
 def evaluate_variant(cfg: Config, variant: str) -> dict:
@@ -155,12 +207,15 @@ def evaluate_variant(cfg: Config, variant: str) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, _ = load_model(Path(cfg.train.out_dir) / variant / "best.pt")
     mixtures = read_mixture_list(cfg.evaluation.test_mixtures)
-    rows = _score(cfg, mixtures, {variant: ModelSystem(model)}, variant)
+    system = ModelSystem(model)
+    rows = _score(cfg, mixtures, {variant: system}, variant)
     out = Path(cfg.evaluation.out_dir) / variant
     headline = write_results(out, rows, cfg.seed, cfg.evaluation.bootstrap, plot_system=variant,
                              snrs_db=cfg.evaluation.snrs_db)
-    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, mixtures, model.modalities)
-    write_samples(out / "samples", ds, model, mixtures, cfg.evaluation.samples)
+    write_gates(out / "gates.json", system.gates, mixtures, cfg.seed, cfg.evaluation.bootstrap)
+    chosen = select_samples(mixtures, cfg.evaluation.samples)
+    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, chosen, model.modalities)
+    write_variant_samples(out / "samples", ds, model, variant, chosen)
     return headline
 
 
@@ -174,5 +229,7 @@ def evaluate_reference(cfg: Config) -> dict:
                                                     mc.hop_length)},
     }
     rows = _score(cfg, mixtures, systems, "reference")
-    return write_results(Path(cfg.evaluation.out_dir) / "reference", rows, cfg.seed, cfg.evaluation.bootstrap,
-                         snrs_db=cfg.evaluation.snrs_db)
+    out = Path(cfg.evaluation.out_dir) / "reference"
+    headline = write_results(out, rows, cfg.seed, cfg.evaluation.bootstrap, snrs_db=cfg.evaluation.snrs_db)
+    write_reference_samples(cfg, out / "samples", select_samples(mixtures, cfg.evaluation.samples))
+    return headline

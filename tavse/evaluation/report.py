@@ -77,7 +77,8 @@ def noise_kinds(summaries: dict[str, dict]) -> list[str]:
     return [k for k in KINDS if k in found] + sorted(found - set(KINDS))
 
 
-def _worse(metric: str, stat: dict | None) -> bool:
+def is_worse(metric: str, stat: dict | None) -> bool:
+    """Whether ``stat`` (a summary group) of ``metric`` says the system is worse than its noisy input."""
     return metric in WORSE_BELOW_ZERO and stat is not None and stat["mean"] is not None and stat["mean"] < 0
 
 
@@ -94,7 +95,7 @@ def against_input_table(name: str, summary: dict, noisy: dict, oracle: dict, snr
             row = {"condition": label, "system": sys_name}
             for m, header in AGAINST_INPUT.items():
                 stat = stats[m][label]
-                row[header] = f"**{_ci(stat)}**" if sys_name != NOISY and _worse(m, stat) else _ci(stat)
+                row[header] = f"**{_ci(stat)}**" if sys_name != NOISY and is_worse(m, stat) else _ci(stat)
             row["n"] = (stats["si_snri"][label] or {}).get("n", 0)
             rows.append(row)
     return markdown_table(rows, list(rows[0]))
@@ -113,7 +114,7 @@ def worse_than_input(summaries: dict[str, dict], snrs: list[str], kinds: list[st
             continue
         for metric in WORSE_BELOW_ZERO:
             for label, stat in groups(s[metric], snrs, kinds):
-                if _worse(metric, stat):
+                if is_worse(metric, stat):
                     flags.append({"system": system, "metric": WORSE_BELOW_ZERO[metric], "condition": label,
                                   "mean": stat["mean"], "ci95_low": stat["ci95_low"], "ci95_high": stat["ci95_high"],
                                   "ci_below_zero": stat["ci95_high"] is not None and stat["ci95_high"] < 0,
@@ -151,8 +152,10 @@ def compare(cfg: Config) -> dict:
     metrics = {t["metric"]: {} for t in tests}
     for t in tests:
         metrics[t["metric"]][f"{t['a']}_vs_{t['b']}"] = {
-            "median_difference": t["median_difference"], "effect_size": t["effect_size"],
-            "p_adjusted": t["p_adjusted"], "significant": t["significant"], "n_pairs": t["n_pairs"]}
+            "median_difference": t["median_difference"], "mean_difference": t["mean_difference"],
+            "diff_ci95_low": t["diff_ci95_low"], "diff_ci95_high": t["diff_ci95_high"],
+            "effect_size": t["effect_size"], "p_value": t["p_value"], "p_adjusted": t["p_adjusted"],
+            "significant": t["significant"], "n_pairs": t["n_pairs"]}
     write_json(out / "compare.json", metrics)
     cols = ["metric", "a", "b", "n_pairs", "median_difference", "diff_ci95_low", "diff_ci95_high", "effect_size",
             "p_value", "p_adjusted", "significant"]

@@ -73,8 +73,18 @@ def test_items_cover_every_mixture_and_condition(evaluated):
     assert set(by_kind) == {r["noise_kind"] for r in rows}
     assert sum(v["n"] for v in by_kind.values()) == len(full)
     assert {"overall", "by_snr", "by_noise", "by_noise_kind"} == set(summary[TRAINED_VARIANT]["si_snri_active"])
-    samples = sorted(p.name for p in (out / TRAINED_VARIANT / "samples").iterdir())
-    assert len(samples) == 4 and samples[-1].endswith("_spectrogram.png")
+    chosen = json.loads((out / TRAINED_VARIANT / "samples" / "samples.json").read_text())["samples"]
+    assert len(chosen) == cfg.evaluation.samples
+    for s in chosen:
+        assert set(s["gates"]) == {"rgb", "thermal"} and all(0 <= g <= 1 for g in s["gates"].values())
+        audio, rate = sf.read(out / TRAINED_VARIANT / "samples" / s["audio"][TRAINED_VARIANT])
+        assert rate == 16000 and len(audio) == round(s["duration_s"] * 16000)
+        assert (out / TRAINED_VARIANT / "samples" / s["spectrogram"]).read_bytes()[:4] == b"\x89PNG"
+    ref = json.loads((out / "reference" / "samples" / "samples.json").read_text())["samples"]
+    assert [s["mix_id"] for s in ref] == [s["mix_id"] for s in chosen]  # the same mixtures for every system
+    assert all(set(s["audio"]) == {"noisy", "clean", "oracle_irm"} for s in ref)
+    gates = json.loads((out / TRAINED_VARIANT / "gates.json").read_text())
+    assert gates["streams"] == ["rgb", "thermal"] and gates["thermal"]["overall"]["n"] == len(full)
     assert (out / TRAINED_VARIANT / "si_snri_by_snr.csv").read_text().startswith("snr_db,si_snri")
 
 
@@ -114,6 +124,8 @@ def test_compare_pairs_by_mix_id(evaluated, tmp_path):
     assert metrics["pesq_wb"][pair]["median_difference"] == 0
     for m in ("si_snri_active", "delta_estoi", "delta_pesq_wb"):
         assert metrics[m][pair]["n_pairs"] >= n_full - 1
+    t = metrics["si_snr"][pair]  # what the report page states: the effect with its CI, raw and corrected p
+    assert t["mean_difference"] == 0 and t["diff_ci95_low"] == t["diff_ci95_high"] == 0 and t["p_value"] is None
     report = (out / "report.md").read_text()
     assert "noisy (input)" in report and "oracle IRM (ceiling)" in report and f"{TRAINED_VARIANT}/no_rgb" in report
     assert "## Worse than the noisy input" in report and "## Against the noisy input and the oracle" in report
