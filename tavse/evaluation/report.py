@@ -1,7 +1,7 @@
 """``compare``: paired statistics between variants and the results tables a person can paste.
 
 Reads each variant's per-item rows (``results/<variant>/items.csv``) and the reference rows,
-pairs items by mixture ID, and writes ``results/compare.json`` (DVC metrics),
+pairs items by mixture ID, and writes ``results/compare.json`` (every test; not DVC metrics),
 ``results/compare.md`` (the Wilcoxon table) and ``results/report.md`` (the results table per
 system and SNR with 95 % CIs, the noisy floor and the oracle ceiling, missing-modality rows; per
 variant, per noise kind and per input SNR, the figures that separate removing noise from gating

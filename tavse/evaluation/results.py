@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from tavse.common.io import atomic_path, write_json
-from tavse.corpus.noise_kinds import KINDS
 from tavse.evaluation.stats import group_summary
 
 # si_snri_active: SI-SNR improvement on the target's speech-active samples only (gating silence
@@ -24,6 +23,8 @@ METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr",
            "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi")
 ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "noise_kind", "system", "condition", *METRICS,
                "failures")
+HEADLINE = ("si_snri", "si_snri_active", "pesq_wb", "estoi")  # the DVC metrics, overall (headline_metrics)
+BY_SNR_PLOT = ("si_snri", "si_snri_active")  # si_snri_by_snr.csv: mean and 95 % CI per input SNR (dvc plots)
 log = logging.getLogger("tavse.evaluate")
 
 SIGNIFICANT = 10  # digits kept: numpy's SIMD sums differ in the last ulp between processes
@@ -64,10 +65,23 @@ def read_items(path: str | Path) -> list[dict]:
     return rows
 
 
-def _kinds(groups: dict) -> list[str]:
-    """The noise kinds under fixed keys, in KINDS order (so every variant's metrics.json has the same
-    keys), then any other kind found (sorted)."""
-    return [*KINDS, *sorted(k for k in groups if k not in KINDS)]
+def lowest_snr_key(snrs_db: list[float]) -> str:
+    """The DVC metric key of SI-SNRi at the lowest input SNR (``si_snri_snr-5``), where gains are largest."""
+    return f"si_snri_snr{min(snrs_db):+g}"
+
+
+def headline_metrics(summary: dict, snrs_db: list[float]) -> dict:
+    """The DVC metrics of one system (its full condition's :func:`summarise` entry): the means of
+    HEADLINE overall and of SI-SNRi at the lowest input SNR (null where that SNR has no item).
+
+    Few and the same keys for every variant, so ``dvc metrics show`` gives each variant a row of
+    shared columns; everything else (the other metrics, per SNR, noise kind and environment,
+    CIs, missing-modality conditions) is in ``summary.json``.
+    """
+    out = {m: summary[m]["overall"]["mean"] for m in HEADLINE}
+    low = summary["si_snri"]["by_snr"].get(f"{min(snrs_db):+g}")
+    out[lowest_snr_key(snrs_db)] = low["mean"] if low else None
+    return out
 
 
 def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | None = None) -> tuple[dict, dict]:
@@ -75,43 +89,47 @@ def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | N
 
     The full summary (``summary.json``) has, per metric, ``overall``, ``by_snr`` (``"+5"``),
     ``by_noise`` (environment) and ``by_noise_kind`` (``stationary``/``transient``/``babble``),
-    each with n, mean, std, median and the 95 % bootstrap CI. The DVC metrics (``metrics.json``)
-    hold means only: ``overall`` for every key, and for the full condition also ``snr<+g>`` per
-    SNR (those of ``snrs_db`` when given, so every variant has the same keys) and
-    ``kind_<kind>`` per noise kind (a group with no item is null).
+    each with n, mean, std, median and the 95 % bootstrap CI. The DVC metrics
+    (:func:`headline_metrics`) are there for each system's full condition only, the lowest SNR
+    that of ``snrs_db`` when given (so every variant has the same keys), else the lowest found.
     """
     full, headline = {}, {}
     for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
         sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
         key = system if condition == "full" else f"{system}/{condition}"
         full[key] = {}
-        headline[key] = {}
         for m in METRICS:
             by_snr = {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed, n_boot).items()}
             by_kind = group_summary(sel, m, "noise_kind", seed, n_boot)
             full[key][m] = {"overall": group_summary(sel, m, None, seed, n_boot)["all"], "by_snr": by_snr,
                             "by_noise": group_summary(sel, m, "noise_env", seed, n_boot),
                             "by_noise_kind": by_kind}
-            head = {"overall": full[key][m]["overall"]["mean"]}
-            if condition == "full":
-                snr_keys = list(by_snr) if snrs_db is None else [f"{s:+g}" for s in snrs_db]
-                head.update({f"snr{k}": by_snr[k]["mean"] if k in by_snr else None for k in snr_keys})
-                head.update({f"kind_{k}": by_kind[k]["mean"] if k in by_kind else None for k in _kinds(by_kind)})
-            headline[key][m] = head
+        if condition == "full":
+            headline[system] = headline_metrics(full[key], snrs_db or sorted({r["snr_db"] for r in sel}))
     return headline, full
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_system: str | None = None,
                   snrs_db: list[float] | None = None) -> dict:
-    """items.csv, metrics.json (DVC metrics), summary.json and si_snri_by_snr.csv into ``out``."""
+    """items.csv, metrics.json, summary.json and (for ``plot_system``) si_snri_by_snr.csv into ``out``.
+
+    metrics.json is ``plot_system``'s :func:`headline_metrics` (a variant's DVC metrics); without
+    ``plot_system`` (the reference rows) it holds each system's, keyed by system.
+    """
     headline, full = rounded(summarise(rows, seed, n_boot, snrs_db))
     write_items(out / "items.csv", rows)
-    write_json(out / "metrics.json", headline)
+    write_json(out / "metrics.json", headline if plot_system is None else headline[plot_system])
     write_json(out / "summary.json", full)
     if plot_system is not None:
-        by_snr = full[plot_system]["si_snri"]["by_snr"]
-        lines = ["snr_db,si_snri,ci95_low,ci95_high"] + [
-            f"{k},{v['mean']:.4f},{v['ci95_low']:.4f},{v['ci95_high']:.4f}" for k, v in by_snr.items()]
+        by_snr = {m: full[plot_system][m]["by_snr"] for m in BY_SNR_PLOT}
+        header = ["snr_db", *(f"{m}{c}" for m in BY_SNR_PLOT for c in ("", "_ci95_low", "_ci95_high"))]
+        lines = [",".join(header)] + [
+            ",".join([k, *(_cell(by_snr[m][k][c]) for m in BY_SNR_PLOT for c in ("mean", "ci95_low", "ci95_high"))])
+            for k in by_snr["si_snri"]]
         with atomic_path(out / "si_snri_by_snr.csv") as tmp:
             tmp.write_text("\n".join(lines) + "\n")
     log.info("%s: %s", out, headline_text(headline))
@@ -119,11 +137,11 @@ def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_syst
 
 
 def headline_text(headline: dict) -> str:
-    """The headline numbers of each full-input system (not the missing-modality conditions), one line."""
+    """The headline numbers of each system (:func:`summarise`'s DVC metrics, full input), one line."""
     def number(metrics: dict, key: str, fmt: str) -> str:
-        value = metrics.get(key, {}).get("overall")
+        value = metrics.get(key)
         return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
 
     return "; ".join(f"{system}: SI-SNRi {number(m, 'si_snri', '.2f')} dB, speech-active "
                      f"{number(m, 'si_snri_active', '.2f')} dB, ESTOI {number(m, 'estoi', '.3f')}"
-                     for system, m in headline.items() if "/" not in system)
+                     for system, m in headline.items())

@@ -147,6 +147,10 @@ def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 SELECTION_METRIC = "si_snri_active"
+# The DVC metrics of a training (dvclive/<variant>/metrics.json): the best checkpoint's validation
+# figures, the same keys for every variant and named like evaluate's test metrics, so that
+# `dvc metrics show` lines them up in the same columns (the path tells validation from test).
+LIVE_SUMMARY = ("si_snri", SELECTION_METRIC)
 
 
 @torch.no_grad()
@@ -339,7 +343,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     if not ctx.is_main:
         return None
     summary = finish(cfg, variant, net, best_weights, progress, counts, ctx.world_size)
-    live.summary = {k: v for k, v in summary["best"].items() if isinstance(v, float)}
+    live.summary = {k: summary["best"][k] for k in LIVE_SUMMARY}  # the curves keep every other figure
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
     best = summary["best"]
