@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tavse.evaluation.exp_table import exp_table
 from tavse.evaluation.results import HEADLINE, METRICS, lowest_snr_key, write_results
 from tavse.training.loop import LIVE_SUMMARY
 from tests.test_plots_offline import _dvc, _project_html_template_setting
@@ -169,3 +170,32 @@ def test_exp_table_fits_a_terminal(views_repo):
                            f"{test[lowest_snr_key(SNRS)]:.2f}", f"{test['si_snri_active']:.2f}",
                            f"{test['pesq_wb']:.2f}", f"{test['estoi']:.3f}"]
     assert "workspace (vs " in proc.stdout and "model.modality_dropout=0.25" in proc.stdout
+
+
+def test_exp_table_marks_results_of_another_model_and_failed_runs():
+    def data(seed: int, model_hash: str, scored_hash: str) -> dict:
+        params = {"variants": {"audio_only": [], "audio_thermal": ["thermal"]}, "train": {"seed": seed},
+                  "evaluation": {"snrs_db": [-5, 0]}}
+        metrics = {}
+        for v in params["variants"]:
+            metrics[f"dvclive/{v}/metrics.json"] = {"data": {"si_snri": 5.0 + seed, "si_snri_active": 4.0, "step": 9}}
+            metrics[f"results/{v}/metrics.json"] = {"data": {"si_snri": 6.0, "si_snri_active": 3.5, "si_snri_snr-5": 7.0,
+                                                             "pesq_wb": 1.4, "estoi": 0.7}}
+        return {"params": {"params.yaml": {"data": params}}, "metrics": metrics,
+                "outs": {f"models/{v}": {"hash": model_hash} for v in params["variants"]},
+                "deps": {f"models/{v}": {"hash": scored_hash} for v in params["variants"]}}
+
+    shown = [{"rev": "workspace", "name": None, "data": data(1, "a", "a"), "experiments": None},
+             {"rev": "0123456789abcdef", "name": "main", "data": data(1, "a", "a"), "experiments": [
+                 {"revs": [{"rev": "fedcba9876543210", "name": "trained-only", "data": data(2, "b", "a")}]},
+                 {"revs": [{"rev": "aaaaaaaaaaaaaaaa", "name": "broken", "data": None, "error": {"msg": "failed"}}]}]}]
+    text = exp_table(shown)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= WIDTH
+    rows = {tuple(c[:2]): c[2:] for c in map(str.split, lines) if len(c) == 9}
+    assert rows[("workspace", "audio_only")] == ["6.00", "4.00", "6.00", "7.00", "3.50", "1.40", "0.700"]
+    # An experiment that only trained: its commit still holds the baseline's test figures, not its own.
+    assert rows[("trained-only", "audio_thermal*")] == ["7.00", "4.00", "-", "-", "-", "-", "-"]
+    assert "@-5 dB" in lines[1] and "*: not evaluated since it was trained" in text
+    assert "  trained-only (vs main): train.seed=2" in lines and "  broken: failed, no metrics" in lines
+    assert not any(line.startswith("  workspace (vs") for line in lines)  # the workspace changed nothing
