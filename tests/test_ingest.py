@@ -21,6 +21,7 @@ from tavse.corpus.store import UtteranceStore
 from tavse.ingest import build_shards, parse_shard, run_ingest
 from tests.conftest import ROOT, tiny_params, with_ingest
 from tests.sfzip import Utt, blank_utt, wav, write_archive
+from tests.test_logs import assert_readable_log
 
 
 def leftovers(scratch: Path) -> list[str]:
@@ -110,6 +111,45 @@ def test_killed_ingest_resumes_and_ends_byte_identical(ingested, tmp_path):
     assert done >= 1
     second = subprocess.run(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, check=True)
     assert f"{done} reused" in second.stderr
+    assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
+
+
+def test_ctrl_c_stops_ingest_in_one_line_and_the_rerun_logs_cleanly(ingested, tmp_path):
+    """Ctrl-C as a terminal sends it (SIGINT to the stage and its two workers): one line, no
+    traceback from any process, no worker left, finished shards kept. The rerun, its log a file
+    as under SLURM and warnings as errors in every process, prints no MediaPipe/TFLite notice,
+    no bar redraws and no overlong line, and ends with the summary line."""
+    cfg = _stage_folder(ingested, tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["ingest"]["workers"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, TAVSE_SCRATCH_DIR=str(tmp_path / "scratch"), PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-W", "error", "-m", "stages.ingest"]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=log, start_new_session=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "scratch" / "ingest").glob("*/result.json")) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == -signal.SIGINT  # a shell reports 130
+    first = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in first and "KeyboardInterrupt" not in first, first
+    assert first.count("interrupted (Ctrl-C): `python -W error -m stages.ingest` stopped before finishing") == 1, first
+    time.sleep(1)
+    # The workers are gone with their parent (a zombie may wait for a reaper the container lacks).
+    group = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    assert [line for line in group.splitlines() if not line.strip().startswith("Z")] == [], group
+    assert not (tmp_path / "ingest").exists()
+
+    with open(tmp_path / "second.log", "w") as log:
+        subprocess.run(cmd, cwd=tmp_path, env=env, stderr=log, check=True, timeout=300)
+    second = (tmp_path / "second.log").read_text()
+    assert_readable_log(second, tmp_path)
+    assert "inference_feedback_manager" not in second and "TensorFlow Lite" not in second
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
+    assert f"{report['splits']['train']['utterances']} utt. of" in second.splitlines()[-1]
+    assert " INFO tavse.ingest: ingest done in " in second.splitlines()[-1]
     assert tree_digest(tmp_path / "ingest") == tree_digest(Path(cfg.ingest.out_dir))
 
 

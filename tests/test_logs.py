@@ -13,6 +13,7 @@ import sys
 import termios
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +31,14 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     return res
 
 
-def assert_readable_log(text: str) -> None:
-    """No progress-bar redraws (carriage returns), no overlong line, no Python warning, no traceback."""
+def assert_readable_log(text: str, workdir: Path | None = None) -> None:
+    """No progress-bar redraws (carriage returns), no overlong line, no Python warning, no traceback.
+
+    ``workdir``: the test's folder, counted as a short relative path would be in a real run.
+    """
     assert "\r" not in text, "progress-bar redraws in a log file"
-    longest = max(text.splitlines(), key=len, default="")
+    shown = text.replace(f"{workdir}/", "") if workdir is not None else text
+    longest = max(shown.splitlines(), key=len, default="")
     assert len(longest) <= LONGEST_LINE, f"a {len(longest)}-character line: {longest[:200]}..."
     for bad in ("Warning:", "W0000", "Traceback"):
         assert bad not in text, f"{bad!r} in the log:\n{text[-3000:]}"

@@ -110,7 +110,7 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_logs_readably(tiny_data, uni
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=300) == EXIT_PREEMPTED, (tmp_path / "first.log").read_text()[-3000:]
     err = (tmp_path / "first.log").read_text()
-    assert_readable_log(err)
+    assert_readable_log(err, tmp_path)
     assert err.count("SIGINT (Ctrl-C): saving the state at the next step") == 1, err
     assert "SIGINT received; state saved at step" in err
     stopped_at = int(err.split("state saved at step ")[1].split()[0])
@@ -118,7 +118,7 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_logs_readably(tiny_data, uni
 
     res = subprocess.run(cmd, cwd=d, env=_env(d), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert_readable_log(res.stderr)
+    assert_readable_log(res.stderr, tmp_path)
     assert f"at step {stopped_at}" in res.stderr
     validations = [line for line in res.stderr.splitlines() if " val SI-SNRi " in line]
     assert [int(v.split(" step ")[1].split(":")[0]) for v in validations] == [s for s in (4, 8, 12) if s > stopped_at]
