@@ -259,6 +259,27 @@ def test_sigusr1_stops_every_rank_at_one_step_and_the_rerun_resumes(tiny_data, t
     _assert_bitwise_equal(two_ranks[0], d)
 
 
+def test_ctrl_c_reaches_each_rank_twice_and_counts_once(tiny_data, tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the launcher and to both ranks, which the launcher also
+    forwards. Each rank must take the two as one request (not as the second Ctrl-C that stops
+    unsaved): all ranks save at one step and exit 75, one announcement, no traceback."""
+    d = _dropout_run(tiny_data, tmp_path / "ddp-ctrl-c")
+    with open(tmp_path / "run.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d, 2),
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == EXIT_PREEMPTED, (tmp_path / "run.log").read_text()[-3000:]
+    err = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "a rank failed" not in err, err[-3000:]
+    assert err.count("SIGINT (Ctrl-C): saving the state at the next step") == 1, err[-3000:]
+    assert "SIGINT received; state saved at step" in err
+    assert not (d / "models" / VARIANT).exists()
+
+
 def test_a_failing_rank_stops_the_run_with_its_status(tiny_data, tmp_path):
     d = run_training(tiny_data, tmp_path / "odd", VARIANT, **{**RECIPE, "batch_size": 3})
     res = _train(d, 2)
