@@ -69,7 +69,7 @@ def setup_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:  # like basicConfig: a caller that configured logging first keeps its setup
         root.addHandler(handler)
-    root.setLevel(os.environ.get("TAVSE_LOG_LEVEL", "INFO").upper())
+    root.setLevel((os.environ.get("TAVSE_LOG_LEVEL") or "INFO").upper())
     if not getattr(sys.excepthook, "tavse_interrupt_hook", False):
         sys.excepthook = _interrupted_hook(sys.excepthook)
 
