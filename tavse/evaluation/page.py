@@ -20,6 +20,7 @@ import csv
 import html
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -698,4 +699,6 @@ def write_report_page(cfg: Config) -> Path:
     path = Path(cfg.evaluation.out_dir) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
+    logging.getLogger("tavse.report").info("report done: %s (%.0f kB, self-contained: open it in a browser)", path,
+                                           len(page.encode()) / 1000)
     return path

@@ -12,6 +12,7 @@ than its own noisy input).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from tavse.common.config import Config
@@ -19,6 +20,8 @@ from tavse.corpus.noise_kinds import KINDS
 from tavse.evaluation.results import METRICS, read_items, rounded
 from tavse.evaluation.stats import compare_variants, markdown_table
 from tavse.common.io import atomic_path, write_json
+
+log = logging.getLogger("tavse.compare")
 
 HEADLINE = ("si_snri", "si_snri_active", "pesq_wb", "estoi", "stoi", "sdr")  # the results table, overall
 # Paired tests shown in compare.md (compare.json holds them for every metric).
@@ -181,4 +184,7 @@ def compare(cfg: Config) -> dict:
         tmp.write_text(compare_md)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(report)
+    shown = [t for t in tests if t["metric"] in TESTED]
+    log.info("compare done: %s, %s, %s; %d of %d paired tests significant after correction", out / "report.md",
+             out / "compare.md", out / "compare.json", sum(bool(t["significant"]) for t in shown), len(shown))
     return metrics
