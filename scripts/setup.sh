@@ -10,6 +10,27 @@ if [ -z "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 
   exit 1
 fi
 
+# Headless Chromium, which the report page's test (tests/test_pipeline.py) opens the page in: Debian's
+# package, installed when missing (as root; apt's lock is waited for while another install holds it).
+apt_get() {
+  local try
+  for try in $(seq 30); do
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@" && return 0
+    echo "setup: apt-get $1 failed (try $try; busy lock?), again in 10 s" >&2
+    sleep 10
+  done
+  return 1
+}
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (Debian package) for the report page test"
+    apt_get update -qq
+    apt_get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "setup: chromium is missing: install Debian's package (apt-get install chromium) for the report page test" >&2
+  fi
+fi
+
 stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import tavse' 2>/dev/null; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from tests.chromium import inspect_page
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -104,6 +106,62 @@ def test_repro_produces_every_output(tiny_repo):
     assert max(map(len, dvc(tiny_repo, "metrics", "show").stdout.splitlines())) <= 120
     for path in ("reports/ingest.json", "results/compare.json", "results/reference/metrics.json"):
         assert (tiny_repo / path).is_file(), path
+
+
+def test_report_page_in_headless_chromium(tiny_repo, tmp_path):
+    """results/report.html opened from disk in real headless Chromium: every sound loads, nothing is
+    requested from outside the page, and it says what the study found."""
+    page = tiny_repo / "results" / "report.html"
+    html = page.read_text()
+    assert not re.search(r'(?:src|href)="(?!data:|#)', html) and "<script" not in html and "@import" not in html
+    samples = json.loads((tiny_repo / "results" / "reference" / "samples" / "samples.json").read_text())["samples"]
+    assert len(samples) >= 8 and len({s["mix_id"] for s in samples}) == len(samples)
+    assert len({s["snr_db"] for s in samples}) == 4 and len({s["noise_env"] for s in samples}) >= 3
+    seen = inspect_page(page, tmp_path / "report.png", width=1280, height=1600)
+    assert seen["external"] == [] and seen["failed"] == [] and seen["console"] == []
+    assert all(u.startswith(("data:", "file:")) for u in seen["requests"])
+    systems = 3 + 4  # noisy, clean, oracle; four variants
+    assert len(seen["audio"]) == systems * len(samples)
+    for audio, duration in zip(seen["audio"], [s["duration_s"] for s in samples for _ in range(systems)]):
+        assert audio["readyState"] >= 1 and audio["error"] is None, audio
+        assert audio["duration"] == pytest.approx(duration, abs=0.01)
+    assert len(seen["images"]) == (systems + 1) * len(samples)  # a spectrogram per system, a mouth strip
+    assert all(img["complete"] and img["width"] > 100 for img in seen["images"])
+    assert seen["svgs"] == 4 and seen["scripts"] == 0  # SNR, environment, training and gate charts
+    text = seen["text"]
+    for heading in ("The answer", "All systems on the test mixtures", "Worse than the noisy input", "Per input SNR",
+                    "Per noise environment", "Paired tests", "Stream zeroing", "Training curves", "Gate values",
+                    "Listen"):
+        assert f"\n{heading}\n" in text, heading
+    assert "Does thermal video of the mouth help remove noise" in text and "Bonferroni-corrected Wilcoxon p = " in text
+    assert "audio_thermal − audio_only: " in text and "audio_thermal − audio_rgb: " in text
+    assert "Caveat: these results come from the embedded synthetic corpus" in text
+    assert "oracle IRM (ceiling)" in text and "audio_rgb_thermal/no_thermal" in text
+    assert 1e6 < page.stat().st_size < 12e6
+
+
+def test_report_names_the_input_that_does_not_fit(tiny_repo, tmp_path, monkeypatch):
+    from tavse.common.config import config_from_dict
+    from tavse.evaluation.page import ReportError, write_report_page
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_repo / "results", results)
+    p = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    p["evaluation"]["out_dir"] = str(results)
+    cfg = config_from_dict(p)
+    monkeypatch.chdir(tiny_repo)
+    theirs = results / "audio_rgb" / "samples" / "samples.json"
+    data = json.loads(theirs.read_text())
+    theirs.unlink()  # copied from a DVC output: read-only
+    theirs.write_text(json.dumps({**data, "samples": data["samples"][1:]}))
+    with pytest.raises(ReportError, match=f"{re.escape(str(theirs))}: samples .* differ from the reference's"):
+        write_report_page(cfg)
+    (results / "audio_thermal" / "gates.json").unlink()
+    theirs.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match=f"{re.escape(str(results / 'audio_thermal' / 'gates.json'))}: missing"):
+        write_report_page(cfg)
+    assert not (results / "report.html").exists() or (results / "report.html").read_bytes() == (
+        tiny_repo / "results" / "report.html").read_bytes()
 
 
 def test_second_repro_is_a_no_op_and_outputs_are_clean(tiny_repo):
