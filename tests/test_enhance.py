@@ -150,23 +150,24 @@ def test_video_crops_equal_ingest_crops_and_enhance_like_the_frames(tmp_path, ti
     frames, byte for byte (28 fps), and the same enhanced WAV as the SpeakingFaces frames (56 fps,
     each frame twice: resampled in time to 28 fps)."""
     enh = Enhancer(models[TRAINED_VARIANT], "cpu")
-    n = len(utt.rgb)
-    rgb_ref, thr_ref, _ = mouth_crops(utt.rgb, utt.thermal, enh.cfg, "frames")
-    rgb = write_av(tmp_path / "rgb28.mkv", utt.rgb, 28)
-    thr = write_av(tmp_path / "thr28.mkv", utt.thermal, 28)
+    n = 40  # of the utterance's frames (and its audio: the frames path then reads these frames only)
+    rgb_frames, thr_frames = utt.rgb[:n], utt.thermal[:n]
+    rgb_ref, thr_ref, _ = mouth_crops(rgb_frames, thr_frames, enh.cfg, "frames")
+    rgb = write_av(tmp_path / "rgb28.mkv", rgb_frames, 28)
+    thr = write_av(tmp_path / "thr28.mkv", thr_frames, 28)
     visual, m = enh._video_crops(probe_video(rgb), probe_video(thr), n)
     assert m == n
     assert torch.equal(visual["rgb"], torch.from_numpy(rgb_ref).permute(0, 3, 1, 2).float() / 255)
     assert torch.equal(visual["thermal"], torch.from_numpy(thr_ref).unsqueeze(1).float() / 255)
 
-    noisy = write_wav(tmp_path / "noisy.wav", utt.audio)
+    noisy = write_wav(tmp_path / "noisy.wav", utt.audio[:n * 44100 // 28])
     archive = Path(tiny_data.data.speakingfaces_dir) / "sub_121_ia.zip"
     by_frames = enh(Recording("f", noisy, frames=archive, utterance=utt.key.utt_id), tmp_path / "frames.wav")
-    rgb = write_av(tmp_path / "rgb56.mkv", [f for f in utt.rgb for _ in range(2)], 56)
-    thr = write_av(tmp_path / "thr56.mkv", [f for f in utt.thermal for _ in range(2)], 56)
+    rgb = write_av(tmp_path / "rgb56.mkv", [f for f in rgb_frames for _ in range(2)], 56)
+    thr = write_av(tmp_path / "thr56.mkv", [f for f in thr_frames for _ in range(2)], 56)
     r = enh(Recording("v", noisy, rgb, thr), tmp_path / "video.wav")
     assert r["frames"] == by_frames["frames"] == n
-    assert any("video at 56.00 fps resampled to 28 fps" in note for note in r["notes"])
+    assert any("fps resampled to 28 fps" in note for note in r["notes"])  # 55.99: Matroska times in whole ms
     assert (tmp_path / "video.wav").read_bytes() == (tmp_path / "frames.wav").read_bytes()
 
 
