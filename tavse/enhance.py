@@ -383,8 +383,8 @@ def run_batch(enhancer: Enhancer, folder: Path, out_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tavse.enhance", description=__doc__.splitlines()[0],
-                                 epilog="See the module notes (tavse/enhance.py) for examples.")
+    ap = argparse.ArgumentParser(prog="python -m tavse.enhance", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="models/<variant>/best.pt")
     ap.add_argument("--audio", "--noisy", type=Path, help="noisy audio (WAV/FLAC/..., any rate, or any file with an "
                                                           "audio track); default: the video's own track")
