@@ -53,7 +53,7 @@ def one(size: str, variant: str, precision: str, steps: int, threads: int) -> di
         n_params = sum(p.numel() for p in model.parameters())
     else:
         model = TAVSE(dataclasses.replace(cfg.model, size=size), cfg.variants[variant], roi).to(device)
-        modalities = cfg.variants[variant]
+        modalities = cfg.variants[variant].streams
         n_params = parameter_counts(model)["total"]
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4)
     n = frames * cfg.ingest.sample_rate // cfg.ingest.fps

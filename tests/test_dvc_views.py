@@ -156,7 +156,8 @@ def test_exp_table_fits_a_terminal(views_repo):
     run("git", "add", "-A")
     run("git", "commit", "-qm", "baseline")
     params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace("modality_dropout: ", "modality_dropout: 0.25 #", 1))
+    assert "modality_dropout: 0.0" in params
+    (repo / "params.yaml").write_text(params.replace("modality_dropout: 0.0", "modality_dropout: 0.25", 1))
     proc = run(sys.executable, "-m", "tavse.evaluation.exp_table")
     lines = proc.stdout.splitlines()
     print(proc.stdout)
@@ -169,7 +170,7 @@ def test_exp_table_fits_a_terminal(views_repo):
     assert rows[0][2:] == [f"{val['si_snri']:.2f}", f"{val['si_snri_active']:.2f}", f"{test['si_snri']:.2f}",
                            f"{test[lowest_snr_key(SNRS)]:.2f}", f"{test['si_snri_active']:.2f}",
                            f"{test['pesq_wb']:.2f}", f"{test['estoi']:.3f}"]
-    assert "workspace (vs " in proc.stdout and "model.modality_dropout=0.25" in proc.stdout
+    assert "workspace (vs " in proc.stdout and "variants.audio_rgb_thermal.modality_dropout=0.25" in proc.stdout
 
 
 def test_exp_table_marks_results_of_another_model_and_failed_runs():

@@ -3,6 +3,7 @@ from the real fixture frame, audio alone, a batch folder, and the errors a user 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import zipfile
@@ -16,7 +17,7 @@ import soundfile as sf
 import torch
 
 from tavse.common.audio import resample
-from tavse.common.config import ModelConfig, section_from_dict
+from tavse.common.config import ModelConfig, VariantConfig, section_from_dict
 from tavse.corpus import speakingfaces as sfc
 from tavse.enhance import Enhancer, Recording, find_recordings, main
 from tavse.ingest import mouth_crops
@@ -82,9 +83,11 @@ def variant_checkpoint(trained: Path, modalities: list[str], out: Path) -> Path:
     """A checkpoint of another variant in the trained one's format and recipe, with fresh (untrained) weights."""
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
     torch.manual_seed(0)
-    model = TAVSE(section_from_dict(ModelConfig, ckpt["config"]["model"], "model"), modalities, ckpt["roi_size"])
+    variant = VariantConfig(list(modalities), (ckpt["config"]["variant"]["fusion"] or "film") if modalities else None)
+    model = TAVSE(section_from_dict(ModelConfig, ckpt["config"]["model"], "model"), variant, ckpt["roi_size"])
     name = "audio_" + ("_".join(modalities) or "only")
-    ckpt.update(state_dict=model.state_dict(), modalities=list(modalities), variant=name)
+    ckpt.update(state_dict=model.state_dict(), modalities=list(modalities), variant=name,
+                config={**ckpt["config"], "variant": dataclasses.asdict(variant)})
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out)
     return out

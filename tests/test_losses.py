@@ -100,7 +100,7 @@ def test_speech_activity_and_masked_si_snr() -> None:
 
 def test_loss_decreases_when_overfitting_one_example() -> None:
     torch.manual_seed(0)
-    model = TAVSE(dataclasses.replace(CFG.model, size="small"), [], CFG.ingest.roi_size)
+    model = TAVSE(dataclasses.replace(CFG.model, size="small"), CFG.variants["audio_only"], CFG.ingest.roi_size)
     t = torch.arange(8000) / 16000
     clean = (0.3 * torch.sin(2 * torch.pi * 220 * t) * torch.sin(2 * torch.pi * 3 * t).abs()).unsqueeze(0)
     noisy = clean + 0.1 * torch.randn(1, 8000)

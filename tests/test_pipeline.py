@@ -195,10 +195,12 @@ def test_repro_from_scratch_gives_identical_hashes(tiny_repo, tmp_path):
 
 
 def test_experiment_with_modality_dropout_and_metrics_diff(tiny_repo):
+    """The README's example: a per-variant setting re-trains that variant alone (the whole pipeline asked)."""
     git_commit(tiny_repo, "baseline results")
-    res = dvc(tiny_repo, "exp", "run", "-S", "model.modality_dropout=0.2", "train@audio_rgb_thermal")
-    assert "Running stage 'train@audio_rgb_thermal'" in res.stdout
-    assert "Running stage 'train@audio_only'" not in res.stdout  # only what that target needs
+    res = dvc(tiny_repo, "exp", "run", "-S", "variants.audio_rgb_thermal.modality_dropout=0.2")
+    ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage '")}
+    assert {s for s in ran if s.startswith("train@")} == {"train@audio_rgb_thermal"}, ran
+    assert "evaluate@audio_rgb_thermal" in ran and "evaluate@audio_only" not in ran
     show = json.dumps(json.loads(dvc(tiny_repo, "exp", "show", "--json").stdout))
     assert '"modality_dropout": 0.2' in show
     diff = json.loads(dvc(tiny_repo, "metrics", "diff", "--json").stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,13 @@ class ConfigError(ValueError):
 
 
 def bounded(lo: float | None = None, hi: float | None = None, *, above: float | None = None,
-            below: float | None = None, nonempty: bool = False) -> Any:
+            below: float | None = None, nonempty: bool = False, default: Any = dataclasses.MISSING) -> Any:
     """A dataclass field whose value (each item, for a list) must be in range; checked in :func:`_build`.
 
     ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``nonempty`` for lists.
+    With a ``default`` the key may be left out of params.yaml.
     """
-    return dataclasses.field(metadata={"range": (lo, hi, above, below), "nonempty": nonempty})
+    return dataclasses.field(default=default, metadata={"range": (lo, hi, above, below), "nonempty": nonempty})
 
 
 def _check_range(where: str, value: Any, meta: Any) -> None:
@@ -153,12 +155,10 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The one TAVSE model; which visual streams it sees comes from the variant."""
+    """The one TAVSE model; which visual streams it sees and how they are fused come from the variant."""
 
     size: str
     sizes: dict[str, ModelSize]
-    fusion: Literal["cross_attention", "concat", "film"]
-    modality_dropout: float = bounded(0.0, below=1.0)
     n_fft: int = bounded(16)
     win_length: int = bounded(1)
     hop_length: int = bounded(1)
@@ -166,6 +166,23 @@ class ModelConfig:
     @property
     def dims(self) -> ModelSize:
         return self.sizes[self.size]
+
+
+FusionType = Literal["cross_attention", "concat", "film"]
+STREAMS = ("rgb", "thermal")  # the visual streams, in the order a model takes them
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One variant of the study (``variants.<name>``): what its model sees and how.
+
+    Per variant, so that an experiment that changes one variant re-trains only that one.
+    """
+
+    streams: list[Literal["rgb", "thermal"]]  # visual streams, in STREAMS order; [] for audio only
+    fusion: FusionType | None = None          # how the streams enter the audio bottleneck (visual variants)
+    modality_dropout: float = bounded(0.0, below=1.0, default=0.0)  # training-time probability of zeroing
+                                              # each stream, never all at once (two or more streams)
 
 
 @dataclass(frozen=True)
@@ -241,7 +258,7 @@ class Config:
     data: DataConfig
     ingest: IngestConfig
     noise: NoiseConfig
-    variants: dict[str, list[Literal["rgb", "thermal"]]]
+    variants: dict[str, VariantConfig]
     model: ModelConfig
     mix: MixConfig
     validation: ValidationConfig
@@ -263,14 +280,20 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {names}")
-        missing = [n for n in names if n not in value]
+        missing = [f.name for f in dataclasses.fields(tp) if f.name not in value
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}")
         built = {}
         for f in dataclasses.fields(tp):
+            if f.name not in value:
+                continue  # has a default
             built[f.name] = _build(hints[f.name], value[f.name], f"{where}.{f.name}")
             _check_range(f"{where}.{f.name}", built[f.name], f.metadata)
         return tp(**built)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+        (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        return None if value is None else _build(inner, value, where)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -339,9 +362,18 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"noise.splits.{split}: must list at least one environment")
     if not cfg.variants:
         raise ConfigError("variants: must declare at least one variant")
-    for name, streams in cfg.variants.items():
-        if len(set(streams)) != len(streams):
-            raise ConfigError(f"variants.{name}: a stream is listed twice: {streams}")
+    for name, v in cfg.variants.items():
+        if v.streams != [m for m in STREAMS if m in v.streams] or len(set(v.streams)) != len(v.streams):
+            raise ConfigError(f"variants.{name}.streams: each of {list(STREAMS)} at most once, in that order; "
+                              f"got {v.streams}")
+        if v.streams and v.fusion is None:
+            raise ConfigError(f"variants.{name}.fusion: required for a variant with visual streams "
+                              f"({' | '.join(typing.get_args(FusionType))})")
+        if not v.streams and v.fusion is not None:
+            raise ConfigError(f"variants.{name}.fusion: {v.fusion!r} given, but an audio-only variant has no fusion")
+        if v.modality_dropout and len(v.streams) < 2:
+            raise ConfigError(f"variants.{name}.modality_dropout: {v.modality_dropout:g} needs two or more streams "
+                              "(it zeroes streams, never all of them)")
     for key in ("talkers", "gain_db", "rt60_s"):
         pair = getattr(cfg.mix.babble, key)
         if len(pair) != 2 or pair[0] > pair[1]:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from tavse.common.config import Config, ModelConfig, section_from_dict
+from tavse.common.config import Config, ModelConfig, VariantConfig, section_from_dict
 from tavse.common.progress import progress
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import (Mixture, read_mixture_list)
@@ -37,7 +37,12 @@ CHUNK = 128  # items enhanced, then scored, at a time: bounds memory on the full
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TAVSE, dict]:
     """A trained model from its ``best.pt`` (safe ``weights_only`` load) and the checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = TAVSE(section_from_dict(ModelConfig, ckpt["config"]["model"], "model"), ckpt["modalities"], ckpt["roi_size"])
+    config = ckpt["config"]
+    if "variant" not in config:
+        raise ValueError(f"{path}: a checkpoint from before per-variant fusion settings (no config.variant): "
+                         "re-train it (dvc repro train@<variant>)")
+    model = TAVSE(section_from_dict(ModelConfig, config["model"], "model"),
+                  section_from_dict(VariantConfig, config["variant"], "variant"), ckpt["roi_size"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 

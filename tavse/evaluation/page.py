@@ -275,7 +275,7 @@ CURVES = {"val/si_snri_active": "validation SI-SNRi speech-active (dB)", "val/si
 
 def load_inputs(cfg: Config) -> Inputs:
     out = Path(cfg.evaluation.out_dir)
-    variants = {v: list(s) for v, s in cfg.variants.items()}
+    variants = {v: list(spec.streams) for v, spec in cfg.variants.items()}
     ref = _json(out / "reference" / "summary.json")
     summaries: dict[str, dict] = {NOISY: ref["noisy"]}
     items: dict[str, dict[str, dict]] = {}
@@ -567,7 +567,7 @@ def gates_table(inp: Inputs) -> str | None:
             rows.append([e(v), e(s), _num(best.get(f"gate_{s}"), 3), _ci(g[s]["overall"], 3), *conds, *kinds])
     if not rows:
         return None
-    return table(["variant", "stream", f"validation, best step", "test, overall",
+    return table(["variant", "stream", "validation, best step", "test, overall",
                   *(f"test @ {snr} dB" for snr in inp.snrs), *(f"test, {k}" for k in noise_kinds(inp.summaries))],
                  rows, "num")
 
@@ -634,7 +634,7 @@ svg{max-width:100%;height:auto}.wide{overflow-x:auto}
 
 def render(inp: Inputs) -> str:
     """The whole page as one HTML string."""
-    flags = worse_than_input({k: v for k, v in inp.summaries.items()}, inp.snrs, noise_kinds(inp.summaries))
+    flags = worse_than_input(inp.summaries, inp.snrs, noise_kinds(inp.summaries))
     n_flagged_full = sum(f["system"] in inp.variants for f in flags)
     caveat = corpus_caveat(*inp.sources)
     overall = {k: inp.summaries[k][PRIMARY]["overall"] for k in [*inp.variants, ORACLE]}

@@ -22,7 +22,7 @@ def summary_rows(cfg: Config, size: str) -> list[tuple[str, dict[str, int]]]:
         raise ConfigError(f"--size {size!r} not in model.sizes {sorted(cfg.model.sizes)}")
     model_cfg = dataclasses.replace(cfg.model, size=size)
     roi = PAPER_ROI_SIZE if size == "paper" else cfg.ingest.roi_size
-    return [(name, parameter_counts(TAVSE(model_cfg, mods, roi))) for name, mods in cfg.variants.items()]
+    return [(name, parameter_counts(TAVSE(model_cfg, v, roi))) for name, v in cfg.variants.items()]
 
 
 def format_table(rows: list[tuple[str, dict[str, int]]]) -> str:
@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     roi = PAPER_ROI_SIZE if size == "paper" else cfg.ingest.roi_size
-    print(f"model size {size}, fusion {cfg.model.fusion}, roi {roi}x{roi}")
+    fusions = ", ".join(f"{name} {v.fusion}" for name, v in cfg.variants.items() if v.fusion)
+    print(f"model size {size}, roi {roi}x{roi}, fusion: {fusions or 'none'}")
     print(format_table(rows))
     return 0
 

@@ -1,7 +1,8 @@
 """The one TAVSE model: an audio U-Net plus, per variant, visual encoders fused at its bottleneck.
 
-The four variants of the study differ only in ``modalities``; everything else comes from the
-same :class:`~tavse.common.config.ModelConfig`. Modules are built in a fixed order (U-Net first), so
+The four variants of the study differ only in their :class:`~tavse.common.config.VariantConfig`
+(the visual streams, their fusion, modality dropout); everything else comes from the same
+:class:`~tavse.common.config.ModelConfig`. Modules are built in a fixed order (U-Net first), so
 with the same seed every variant starts from the same U-Net weights, and because the fusion
 residual starts at zero every variant initially computes exactly the audio-only output.
 """
@@ -14,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tavse.common.config import ModelConfig
+from tavse.common.config import STREAMS, ModelConfig, VariantConfig
 from tavse.models.audio_unet import AudioUNet
 from tavse.models.fusion import Fusion, build_fusion
 from tavse.models.visual_encoder import VisualEncoder
 
-MODALITIES: tuple[str, ...] = ("rgb", "thermal")  # canonical order of the visual streams
+MODALITIES: tuple[str, ...] = STREAMS  # canonical order of the visual streams
 IN_CHANNELS: dict[str, int] = {"rgb": 3, "thermal": 1}
 
 
@@ -42,19 +43,20 @@ class TAVSE(nn.Module):
 
     Args:
         cfg: the model configuration (its ``dims`` give the size).
-        modalities: visual streams this variant sees, a subset of ``("rgb", "thermal")`` in that order.
+        variant: the visual streams this variant sees (a subset of ``("rgb", "thermal")`` in that
+            order), their fusion and modality dropout.
         roi_size: side of the mouth crops in pixels.
     """
 
-    def __init__(self, cfg: ModelConfig, modalities: Sequence[str], roi_size: int) -> None:
+    def __init__(self, cfg: ModelConfig, variant: VariantConfig, roi_size: int) -> None:
         super().__init__()
-        modalities = tuple(modalities)
+        modalities = tuple(variant.streams)
         if modalities != tuple(m for m in MODALITIES if m in modalities) or len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be a subset of {MODALITIES} in that order, got {list(modalities)}")
         dims = cfg.dims
         self.modalities = modalities
         self.roi_size = roi_size
-        self.modality_dropout = cfg.modality_dropout
+        self.modality_dropout = variant.modality_dropout
 
         self.unet = AudioUNet(dims.unet_channels, cfg.n_fft, cfg.win_length, cfg.hop_length, dims.audio_gru_hidden, 1)
         # ModuleDict keys follow the canonical order; audio-only gets neither encoders nor fusion.
@@ -69,8 +71,10 @@ class TAVSE(nn.Module):
         )
         self.fusion: Fusion | None = None
         if modalities:
+            if variant.fusion is None:
+                raise ValueError(f"a variant with streams {list(modalities)} needs a fusion")
             self.fusion = build_fusion(
-                cfg.fusion, self.unet.bottleneck_channels, dims.fusion_dim, dims.fusion_heads,
+                variant.fusion, self.unet.bottleneck_channels, dims.fusion_dim, dims.fusion_heads,
                 len(modalities), self.unet.bottleneck_hop,
             )
 

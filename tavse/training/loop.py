@@ -191,8 +191,8 @@ def validate(model: TAVSE, loader: DataLoader, device: torch.device, amp_dtype: 
 def run_key(cfg: Config, variant: str) -> str:
     """Hash of everything that defines a training run (resumable state is only reused on a match)."""
     return params_hash({
-        "variant": variant, "modalities": cfg.variants[variant], "train": dataclasses.asdict(cfg.train),
-        "model": dataclasses.asdict(cfg.model), "mix": dataclasses.asdict(cfg.mix), "data": data_hashes(cfg),
+        "variant": variant, "variant_config": dataclasses.asdict(cfg.variants[variant]),
+        "train": dataclasses.asdict(cfg.train), "model": dataclasses.asdict(cfg.model), "mix": dataclasses.asdict(cfg.mix), "data": data_hashes(cfg),
         "roi": cfg.ingest.roi_size,
     })
 
@@ -215,11 +215,12 @@ def train_variant(cfg: Config, variant: str) -> dict | None:
 
 def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | None:
     tc = cfg.train
-    modalities = cfg.variants[variant]
+    spec = cfg.variants[variant]
+    modalities = spec.streams
     rank_slice = ctx.rank_slice(tc.batch_size)
     device, amp_dtype, use_scaler = device_setup(ctx.device, tc.precision)
     torch.manual_seed(tc.seed)
-    net = TAVSE(cfg.model, modalities, cfg.ingest.roi_size)
+    net = TAVSE(cfg.model, spec, cfg.ingest.roi_size)
     if ctx.distributed:
         distributed.cross_rank_batchnorm(net)
     net.to(device)
@@ -285,12 +286,12 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
             for micro in range(tc.grad_accum):
                 noisy, clean, visual = _to(next(batches), device)
                 keep = None
-                if n_streams and cfg.model.modality_dropout > 0:
+                if n_streams and spec.modality_dropout > 0:
                     # One draw per global micro-batch, seeded by its place in the run: the same on
                     # every rank and after a resume, whatever else used the global RNG.
                     g = torch.Generator().manual_seed(
                         stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch))
-                    keep = draw_stream_keep(tc.batch_size, n_streams, cfg.model.modality_dropout, g)[rank_slice]
+                    keep = draw_stream_keep(tc.batch_size, n_streams, spec.modality_dropout, g)[rank_slice]
                 last_micro = micro == tc.grad_accum - 1
                 sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
                 with sync:
@@ -426,9 +427,10 @@ def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:
     return staged
 
 
-def trained_config(cfg: Config) -> dict:
+def trained_config(cfg: Config, variant: str) -> dict:
     """The params a trained model depends on (all declared by train@ in dvc.yaml), stored in best.pt."""
-    return {"model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train),
+    return {"model": dataclasses.asdict(cfg.model), "variant": dataclasses.asdict(cfg.variants[variant]),
+            "train": dataclasses.asdict(cfg.train),
             "mix": dataclasses.asdict(cfg.mix),
             "ingest": {k: getattr(cfg.ingest, k) for k in IngestConfig.MODEL_INPUT_KEYS}}
 
@@ -439,7 +441,7 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
     out = Path(cfg.train.out_dir) / variant
     best = next((h for h in progress.history if h["step"] == progress.best_step), {})
     summary = {
-        "variant": variant, "modalities": cfg.variants[variant], "steps": progress.step,
+        "variant": variant, "modalities": cfg.variants[variant].streams, "steps": progress.step,
         "best_step": progress.best_step, "stopped_early": progress.stopped_early,
         "best": best, "parameters": counts, "seed": cfg.train.seed, "data": data_hashes(cfg),
         "params_hash": run_key(cfg, variant), "processes": world_size,
@@ -448,8 +450,8 @@ def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, p
     # process or restored from the resumable state (pickle memoises shared objects by identity).
     checkpoint = canonical({
         "state_dict": best_weights if best_weights is not None else model.state_dict(),
-        "variant": variant, "modalities": list(cfg.variants[variant]), "roi_size": cfg.ingest.roi_size,
-        "config": trained_config(cfg), "data_hashes": summary["data"], "best_step": progress.best_step,
+        "variant": variant, "modalities": list(cfg.variants[variant].streams), "roi_size": cfg.ingest.roi_size,
+        "config": trained_config(cfg, variant), "data_hashes": summary["data"], "best_step": progress.best_step,
         "val": {k: v for k, v in best.items() if isinstance(v, (int, float))},
     })
     with atomic_path(out) as tmp:

@@ -10,20 +10,25 @@ import torch
 from torch import nn
 
 import tavse.models.fusion as fusion_module
-from tavse.common.config import ModelConfig, load_config
+from tavse.common.config import VariantConfig, load_config
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
 from tavse.models.summary import main as summary_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_config(ROOT / "params.yaml")
-SMALL = dataclasses.replace(CFG.model, size="small", modality_dropout=0.0)
+SMALL = dataclasses.replace(CFG.model, size="small")
 ROI = CFG.ingest.roi_size
-VARIANTS = dict(CFG.variants)
+VARIANTS = {name: v.streams for name, v in CFG.variants.items()}
 RGB_THERMAL = ["rgb", "thermal"]
 
 
-def model_cfg(**changes: object) -> ModelConfig:
-    return dataclasses.replace(SMALL, **changes)
+DEFAULT_FUSION = CFG.variants["audio_rgb_thermal"].fusion
+
+
+def spec(streams, fusion: str = DEFAULT_FUSION, modality_dropout: float = 0.0) -> VariantConfig:
+    """A variant seeing ``streams`` (fused with ``fusion`` when it has any)."""
+    streams = list(streams)
+    return VariantConfig(streams, fusion if streams else None, modality_dropout)
 
 
 def inputs(batch: int, frames: int, roi: int = ROI, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -56,7 +61,7 @@ def check_outputs(out: dict, modalities: list[str], batch: int, n: int) -> None:
 def test_shapes_and_parts_of_every_variant(variant: str, frames: int) -> None:
     modalities = VARIANTS[variant]
     torch.manual_seed(0)
-    model = TAVSE(SMALL, modalities, ROI).eval()
+    model = TAVSE(SMALL, spec(modalities), ROI).eval()
     noisy, visual = inputs(2, frames)
     with torch.no_grad():
         check_outputs(model(noisy, visual), modalities, 2, noisy.shape[1])
@@ -74,7 +79,7 @@ def test_shapes_and_parts_of_every_variant(variant: str, frames: int) -> None:
 
 
 def test_audio_only_takes_no_visual_input() -> None:
-    model = TAVSE(SMALL, [], ROI).eval()
+    model = TAVSE(SMALL, spec([]), ROI).eval()
     noisy, _ = inputs(1, 14)
     with torch.no_grad():
         assert model(noisy)["enhanced"].shape == noisy.shape
@@ -84,7 +89,7 @@ def test_audio_only_takes_no_visual_input() -> None:
 @pytest.mark.parametrize("fusion", ["cross_attention", "concat", "film"])
 def test_every_fusion_type(fusion: str, modalities: list[str]) -> None:
     torch.manual_seed(0)
-    model = TAVSE(model_cfg(fusion=fusion), modalities, ROI)
+    model = TAVSE(SMALL, spec(modalities, fusion=fusion), ROI)
     noisy, visual = inputs(2, 35)
     check_outputs(model(noisy, visual), modalities, 2, noisy.shape[1])  # training mode
 
@@ -95,7 +100,7 @@ def test_variants_start_as_the_audio_only_model() -> None:
     outs = []
     for modalities in VARIANTS.values():
         torch.manual_seed(7)
-        outs.append(TAVSE(SMALL, modalities, ROI)(noisy, visual)["enhanced"])
+        outs.append(TAVSE(SMALL, spec(modalities), ROI)(noisy, visual)["enhanced"])
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0], rtol=0, atol=0)
 
@@ -103,7 +108,7 @@ def test_variants_start_as_the_audio_only_model() -> None:
 def test_paper_size_forward() -> None:
     cfg = dataclasses.replace(CFG.model, size="paper")
     torch.manual_seed(0)
-    model = TAVSE(cfg, RGB_THERMAL, 96).eval()
+    model = TAVSE(cfg, spec(RGB_THERMAL), 96).eval()
     counts = parameter_counts(model)
     print("paper-size audio_rgb_thermal parameters:", counts)
     assert counts["visual_rgb"] > 11_000_000 and counts["visual_thermal"] > 11_000_000  # ResNet-18 trunks
@@ -117,10 +122,10 @@ def test_paper_size_forward() -> None:
 
 def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="subset"):
-        TAVSE(SMALL, ["thermal", "rgb"], ROI)
+        TAVSE(SMALL, spec(["thermal", "rgb"]), ROI)
     with pytest.raises(ValueError, match="subset"):
-        TAVSE(SMALL, ["depth"], ROI)
-    model = TAVSE(SMALL, RGB_THERMAL, ROI).eval()
+        TAVSE(SMALL, spec(["depth"]), ROI)
+    model = TAVSE(SMALL, spec(RGB_THERMAL), ROI).eval()
     noisy, visual = inputs(1, 14)
     with pytest.raises(KeyError, match="thermal"):
         model(noisy, {"rgb": visual["rgb"]})
@@ -144,7 +149,7 @@ def test_modality_dropout_never_drops_everything_and_has_the_expected_rate() -> 
 
 def test_modality_dropout_in_the_model() -> None:
     torch.manual_seed(0)
-    model = TAVSE(model_cfg(modality_dropout=0.5), RGB_THERMAL, ROI)
+    model = TAVSE(SMALL, spec(RGB_THERMAL, modality_dropout=0.5), ROI)
     noisy, visual = inputs(1, 14)
     # Find a seed that drops RGB for this one sample; the draw comes from the global RNG.
     for seed in range(100):
@@ -189,7 +194,7 @@ def calibrated(model: TAVSE, noisy: torch.Tensor, visual: dict[str, torch.Tensor
 def half_change_ratio(fusion: str) -> float:
     """Mask change in the first half / second half when only the second half of the video changes."""
     torch.manual_seed(0)
-    model = TAVSE(model_cfg(fusion=fusion), RGB_THERMAL, ROI)
+    model = TAVSE(SMALL, spec(RGB_THERMAL, fusion=fusion), ROI)
     with torch.no_grad():
         model.fusion.scale.fill_(1.0)  # the residual starts at 0, i.e. without any visual effect
     noisy, visual = inputs(1, 70)
@@ -234,7 +239,7 @@ def test_interpolation_follows_timestamps() -> None:
 )
 def test_gradient_reaches_every_parameter(variant: str, fusion: str) -> None:
     torch.manual_seed(0)
-    model = TAVSE(model_cfg(fusion=fusion), VARIANTS[variant], ROI)
+    model = TAVSE(SMALL, spec(VARIANTS[variant], fusion=fusion), ROI)
     noisy, visual = inputs(2, 14)
     clean = noisy.roll(1, dims=1)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
@@ -255,7 +260,7 @@ def test_deterministic_given_the_seed() -> None:
 
     def run() -> torch.Tensor:
         torch.manual_seed(3)
-        model = TAVSE(model_cfg(modality_dropout=0.4), RGB_THERMAL, ROI)
+        model = TAVSE(SMALL, spec(RGB_THERMAL, modality_dropout=0.4), ROI)
         with torch.no_grad():
             model.fusion.scale.fill_(0.5)
         return model(noisy, visual)["enhanced"]
@@ -276,7 +281,7 @@ def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bottleneck_steps_sit_on_every_fourth_stft_frame():
     """The U-Net halves time twice: bottleneck step j is centred on STFT frame 4j (the fusion relies on it)."""
-    unet = TAVSE(SMALL, (), ROI).unet.eval()
+    unet = TAVSE(SMALL, spec(()), ROI).unet.eval()
     assert unet.bottleneck_hop == 4 * SMALL.hop_length
     x = torch.randn(1, 1, unet.n_bins, 251, generator=torch.Generator().manual_seed(0)).requires_grad_()
     bottleneck, _ = unet.encode(x)
@@ -299,7 +304,7 @@ def test_precision_choices_and_a_bf16_step():
         device_setup(cpu, "fp8")
     # The mixed-precision path GPUs take, exercised on the CPU: outputs and loss stay float32.
     torch.manual_seed(0)
-    model = TAVSE(SMALL, ("rgb", "thermal"), ROI)
+    model = TAVSE(SMALL, spec(("rgb", "thermal")), ROI)
     noisy, visual = inputs(2, 35)
     with autocast(cpu, torch.bfloat16):
         out = model(noisy, visual)

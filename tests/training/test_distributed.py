@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -136,9 +137,9 @@ def _train(d: Path, nproc: int, **extra: str) -> subprocess.CompletedProcess:
 
 def _dropout_run(tiny_data, d: Path) -> Path:
     run_training(tiny_data, d, VARIANT, **RECIPE)
-    p = (d / "params.yaml").read_text().replace("modality_dropout: 0.0", "modality_dropout: 0.5")
-    assert "modality_dropout: 0.5" in p
-    (d / "params.yaml").write_text(p)
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["variants"][VARIANT]["modality_dropout"] = 0.5
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     return d
 
 
@@ -184,7 +185,8 @@ def _one_step_rank(rank: int, port: int, out: Path) -> None:
 
 def _small_model():
     torch.manual_seed(0)
-    return TAVSE(dataclasses.replace(load_config(ROOT / "params.yaml").model, modality_dropout=0.5), ("rgb", "thermal"), 32)
+    cfg = load_config(ROOT / "params.yaml")
+    return TAVSE(cfg.model, dataclasses.replace(cfg.variants["audio_rgb_thermal"], modality_dropout=0.5), 32)
 
 
 def _random_batch():
