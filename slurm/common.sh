@@ -161,4 +161,48 @@ tavse_run() {
     return "$rc"
 }
 
+# A clone of the submitting repository for one array task, entered (DVC allows one writer per
+# workspace): a git clone at its HEAD under $TAVSE_CLONES_DIR with the workspace's uncommitted
+# changes copied over (params.yaml edits included), using the repository's DVC cache (no copy of
+# the data). It survives a requeue, so a requeued task resumes in it.
+tavse_enter_clone() {
+    local name=$1 clones clone cache
+    clones=${TAVSE_CLONES_DIR:-$TAVSE_REPO/.tavse/clones}
+    [[ $clones = /* ]] || clones=$TAVSE_REPO/$clones
+    clone=$clones/$name
+    cache=$(cd "$TAVSE_REPO" && dvc cache dir)
+    [[ $cache = /* ]] || cache=$TAVSE_REPO/$cache
+    if [[ ! -e $clone/.tavse-clone-ready ]]; then
+        echo "tavse: cloning the workspace into $clone"
+        rm -rf "$clone"
+        mkdir -p "$clones"
+        git clone -q "$TAVSE_REPO" "$clone"
+        git -C "$clone" checkout -q --detach "$(git -C "$TAVSE_REPO" rev-parse HEAD)"
+        # The workspace's uncommitted state: modified and untracked (not ignored) files, deletions.
+        (cd "$TAVSE_REPO" && git ls-files -z -co --exclude-standard |
+            while IFS= read -r -d '' f; do
+                [[ -f $f && ! -L $f && $f != slurm-*.out ]] && printf '%s\0' "$f"
+            done | tar --null -T - -cf - | tar -xf - -C "$clone"
+            git ls-files -z -d | (cd "$clone" && xargs -0 -r rm -f --))
+        (cd "$clone" && dvc cache dir --local "$cache" && dvc checkout --allow-missing -q) || true
+        touch "$clone/.tavse-clone-ready"
+        echo ".tavse-clone-ready" >>"$clone/.git/info/exclude"
+    fi
+    TAVSE_CLONE=$clone
+    cd "$clone"
+}
+
+# Push commit SOURCE of the current clone to the repository as the DVC experiment NAME on top of
+# commit BASELINE (refs/exps/<ab>/<cdef...>/NAME, as DVC names it), then remove the clone unless
+# TAVSE_KEEP_CLONES is set.
+tavse_push_experiment() {
+    local name=$1 baseline=$2 source=$3
+    git push -q -f origin "$source:refs/exps/${baseline:0:2}/${baseline:2}/$name"
+    echo "tavse: experiment $name pushed to $TAVSE_REPO at $(date +%T)"
+    if [[ -z ${TAVSE_KEEP_CLONES:-} ]]; then
+        cd "$TAVSE_REPO"
+        rm -rf "$TAVSE_CLONE"
+    fi
+}
+
 echo "tavse: ready job=$SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ task=$SLURM_ARRAY_TASK_ID} restart=${SLURM_RESTART_COUNT:-0} host=$(hostname -s) repo=$TAVSE_REPO scratch=$TAVSE_SCRATCH_DIR python=$(command -v python || echo none) at $(date +%T)"

@@ -59,7 +59,7 @@ class Setting:
 
 def label_of(params: dict[str, Any], default: dict[str, Any]) -> str:
     """How ``params`` differ from the default setting's (seed aside): ``fusion=concat``, or ``default``."""
-    keys = sorted(k for k in set(params) | set(default) if k != SEED_KEY and params.get(k) != default.get(k))
+    keys = sorted(k for k in params if k != SEED_KEY and params[k] != default.get(k))
     if not keys:
         return "default"
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={params.get(k)}" for k in keys)

@@ -252,3 +252,36 @@ def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
                       for k in ("si_snr", "si_snri", "si_snri_snr-5", "si_snri_snr+10")))
     assert (json.loads((clone / "models" / "audio_only" / "summary.json").read_text())
             == json.loads((ref / "models" / "audio_only" / "summary.json").read_text()))
+
+
+def test_study_array_runs_each_ablation_experiment_and_the_table_reads_them(cluster, repo):
+    """slurm/study.sbatch submits itself as one task per experiment of ablations.yaml; each pushes its experiment."""
+    (repo / "ablations.yaml").write_text(yaml.safe_dump({"seeds": [1, 2], "sets": {
+        "seeds": {"variants": VARIANTS},
+        "modality_dropout": {"variants": ["audio_rgb_thermal"], "vary": {"modality_dropout": [0.5]}}}}))
+    env = dict(cluster, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    t = time.perf_counter()
+    sub = subprocess.run(["slurm/study.sbatch"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    job = re.search(r"Submitted batch job (\d+)", sub.stdout).group(1)
+    names = ["seeds-s2", "modality_dropout-0.5-s1", "modality_dropout-0.5-s2"]  # seeds-s1 is the workspace's setting
+    log_dir = repo / ".tavse" / "slurm-logs"
+
+    def done() -> bool:
+        outs = [log_dir / f"tavse-study-{job}_{i}.out" for i in range(len(names))]
+        return all(o.exists() and ("pushed to" in o.read_text() or "Error" in o.read_text()) for o in outs)
+
+    _wait_for(done, 1800, "the study array")
+    TIMINGS["study array, 3 experiments"] = time.perf_counter() - t
+    for i, name in enumerate(names):
+        out = (log_dir / f"tavse-study-{job}_{i}.out").read_text()
+        assert f"experiment {name} pushed" in out, out
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+        assert not ran & {"synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures"}, (name, sorted(ran))
+    table = subprocess.run([str(BIN / "python"), "-m", "tavse.study", "table", "--out", "results/study"], cwd=repo,
+                           env=env, capture_output=True, text=True)
+    assert table.returncode == 0, table.stdout + table.stderr
+    result = json.loads((repo / "results" / "study" / "study.json").read_text())
+    rows = {(r["variant"], r["setting"], r["condition"]): r["seeds"] for r in result["rows"]}
+    assert rows[("audio_only", "default", "full")] == [2]
+    assert rows[("audio_rgb_thermal", "modality_dropout=0.5", "no_thermal")] == [1, 2]
