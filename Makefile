@@ -1,7 +1,7 @@
 # The two commands of the README quick start. Everything runs inside .venv.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup repro test exp-table
+.PHONY: setup repro test smoke exp-table
 setup:
 	@bash scripts/setup.sh
 
@@ -12,6 +12,10 @@ repro: setup
 ## make test: set up, then run the test suite (what .ci/run runs)
 test: setup
 	python -m pytest -q --durations=15 tests
+
+## make smoke: the whole pipeline on the tiny corpus with 4 training steps, in a copy under .tavse/smoke (a minute or two)
+smoke: setup
+	python -m tavse.smoke $(ARGS)
 
 ## make exp-table: every variant's headline metrics in every experiment, one row each (ARGS go to dvc exp show, e.g. ARGS=-A)
 exp-table: setup

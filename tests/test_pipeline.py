@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from tavse import smoke
 from tests.chromium import inspect_page
 from tests.conftest import ROOT
 
@@ -22,28 +23,12 @@ BIN = Path(sys.executable).parent
 
 def clone_repo(dest: Path) -> Path:
     """A copy of the working tree (tracked + untracked-not-ignored files) as a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        if (ROOT / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "clone"], cwd=dest, check=True)
+    smoke.copy_worktree(ROOT, dest)
     return dest
 
 
 def set_params(repo: Path, **dotted) -> None:
-    p = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in dotted.items():
-        node = p
-        *parents, last = key.split(".")
-        for k in parents:
-            node = node[k]
-        node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    smoke.set_params(repo / "params.yaml", dotted)
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -54,13 +39,8 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return res
 
 
-# The tiny preset and a few training steps: the whole pipeline in about a minute per run.
-TINY = {
-    "synth.preset": "tiny", "synth_noise.duration_s": 8.0, "synth_noise.channels": 1,
-    "validation.segments_per_utterance": 2, "train.segment_frames": 14, "train.batch_size": 2,
-    "train.max_steps": 4, "train.warmup_steps": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
-    "train.num_workers": 0,
-}
+# The smoke profile (make smoke): the whole pipeline in about a minute per run.
+TINY = smoke.SMOKE_PARAMS
 
 
 def lock_outs(repo: Path) -> dict[str, str]:
