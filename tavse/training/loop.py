@@ -226,9 +226,10 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
     net.to(device)
     counts = parameter_counts(net)
     if ctx.is_main:
-        log.info("%s: modalities %s, parameters %s, %d process(es), %d sample(s) per process per micro-batch, "
-                 "autocast %s", variant, modalities or "audio only", counts, ctx.world_size,
-                 len(range(tc.batch_size)[rank_slice]), amp_dtype or "off")
+        parts = ", ".join(f"{k} {v / 1e3:.1f}k" for k, v in counts.items() if k != "total" and v)
+        log.info("%s: streams %s, %.1fk parameters (%s), %d process(es), %d sample(s) per process per micro-batch, "
+                 "autocast %s", variant, "+".join(modalities) or "audio only", counts["total"] / 1e3, parts,
+                 ctx.world_size, len(range(tc.batch_size)[rank_slice]), str(amp_dtype or "off").replace("torch.", ""))
 
     data = staged_inputs(cfg, ctx)
     train_set = TrainingSet(data["ingest"] / "lmdb" / "train", data["ingest"] / "manifests" / "train.csv",
