@@ -29,7 +29,6 @@ from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
 from tavse.common.io import atomic_path
-from tavse.common.logs import ignore_ctrl_c_in_worker
 from tavse.common.progress import progress as progress_bar
 from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
@@ -37,7 +36,7 @@ from tavse.common.paths import scratch_dir
 from tavse.common.seeding import stable_seed
 from tavse.training import distributed
 from tavse.training.schedule import param_groups, warmup_cosine
-from tavse.training.signals import Preempted, StopRequest
+from tavse.training.signals import Preempted, StopRequest, ignore_stop_signals
 from tavse.training.state import Progress, canonical, load_state, save_state
 
 log = logging.getLogger("tavse.train")
@@ -275,7 +274,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
                          progress.batch_in_epoch, rank_slice)
     loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
                         num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(tc.seed), worker_init_fn=ignore_ctrl_c_in_worker)
+                        generator=torch.Generator().manual_seed(tc.seed), worker_init_fn=ignore_stop_signals)
     batches = iter(loader)
     stop = StopRequest(announce=ctx.is_main)
     bar = progress_bar(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step",

@@ -19,6 +19,18 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 REPEAT_SIGINT_AFTER_S = 1.0
 
 
+def ignore_stop_signals(*_args) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores :data:`STOP_SIGNALS`.
+
+    A terminal's Ctrl-C, and SLURM's SIGTERM on preemption or cancellation, reach every process
+    of the run, the loader's workers too. A worker killed by it makes the training process raise
+    ("DataLoader worker ... is killed by signal") before it can save; ignoring them, the workers
+    keep serving batches until the loop saves and shuts them down.
+    """
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 class StopRequest:
     """Installs the handlers; ``requested`` becomes the signal name once one arrives.
 

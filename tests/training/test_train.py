@@ -134,6 +134,24 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_logs_readably(tiny_data, uni
     assert a["val"] == b["val"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_to_every_process_of_the_run_still_saves(tiny_data, tmp_path, sig):
+    """SLURM signals every process of a job step (SIGTERM on preemption or scancel), the
+    DataLoader worker too: the worker must not die of it before the stage has saved."""
+    d = run_training(tiny_data, tmp_path / "group", max_steps=12, eval_every=4, num_workers=1)
+    with open(tmp_path / "run.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=300) == EXIT_PREEMPTED, (tmp_path / "run.log").read_text()[-3000:]
+    err = (tmp_path / "run.log").read_text()
+    assert f"{signal.Signals(sig).name} received; state saved at step" in err and "Traceback" not in err, err[-3000:]
+
+
 def _output_md5s(d: Path) -> dict[str, str]:
     """md5 of every file the stage writes for VARIANT (its DVC outputs and the dvclive folder)."""
     files = [p for root in (d / "models" / VARIANT, d / "dvclive" / VARIANT) for p in sorted(root.rglob("*")) if p.is_file()]
