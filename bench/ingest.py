@@ -13,7 +13,7 @@ approach, kept as it is.
 
 "ours" is then measured as ingest runs it (:func:`tavse.ingest.ingest_speaker`): the same
 utterances again, the next one read and PNG-decoded (libspng when ``pyspng`` is installed, else
-OpenCV) by ``tavse.ingest.DECODE_THREADS`` threads while ``tavse.ingest.LANDMARK_THREADS``
+OpenCV) by ``tavse.ingest.DECODE_THREADS`` threads while ``tavse.ingest.landmark_threads(1)``
 FaceMesh threads (:class:`tavse.vision.mouth_roi.LipDetector`) detect the current one, plus the
 Iron-palette check, wall time end to end (its CPU time per frame is reported too: the threads use
 a second core). ``serial_*`` are ours without threads (the phases timed one after another in the
@@ -106,7 +106,7 @@ def main() -> None:
         cpu0, wall0, i = time.process_time(), time.perf_counter(), 0
         for archive, utts in picked.items():
             with (zipfile.ZipFile(archive) as zf, ThreadPoolExecutor(ingest.DECODE_THREADS) as pool,
-              mouth_roi.LipDetector(ingest.LANDMARK_THREADS) as detector):
+              mouth_roi.LipDetector(ingest.landmark_threads(1)) as detector):
                 def load(u, zf=zf, archive=archive, pool=pool):
                     return sfc.load_utterance(zf, str(archive), u, ic.frame_tolerance, pool)
 
@@ -134,7 +134,7 @@ def main() -> None:
         "utterances": done, "frames": frames, "landmark_stride": ic.landmark_stride, "roi_size": ic.roi_size,
         "ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in t.items()},
         "pipelined_ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in pipe.items()},
-        "decode_threads": ingest.DECODE_THREADS, "landmark_threads": ingest.LANDMARK_THREADS,
+        "decode_threads": ingest.DECODE_THREADS, "landmark_threads": ingest.landmark_threads(1),
         "png_decoder": "libspng (pyspng)" if spng is not None else "OpenCV",
         "frames_per_s_per_worker": round(frames / ours, 1),
         "cpu_ms_per_frame": round(1000 * ours_cpu / frames, 3),
@@ -151,7 +151,7 @@ def main() -> None:
     for k, v in result["ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
     print(f"  as ingest runs it (decode of the next utterance with {result['png_decoder']} in {ingest.DECODE_THREADS} "
-          f"threads beside FaceMesh in {ingest.LANDMARK_THREADS}), main thread:")
+          f"threads beside FaceMesh in {ingest.landmark_threads(1)}), main thread:")
     for k, v in result["pipelined_ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
     print(f"  ours      {result['frames_per_s_per_worker']:7.1f} frames/s ({result['cpu_ms_per_frame']} ms CPU/frame)   "

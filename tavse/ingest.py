@@ -178,8 +178,15 @@ def check_palette(thermal_frames: list[np.ndarray], cfg: IngestConfig, where: st
 # two decoded utterances are held per worker (the current one and the next): 2 x frames x 2 x
 # 464x348x3 bytes, ~0.23 GB for the mean command (120 frames), ~0.4 GB for the longest (7.2 s).
 DECODE_THREADS = 2  # 0: decode serially in the worker's thread (no prefetch)
-# FaceMesh threads per worker (mouth_roi.LipDetector): the frames of a command split between them.
+# FaceMesh threads per worker (mouth_roi.LipDetector), the frames of a command split between them:
+# up to LANDMARK_THREADS while the worker has cores of its own; one when the workers share them
+# (more graphs than cores only switch between each other).
 LANDMARK_THREADS = 2
+
+
+def landmark_threads(workers: int) -> int:
+    """FaceMesh threads for each of ``workers`` ingest processes on the CPUs this process may use."""
+    return max(1, min(LANDMARK_THREADS, len(os.sched_getaffinity(0)) // max(1, workers)))
 
 
 def _prefetched(load, items: list) -> Iterator[tuple[object, Future]]:
@@ -231,7 +238,7 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
         with zf, contextlib.ExitStack() as stack:
             frame_pool = (stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
                           if DECODE_THREADS else None)
-            detector = stack.enter_context(mouth_roi.LipDetector(LANDMARK_THREADS))
+            detector = stack.enter_context(mouth_roi.LipDetector(landmark_threads(cfg.workers)))
             utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
             for reason, n in res.ignored.items():
                 log.warning("%s: ignored %d member(s): %s", archive, n, reason)

@@ -196,10 +196,12 @@ def write_variant_samples(out: Path, ds: MixtureSet, model: TAVSE, variant: str,
 def write_gates(path: Path, gates: dict[str, dict[str, float]], mixtures: list[Mixture], seed: int,
                 n_boot: int) -> None:
     """``gates.json``: the learned per-stream gate (0 closed, 1 open) on the test mixtures, overall,
-    per input SNR and per noise kind (mean and 95 % CI); empty ``streams`` for a model without gates."""
+    per input SNR and per noise kind (mean and 95 % CI), and per mixture (``items``); empty
+    ``streams`` for a model without gates."""
     streams = sorted({s for g in gates.values() for s in g})
     rows = [{"snr_db": m.snr_db, "noise_kind": m.noise_kind, **gates.get(m.mix_id, {})} for m in mixtures]
-    out: dict[str, Any] = {"streams": streams}
+    out: dict[str, Any] = {"streams": streams,
+                           "items": [{"mix_id": m.mix_id, **r} for m, r in zip(mixtures, rows)] if streams else []}
     for s in streams:
         out[s] = {"overall": group_summary(rows, s, None, seed, n_boot)["all"],
                   "by_snr": {f"{k:+g}": v for k, v in group_summary(rows, s, "snr_db", seed, n_boot).items()},

@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -242,6 +242,7 @@ class Inputs:
     sample_dirs: dict[str, Path]         # "reference" / variant -> its samples folder
     sources: tuple[str, str]             # manifest source types of SpeakingFaces and DEMAND
     test_list: str
+    zeroed: dict[str, dict[str, dict]] = field(default_factory=dict)  # "x/no_y" -> mix_id -> item row
 
 
 def _json(path: Path) -> Any:
@@ -288,7 +289,10 @@ def load_inputs(cfg: Config) -> Inputs:
         if v not in summary:
             raise ReportError(f"{out / v / 'summary.json'}: no entry {v!r} (keys: {', '.join(summary)})")
         summaries.update(summary)
-        items[v] = {r["mix_id"]: r for r in read_items(out / v / "items.csv") if r["condition"] == "full"}
+        zeroed: dict[str, dict[str, dict]] = {}
+        for r in read_items(out / v / "items.csv"):
+            key = v if r["condition"] == "full" else f"{v}/{r['condition']}"
+            (items if key == v else zeroed).setdefault(key, {})[r["mix_id"]] = r
         gates[v] = _json(out / v / "gates.json")
         trained[v] = _json(Path(cfg.train.out_dir) / v / "summary.json")
         live = Path(cfg.train.dvclive_dir) / v / "plots" / "metrics"
@@ -312,7 +316,7 @@ def load_inputs(cfg: Config) -> Inputs:
     sources = (read_manifest(cfg.data.speakingfaces_dir, "speakingfaces").source["type"],
                read_manifest(cfg.data.demand_dir, "demand").source["type"])
     return Inputs(variants, [f"{s:+g}" for s in cfg.evaluation.snrs_db], compare, summaries, items, gates, trained,
-                  curves, reference, sample_dirs, sources, cfg.evaluation.test_mixtures)
+                  curves, reference, sample_dirs, sources, cfg.evaluation.test_mixtures, zeroed)
 
 
 # ----------------------------------------------------------------------------- charts (inline SVG)
@@ -438,6 +442,39 @@ def gate_chart(inp: Inputs) -> str | None:
     ax.set_ylabel("gate (0 closed, 1 open)")
     ax.set_title("learned stream gates on the validation list", fontsize=9)
     ax.legend(fontsize=7)
+    return svg(fig)
+
+
+def gate_item_chart(inp: Inputs) -> str | None:
+    """Per test mixture, each stream's gate against the input SNR (marker: noise kind) and against
+    what zeroing that stream costs on that mixture (speech-active SI-SNRi, full minus zeroed)."""
+    gated = [v for v in inp.variants if inp.gates.get(v, {}).get("items")]
+    if not gated:
+        return None
+    plt = _plt()
+    kinds = sorted({r["noise_kind"] for v in gated for r in inp.gates[v]["items"]})
+    markers = dict(zip(kinds, "os^Dv"))
+    panels = [(v, s) for v in gated for s in inp.gates[v]["streams"]]
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 5.4), layout="constrained", squeeze=False)
+    for col, (v, s) in enumerate(panels):
+        rows = inp.gates[v]["items"]
+        full, zero = inp.items[v], inp.zeroed.get(f"{v}/no_{s}", {})
+        for kind in kinds:
+            sel = [r for r in rows if r["noise_kind"] == kind]
+            axes[0, col].scatter([r["snr_db"] for r in sel], [r[s] for r in sel], s=14, marker=markers[kind],
+                                 label=kind, alpha=0.7)
+            cost = [(r[s], full[r["mix_id"]][PRIMARY] - zero[r["mix_id"]][PRIMARY]) for r in sel
+                    if r["mix_id"] in zero and full[r["mix_id"]][PRIMARY] is not None
+                    and zero[r["mix_id"]][PRIMARY] is not None]
+            if cost:
+                axes[1, col].scatter(*zip(*cost), s=14, marker=markers[kind], label=kind, alpha=0.7)
+        axes[0, col].set_title(f"{v}: {s} gate", fontsize=9)
+        axes[0, col].set_xlabel("input SNR (dB)")
+        axes[0, col].set_ylabel("gate (0 closed, 1 open)")
+        axes[1, col].set_xlabel(f"{s} gate")
+        axes[1, col].set_ylabel(f"cost of zeroing {s} (dB)")
+        axes[1, col].axhline(0, color="#999", lw=0.6)
+    axes[0, 0].legend(fontsize=7, title="noise kind", title_fontsize=7)
     return svg(fig)
 
 
@@ -632,14 +669,14 @@ svg{max-width:100%;height:auto}.wide{overflow-x:auto}
 """
 
 
-def render(inp: Inputs) -> str:
-    """The whole page as one HTML string."""
+def render(inp: Inputs, extra: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The whole page as one HTML string; ``extra`` sections (id, title, HTML) follow the answer."""
     flags = worse_than_input(inp.summaries, inp.snrs, noise_kinds(inp.summaries))
     n_flagged_full = sum(f["system"] in inp.variants for f in flags)
     caveat = corpus_caveat(*inp.sources)
     overall = {k: inp.summaries[k][PRIMARY]["overall"] for k in [*inp.variants, ORACLE]}
     answer = answer_paragraph(inp.compare[PRIMARY], overall, inp.variants, caveat, n_flagged_full)
-    gates_svg, gates_tab = gate_chart(inp), gates_table(inp)
+    gates_svg, gates_tab, gates_items = gate_chart(inp), gates_table(inp), gate_item_chart(inp)
     samples = "".join(sample_card(inp, k, s) for k, s in enumerate(inp.samples, 1))
     answer_html = e(answer)
     if caveat:  # the same paragraph, its caveat marked
@@ -647,6 +684,7 @@ def render(inp: Inputs) -> str:
     n_items = inp.summaries[NOISY][PRIMARY]["overall"]["n"]
     sections = [
         ("answer", "The answer", f'<p class="answer">{answer_html}</p>'),
+        *extra,
         ("headline", "All systems on the test mixtures",
          f"<p>Mean <small>[95% bootstrap CI]</small> over {n_items} frozen test mixtures (<code>{e(inp.test_list)}</code>); "
          "<code>x/no_rgb</code> = variant x with that stream zeroed at test time; ▼ red: worse than the noisy input.</p>"
@@ -671,7 +709,10 @@ def render(inp: Inputs) -> str:
         ("gates", "Gate values",
          ("<p>The learned sigmoid gate of each visual stream (0: the stream is shut out of the fusion, 1: fully "
           "used): on the validation list during training, and on the test mixtures (mean <small>[95% CI]</small>).</p>"
-          + (gates_svg or "") + (gates_tab or "")) if gates_tab else
+          + (gates_svg or "") + (gates_tab or "")
+          + ("<p>Per test mixture: each gate against the input SNR, and against what zeroing that stream costs "
+             "on that mixture (SI-SNRi speech-active with all streams minus with that one zeroed): a gate that "
+             "tracks reliance rises with the cost.</p>" + gates_items if gates_items else "")) if gates_tab else
          "<p>No variant has gates (a gate per stream exists only with two or more visual streams).</p>"),
         ("samples", "Listen",
          f"<p>{len(inp.samples)} test mixtures spread over speakers, input SNRs and noise environments (the same for "
@@ -693,10 +734,11 @@ def render(inp: Inputs) -> str:
             f"<nav>{nav}</nav>{body}</body></html>\n")
 
 
-def write_report_page(cfg: Config) -> Path:
-    """Render ``results/report.html`` from the pipeline's outputs; returns its path."""
-    page = render(load_inputs(cfg))
-    path = Path(cfg.evaluation.out_dir) / "report.html"
+def write_report_page(cfg: Config, extra: Sequence[tuple[str, str, str]] = (), path: Path | None = None) -> Path:
+    """Render ``results/report.html`` (or ``path``) from the pipeline's outputs, with ``extra``
+    sections after the answer (see :func:`render`); returns its path."""
+    page = render(load_inputs(cfg), extra)
+    path = Path(cfg.evaluation.out_dir) / "report.html" if path is None else path
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     logging.getLogger("tavse.report").info("report done: %s (%.0f kB, self-contained: open it in a browser)", path,

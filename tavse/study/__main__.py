@@ -25,6 +25,7 @@ import yaml
 from tavse.common.config import ConfigError, load_config
 from tavse.common.io import atomic_path, write_json
 from tavse.common.logs import setup_logging
+from tavse.evaluation.page import ReportError, write_report_page
 from tavse.study import ablations, experiments, table
 
 log = logging.getLogger("tavse.study")
@@ -126,10 +127,20 @@ def cmd_table(args) -> int:
     md = table.markdown(result, list(cfg.evaluation.snrs_db))
     with atomic_path(out / "study.md") as tmp:
         tmp.write_text(md)
-    table.plot_by_snr(result, list(cfg.evaluation.snrs_db), out / "si_snri_by_snr.png")
+    chart = out / "si_snri_by_snr.png"
+    table.plot_by_snr(result, list(cfg.evaluation.snrs_db), chart)
     print(md)
     log.info("study table of %d run(s) x variant(s) in %s (study.md, study.json, si_snri_by_snr.png)%s",
              len(found), out, f"; {len(missing)} missing (see above)" if missing else "")
+    # The report page with the study after its answer, when the workspace has the pipeline's results.
+    section = ("study", "Seeds and ablations", table.html_section(result, list(cfg.evaluation.snrs_db), chart.read_bytes()))
+    try:
+        page = write_report_page(cfg, [section], out / "report.html")
+    except (FileNotFoundError, ReportError) as exc:
+        log.warning("no report page with the study: the workspace lacks the pipeline's results (%s); "
+                    "`dvc repro` (or `dvc exp apply` an experiment), then run this again", exc)
+    else:
+        log.info("the report page with the study: %s", page)
     return 0
 
 

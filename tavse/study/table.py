@@ -214,3 +214,33 @@ def plot_by_snr(result: dict, snrs_db: list[float], path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def html_section(result: dict, snrs_db: list[float], chart_png: bytes) -> str:
+    """The study table, its comparisons and the per-SNR chart as one report-page section."""
+    from tavse.evaluation.page import data_uri, e, table
+
+    def ms(x: dict, digits: int) -> str:
+        return e(_ms(x, digits))
+
+    cols = [f"{s:+g}" for s in snrs_db]
+    rows = [[e(r["variant"]), e(r["setting"]), e(r["condition"]), e(",".join(map(str, r["seeds"]))),
+             *(ms(r[m], 3 if m == "estoi" else 2) for m in TABLE_METRICS),
+             *(ms(r["si_snri_by_snr"][c], 2) for c in cols)] for r in result["rows"]]
+    out = [f"<p>Every variant and ablation setting over its training seeds: mean ± sd of each seed's mean over the "
+           f"test mixtures ({e(result['method'])}; <code>python -m tavse.study table</code>, "
+           f"<code>ablations.yaml</code>).</p>",
+           table(["variant", "setting", "condition", "seeds", *map(e, TABLE_METRICS.values()),
+                  *(f"SI-SNRi @ {c} dB" for c in cols)], rows),
+           f'<img alt="SI-SNRi per input SNR, mean and sd over seeds" src="{data_uri("image/png", chart_png)}">']
+    for title, key in (("Variants compared (default setting)", "variant_comparisons"),
+                       ("Each ablation setting against its variant's default", "ablation_comparisons")):
+        comps = result[key]
+        if comps:
+            out.append(f"<h3>{e(title)}</h3>")
+            out.append(table(["a", "b", "metric", "seeds a/b", "a − b", "95% interval", "p (Bonferroni)"], [
+                [e(c["a"]), e(c["b"]), e(c["metric"]), f"{c['seeds_a']}/{c['seeds_b']}", f"{c['effect']:+.2f}",
+                 f"[{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}]",
+                 f"<strong>{_fmt_p(c['p_bonferroni'])}</strong>" if c["significant"] else _fmt_p(c["p_bonferroni"])]
+                for c in comps]))
+    return "".join(out)

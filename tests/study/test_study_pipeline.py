@@ -63,3 +63,5 @@ def test_queued_experiments_run_only_their_own_stages_and_the_table_pools_the_se
     assert [c["a"] for c in result["ablation_comparisons"]][0] == "audio_rgb_thermal (modality_dropout=0.5)"
     assert (study_repo / "results" / "study" / "si_snri_by_snr.png").stat().st_size > 10_000
     assert "| audio_rgb_thermal | modality_dropout=0.5 | no_thermal | 1,2 |" in out.stdout
+    page = (study_repo / "results" / "study" / "report.html").read_text()
+    assert 'id="study"' in page and "modality_dropout=0.5" in page and "hierarchical bootstrap" in page
