@@ -40,7 +40,8 @@ def test_queued_experiments_run_only_their_own_stages_and_the_table_pools_the_se
     assert study(study_repo, "count").stdout.strip() == "3"   # seeds-s2, modality_dropout-0.5-s1 and -s2
     study(study_repo, "queue", "--start", "-j", "1", "--wait", "--poll-s", "2")
 
-    names = {e["name"] for e in json.loads(dvc(study_repo, "exp", "show", "--json").stdout)[0]["experiments"] or []}
+    shown = json.loads(dvc(study_repo, "exp", "show", "--json").stdout)
+    names = {r["name"] for rev in shown for e in (rev.get("experiments") or []) for r in e.get("revs", [])}
     assert {"seeds-s2", "modality_dropout-0.5-s1", "modality_dropout-0.5-s2"} <= names, names
     for name, trained in (("seeds-s2", {"audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"}),
                           ("modality_dropout-0.5-s1", {"audio_rgb_thermal"})):
