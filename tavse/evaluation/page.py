@@ -708,7 +708,9 @@ def render(inp: Inputs, extra: Sequence[tuple[str, str, str]] = ()) -> str:
          "kept (best validation SI-SNRi speech-active).</p>" + training_chart(inp)),
         ("gates", "Gate values",
          ("<p>The learned sigmoid gate of each visual stream (0: the stream is shut out of the fusion, 1: fully "
-          "used): on the validation list during training, and on the test mixtures (mean <small>[95% CI]</small>).</p>"
+          "used): on the validation list during training, and on the test mixtures (mean <small>[95% CI]</small>). "
+          "A gate sees only its own stream's video, not the audio: where every utterance is mixed at every input "
+          "SNR, its per-SNR means are the same.</p>"
           + (gates_svg or "") + (gates_tab or "")
           + ("<p>Per test mixture: each gate against the input SNR, and against what zeroing that stream costs "
              "on that mixture (SI-SNRi speech-active with all streams minus with that one zeroed): a gate that "
