@@ -106,7 +106,7 @@ def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int 
     observed = float(a.mean() - b.mean())
     low, high = np.quantile(diff, [ALPHA / 2, 1 - ALPHA / 2])
     tail = min((diff <= 0).sum(), (diff >= 0).sum())
-    p = min(1.0, 2 * (tail + 1) / (n_boot + 1))
+    p = min(1.0, 2 * (int(tail) + 1) / (n_boot + 1))
     return {"effect": observed, "ci95_low": float(low), "ci95_high": float(high), "p": p,
             "n_mixtures": int(n), "seeds_a": int(ka), "seeds_b": int(kb)}
 
@@ -124,8 +124,8 @@ def _compare(pairs: list[tuple[Setting, Setting]], seed: int, n_boot: int) -> li
             out.append({"a": f"{a.variant} ({a.label})", "b": f"{b.variant} ({b.label})", "metric": metric, **res})
     family = max(1, len(pairs))
     for r in out:
-        r["p_bonferroni"] = min(1.0, r["p"] * family)
-        r["significant"] = r["p_bonferroni"] < ALPHA
+        r["p_bonferroni"] = float(min(1.0, r["p"] * family))
+        r["significant"] = bool(r["p_bonferroni"] < ALPHA)
     return out
 
 

@@ -264,24 +264,29 @@ def test_study_array_runs_each_ablation_experiment_and_the_table_reads_them(clus
     sub = subprocess.run(["slurm/study.sbatch"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job = re.search(r"Submitted batch job (\d+)", sub.stdout).group(1)
-    names = ["seeds-s2", "modality_dropout-0.5-s1", "modality_dropout-0.5-s2"]  # seeds-s1 is the workspace's setting
+    names = {"seeds-s2", "modality_dropout-0.5-s1", "modality_dropout-0.5-s2"}  # seeds-s1 is the workspace's setting
     log_dir = repo / ".tavse" / "slurm-logs"
+    outs = [log_dir / f"tavse-study-{job}_{i}.out" for i in range(len(names))]
 
     def done() -> bool:
-        outs = [log_dir / f"tavse-study-{job}_{i}.out" for i in range(len(names))]
         return all(o.exists() and ("pushed to" in o.read_text() or "Error" in o.read_text()) for o in outs)
 
-    _wait_for(done, 1800, "the study array")
+    _wait_for(done, 2400, "the study array")
     TIMINGS["study array, 3 experiments"] = time.perf_counter() - t
-    for i, name in enumerate(names):
-        out = (log_dir / f"tavse-study-{job}_{i}.out").read_text()
-        assert f"experiment {name} pushed" in out, out
+    pushed = set()
+    for o in outs:
+        out = o.read_text()
+        found = re.findall(r"tavse: experiment (\S+) pushed", out)
+        assert len(found) == 1, out
+        pushed.add(found[0])
         ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-        assert not ran & {"synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures"}, (name, sorted(ran))
+        assert not ran & {"synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures"}, (found, sorted(ran))
+    assert pushed == names
     table = subprocess.run([str(BIN / "python"), "-m", "tavse.study", "table", "--out", "results/study"], cwd=repo,
                            env=env, capture_output=True, text=True)
     assert table.returncode == 0, table.stdout + table.stderr
     result = json.loads((repo / "results" / "study" / "study.json").read_text())
     rows = {(r["variant"], r["setting"], r["condition"]): r["seeds"] for r in result["rows"]}
-    assert rows[("audio_only", "default", "full")] == [2]
+    # The workspace trained nothing, so each experiment trained audio_only with its own seed.
+    assert rows[("audio_only", "default", "full")] == [1, 2]
     assert rows[("audio_rgb_thermal", "modality_dropout=0.5", "no_thermal")] == [1, 2]
