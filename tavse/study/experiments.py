@@ -10,6 +10,7 @@ of one *setting* of that variant.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -85,11 +86,15 @@ def setting_key(params: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in params.items() if k != SEED_KEY}, sort_keys=True)
 
 
-def cache_path(repo: Path, md5: str) -> Path:
-    """Where DVC 3 keeps a file of this md5 in the repository's cache."""
+@functools.lru_cache(maxsize=None)
+def _cache_root(repo: Path) -> Path:
     cache = subprocess.run(["dvc", "cache", "dir"], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-    root = Path(cache) if Path(cache).is_absolute() else repo / cache
-    return root / "files" / "md5" / md5[:2] / md5[2:]
+    return Path(cache) if Path(cache).is_absolute() else repo / cache
+
+
+def cache_path(repo: Path, md5: str) -> Path:
+    """Where DVC 3 keeps a file of this md5 in the repository's cache (asked of ``dvc cache dir`` once per repo)."""
+    return _cache_root(repo) / "files" / "md5" / md5[:2] / md5[2:]
 
 
 def items_path(repo: Path, run: Run, variant: str, results_dir: str) -> Path | None:
