@@ -86,6 +86,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from tqdm import tqdm
 
+from tavse.common.locks import FileLock, is_locked
 from tavse.corpus import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -776,53 +777,35 @@ class FolderLock:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_NAME
-        self.fh = None
+        self.lock: FileLock | None = None
 
     def __enter__(self) -> FolderLock:  # noqa: PYI034
-        import fcntl
-
-        self.fh = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.seek(0)
-            holder = self.fh.read().strip() or "unknown process"
-            self.fh.close()
-            raise DownloadError(
-                f"{self.path.parent}: another download into this folder is running ({holder}, holding {self.path}); "
-                f"wait for it to end (`--status` shows its progress) or stop it, then run again"
-            ) from None
+            self.lock = FileLock(self.path)
+            held = self.lock.acquire(wait=False)
         except OSError as exc:
             log.warning("%s: cannot lock (%s): a second download into this folder would not be refused",
                         self.path, exc.strerror or exc)
             return self
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        self.fh.flush()
+        if not held:
+            holder = self.lock.holder()
+            self.lock.close()
+            self.lock = None
+            raise DownloadError(
+                f"{self.path.parent}: another download into this folder is running ({holder}, holding {self.path}); "
+                f"wait for it to end (`--status` shows its progress) or stop it, then run again"
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fh is not None and not self.fh.closed:
-            self.fh.close()  # releases the flock
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def folder_locked(out_dir: Path) -> bool | None:
     """Whether a download holds ``OUT/.download.lock`` now (None where the filesystem cannot tell)."""
-    import fcntl
-
-    path = out_dir / LOCK_NAME
-    if not path.is_file():
-        return False
-    try:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            return False
-    except OSError:
-        return None
+    return is_locked(out_dir / LOCK_NAME)
 
 
 # --------------------------------------------------------------------------- free space
@@ -1266,7 +1249,7 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
         lines.append(f"download: running by its state file ({who}; its lock is not visible from here); rate {r} "
                      f"(logged {ago}); ETA {at_rate}")
     elif st.running:
-        if run and (not st.holder or st.holder == f"pid {run.get('pid')} on {run.get('host')}"):
+        if run and (not st.holder or st.holder.startswith(f"pid {run.get('pid')} on host {run.get('host')} ")):
             r = fmt_rate(rate) if rate else "no rate logged yet"
             lines.append(f"download: running ({who}); rate {r} over its last "
                          f"{fmt_duration(run.get('rate_window_s', RATE_WINDOW_S))} (logged {ago}); ETA {at_rate}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import fcntl
 import io
 import json
 import logging
@@ -26,7 +25,6 @@ import pickle
 import re
 import shutil
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -48,6 +46,7 @@ from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.corpus.errors import BadInput
 from tavse.common.io import atomic_path, write_json
+from tavse.common.locks import FileLock
 from tavse.common.paths import scratch_dir
 from tavse.common.logs import ignore_ctrl_c_in_worker, setup_logging
 from tavse.common.progress import progress
@@ -315,47 +314,13 @@ def exit_on_signal(signum: int, frame=None) -> None:
 
 # --------------------------------------------------------------------------- locks
 #
-# Locks are fcntl.flock() on files in ``<work>/.locks/``, the scratch folder of the shards. The
-# kernel drops a lock when its holder dies (also SIGKILL), so a killed task never leaves a stale
-# lock. On NFS, Linux clients implement flock() with the server's byte-range locks (NLM for
-# NFSv3, built into NFSv4), which every client sees; on a mount with ``nolock`` or
-# ``local_lock=all`` locks are only seen on the same host. Each lock file holds its holder's
-# "pid PID on host HOST since TIME" for the messages. The shard folders are written through a
-# temporary folder and renamed (atomic_path), so even without locks no output is ever half written.
+# Shard locks are tavse.common.locks.FileLock files in ``<work>/.locks/``, the scratch folder of
+# the shards. The shard folders are written through a temporary folder and renamed (atomic_path),
+# so even where the filesystem shows locks only on one host no output is ever half written.
 
 
 class IngestError(RuntimeError):
     """Ingest cannot produce trustworthy outputs; the message names the speakers, reasons and params."""
-
-
-class _Lock:
-    """An exclusive flock on ``path`` (created), with its holder's description written into it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "a process that has not written its name yet"
-        except OSError:
-            return "unknown"
-
-    def acquire(self, wait: bool) -> bool:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                  .encode(), 0)
-        return True
-
-    def close(self, unlink: bool = False) -> None:
-        if unlink:  # while still holding it: a waiter then re-checks what the lock protected
-            self.path.unlink(missing_ok=True)
-        os.close(self.fd)  # releases the lock
 
 
 def _shard_lock_path(shard: Path) -> Path:
@@ -366,7 +331,7 @@ def build_shard(job: tuple[Path, str, IngestConfig, dict, Path], wait: bool) -> 
     """Build one shard under its lock: ``built``, ``reused`` (built meanwhile by another process)
     or ``busy`` (another process is building it and ``wait`` is False: skipped here, named in the log)."""
     archive, shard = job[0], job[4]
-    lock = _Lock(_shard_lock_path(shard))
+    lock = FileLock(_shard_lock_path(shard))
     try:
         if not lock.acquire(wait=False):
             holder = lock.holder()
@@ -728,7 +693,7 @@ def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None
     """
     t0 = time.perf_counter()
     plan = plan_ingest(cfg, data, work_dir, verify)
-    lock = _Lock(plan.work / ".locks" / "ingest.lock")
+    lock = FileLock(plan.work / ".locks" / "ingest.lock")
     if not lock.acquire(wait=False):
         holder = lock.holder()
         lock.close()
@@ -768,7 +733,7 @@ def _merge(plan: IngestPlan, cfg: IngestConfig, data: DataConfig, t0: float) -> 
     for _, shard in shards.values():
         # Under the shard's lock: a builder (a late array task) waiting for it then sees it gone and
         # rebuilds it into a shard of its own; it never reads a half-deleted one.
-        shard_lock = _Lock(_shard_lock_path(shard))
+        shard_lock = FileLock(_shard_lock_path(shard))
         if shard_lock.acquire(wait=False):
             shutil.rmtree(shard, ignore_errors=True)
             shard_lock.close(unlink=True)

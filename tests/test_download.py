@@ -670,7 +670,7 @@ def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with dl.FolderLock(tmp_path):
         assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"download: running \(pid \d+ on \S+\); it has not written its state yet", out), out
+    assert re.search(r"download: running \(pid \d+ on host \S+ since [\d: -]+\); it has not written its state yet", out), out
     assert "ETA at the rate the run before logged (50.0 MB/s): 1m20s for the 4.000 GB left" in out
 
 

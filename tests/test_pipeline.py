@@ -107,7 +107,7 @@ def test_report_page_in_headless_chromium(tiny_repo, tmp_path):
         assert audio["duration"] == pytest.approx(duration, abs=0.01)
     assert len(seen["images"]) == (systems + 1) * len(samples)  # a spectrogram per system, a mouth strip
     assert all(img["complete"] and img["width"] > 100 for img in seen["images"])
-    assert seen["svgs"] == 4 and seen["scripts"] == 0  # SNR, environment, training and gate charts
+    assert seen["svgs"] == 5 and seen["scripts"] == 0  # SNR, environment, training, gate and per-mixture gate charts
     text = seen["text"]
     for heading in ("The answer", "All systems on the test mixtures", "Worse than the noisy input", "Per input SNR",
                     "Per noise environment", "Paired tests", "Stream zeroing", "Training curves", "Gate values",

@@ -29,6 +29,7 @@ from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
 from tavse.common.io import atomic_path
+from tavse.common.locks import FileLock
 from tavse.common.progress import progress as progress_bar
 from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
@@ -206,13 +207,44 @@ def train_variant(cfg: Config, variant: str) -> dict | None:
     if variant not in cfg.variants:
         raise ValueError(f"unknown variant {variant!r}; params.yaml declares {sorted(cfg.variants)}")
     ctx = distributed.setup()
+    state_path = scratch_dir().resolve() / "train" / f"{variant}-{run_key(cfg, variant)}" / "state.pt"
     try:
-        return _train(cfg, variant, ctx)
+        with _sole_training(state_path.parent, variant) if ctx.is_main else contextlib.nullcontext():
+            return _train(cfg, variant, ctx, state_path)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | None:
+class TrainingBusy(RuntimeError):
+    """Another process is training the same run (variant and settings) in the same scratch folder."""
+
+
+@contextlib.contextmanager
+def _sole_training(run_dir: Path, variant: str) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` while training: a second process training the same run in the same
+    scratch folder would overwrite the first one's resumable state, and the first one's clean-up at
+    the end would delete that folder under the second one."""
+    try:
+        lock = FileLock(run_dir / ".lock")
+        held = lock.acquire(wait=False)
+    except OSError as exc:
+        log.warning("%s: cannot lock (%s): a second training of %s with the same settings here would not be refused",
+                    run_dir, exc.strerror or exc, variant)
+        yield
+        return
+    if not held:
+        holder = lock.holder()
+        lock.close()
+        raise TrainingBusy(
+            f"{run_dir}: another process is training {variant} with the same settings in this scratch folder "
+            f"({holder}); wait for it to end, or give this run a scratch folder of its own (TAVSE_SCRATCH_DIR)")
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: Path) -> dict | None:
     tc = cfg.train
     spec = cfg.variants[variant]
     modalities = spec.streams
@@ -242,8 +274,6 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext) -> dict | No
         optimizer, lambda s: warmup_cosine(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
-    key = run_key(cfg, variant)
-    state_path = scratch_dir().resolve() / "train" / f"{variant}-{key}" / "state.pt"
     live_dir = Path(tc.dvclive_dir) / variant
     if state_path.is_file():
         progress, best_weights = load_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler)

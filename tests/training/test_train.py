@@ -200,6 +200,31 @@ def test_sigkill_after_a_save_then_rerun_writes_the_same_bytes(tiny_data, tmp_pa
     assert got == want
 
 
+def test_a_second_training_of_the_same_run_in_the_same_scratch_is_refused(tiny_data, tmp_path):
+    """Two processes training one run (variant and settings) in one scratch folder would overwrite each
+    other's resumable state; the second is refused in one line that names the holder, before it writes."""
+    import yaml
+
+    from tavse.common.config import config_from_dict
+    from tavse.common.locks import FileLock
+    from tavse.training.loop import run_key
+
+    d = run_training(tiny_data, tmp_path / "run", max_steps=4, eval_every=2)
+    cfg = config_from_dict(yaml.safe_load((d / "params.yaml").read_text()))
+    run_dir = d / "scratch" / "train" / f"{VARIANT}-{run_key(cfg, VARIANT)}"
+    lock = FileLock(run_dir / ".lock")
+    assert lock.acquire(wait=False)
+    try:
+        res = _train(d)
+    finally:
+        lock.close()
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert (f"train@{VARIANT} failed: {run_dir}: another process is training {VARIANT} with the same settings in "
+            f"this scratch folder (pid {os.getpid()} on host ") in res.stderr, res.stderr
+    assert not (d / "models").exists() and not (run_dir / "state.pt").exists()
+
+
 def test_canonical_checkpoint_pickles_the_same_after_a_round_trip(tmp_path):
     """The cause, in small: equal objects, other identities, other pickle bytes, unless canonical."""
     config = {"train": {"lr": 0.002, "out_dir": "models"}}
