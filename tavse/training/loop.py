@@ -345,7 +345,8 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
             bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
             if progress.batch_in_epoch == sampler.batches_per_epoch:
                 if ctx.is_main:
-                    log.info("%s: epoch %d done at step %d, %.1f samples/s", variant, progress.epoch, progress.step,
+                    # DEBUG: the progress lines carry the rate; on a small corpus epochs take seconds.
+                    log.debug("%s: epoch %d done at step %d, %.1f samples/s", variant, progress.epoch, progress.step,
                              samples_seen / (time.perf_counter() - t_start))
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
