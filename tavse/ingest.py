@@ -237,7 +237,6 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
         with zf, contextlib.ExitStack() as stack:
             frame_pool = (stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
                           if DECODE_THREADS else None)
-            detector = stack.enter_context(mouth_roi.LipDetector(landmark_threads(cfg.workers)))
             utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
             for reason, n in res.ignored.items():
                 log.warning("%s: ignored %d member(s): %s", archive, n, reason)
@@ -279,7 +278,10 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                 del utt
                 yield items
 
-    with atomic_path(shard) as tmp:
+    # The detector (and so the MediaPipe import) before the shard's temporary folder: the SystemExit
+    # of a SIGTERM that lands while MediaPipe's native module initialises ends the process without
+    # running any cleanup (seen in tests/test_ingest_failures.py), which would leave that folder behind.
+    with mouth_roi.LipDetector(landmark_threads(cfg.workers)) as detector, atomic_path(shard) as tmp:
         tmp.mkdir(parents=True)
         store.write_store(tmp / "lmdb", batches())
         res.seconds = time.perf_counter() - t0

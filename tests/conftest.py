@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ import yaml
 from tavse.common.config import Config, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: Ctrl-C's default action in it, whatever
+    this process inherited (a shell without job control starts background commands with SIGINT
+    ignored, and an ignored signal stays ignored across exec, so the test would wait forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tiny_params(tmp: Path) -> dict:
@@ -94,3 +102,25 @@ def tiny_trained(tiny_data, tmp_path_factory) -> Path:
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_reproduced(tmp_path_factory) -> Path:
+    """The whole pipeline reproduced once with the real ``dvc repro`` on the smoke profile, in a clone
+    of the working tree. Never changed: a test takes its own copy (:func:`copy_repo`)."""
+    from tests.test_pipeline import TINY, clone_repo, dvc, set_params
+
+    repo = clone_repo(tmp_path_factory.mktemp("tiny-reproduced"))
+    set_params(repo, **TINY)
+    dvc(repo, "repro")
+    return repo
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of a project folder (git, DVC cache and outputs), the hard links between outputs and cache kept."""
+    import shutil
+    import subprocess
+
+    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+    shutil.rmtree(dest / ".dvc" / "tmp", ignore_errors=True)  # DVC's locks and state: of the original's paths
+    return dest

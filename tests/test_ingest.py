@@ -19,7 +19,7 @@ import yaml
 from tavse.common.config import Config
 from tavse.corpus.store import UtteranceStore
 from tavse.ingest import build_shards, parse_shard, run_ingest
-from tests.conftest import ROOT, tiny_params, with_ingest
+from tests.conftest import ROOT, default_sigint, tiny_params, with_ingest
 from tests.sfzip import Utt, blank_utt, wav, write_archive
 from tests.test_logs import assert_readable_log
 
@@ -126,7 +126,8 @@ def test_ctrl_c_stops_ingest_in_one_line_and_the_rerun_logs_cleanly(ingested, tm
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(tmp_path / "scratch"), PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-W", "error", "-m", "stages.ingest"]
     with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=log, start_new_session=True,
+                                preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not list((tmp_path / "scratch" / "ingest").glob("*/result.json")) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "first.log").read_text()

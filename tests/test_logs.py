@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tavse.common.progress import LogProgress, progress_every
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 
 LONGEST_LINE = 300  # characters: what a log line may take, so that a file or SLURM log stays readable
 
@@ -173,14 +173,15 @@ def test_ctrl_c_outside_training_is_one_line_and_status_130():
     proc = subprocess.Popen([sys.executable, "-c", "from tavse.common.logs import setup_logging\nsetup_logging()\n"
                              "import time\nprint('ready', flush=True)\ntime.sleep(60)"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=default_sigint)
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT
     shell = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "from tavse.common.logs import setup_logging; '
                             'setup_logging(); import os, signal; os.kill(os.getpid(), signal.SIGINT)"; echo $?'],
-                           cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                           cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           preexec_fn=default_sigint)
     assert shell.stdout == "130\n"
     for text in (err, shell.stderr):
         assert "Traceback" not in text and len(text.splitlines()) == 1, text

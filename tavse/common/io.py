@@ -6,7 +6,7 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import secrets
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +28,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    shutil.rmtree(tmp)
+    # A fresh name, not a created folder: a signal that ends the process between creating a
+    # placeholder and entering the try below would leave it behind.
+    tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():

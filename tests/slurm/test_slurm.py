@@ -202,8 +202,16 @@ def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
     """The job trains with 2 data-parallel ranks (gloo on CPU), as a 2-GPU job would with NCCL."""
     steps = 100
     ranks = {"TAVSE_NPROC_PER_NODE": "2"}
+    params = (repo / "params.yaml").read_text()
     set_params(repo, **{"train.max_steps": steps, "train.eval_every": 20, "train.checkpoint_every": 5,
                         "train.patience": 100})
+    try:
+        _requeue_and_resume(cluster, repo, steps, ranks)
+    finally:  # the tests after this one train the tiny recipe again (4 steps, not 100)
+        (repo / "params.yaml").write_text(params)
+
+
+def _requeue_and_resume(cluster, repo: Path, steps: int, ranks: dict) -> None:
     # The uninterrupted reference, beside the job: a copy of the workspace, its own scratch.
     ref = repo.parent / "reference"
     shutil.copytree(repo, ref, symlinks=True, ignore=shutil.ignore_patterns("tmp"))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_pipeline import BIN, TINY, clone_repo, dvc, git_commit, set_params
+from tests.conftest import copy_repo
+from tests.test_pipeline import BIN, dvc, git_commit
 
 DATA_STAGES = ("synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures", "test_mixtures", "reference")
 
@@ -23,13 +24,11 @@ def study(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def study_repo(tmp_path_factory) -> Path:
-    repo = clone_repo(tmp_path_factory.mktemp("study"))
-    set_params(repo, **TINY)
+def study_repo(tiny_reproduced, tmp_path_factory) -> Path:
+    repo = copy_repo(tiny_reproduced, tmp_path_factory.mktemp("study") / "repo")
     (repo / "ablations.yaml").write_text(yaml.safe_dump({"seeds": [1, 2], "sets": {
         "seeds": {"variants": ["audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"]},
         "modality_dropout": {"variants": ["audio_rgb_thermal"], "vary": {"modality_dropout": [0.5]}}}}))
-    dvc(repo, "repro")
     git_commit(repo, "baseline results")
     return repo
 
