@@ -7,7 +7,7 @@
     python -m tavse.study table [--out results/study]    # the study table over every experiment of HEAD
 
 Sets default to all of ``ablations.yaml``. ``queue`` adds one ``dvc exp run --queue`` per
-experiment (the one equal to the workspace is the workspace's own results and is left out);
+experiment (one equal to the workspace, or to an earlier experiment, is left out: its results are there);
 ``--start`` then runs ``dvc queue start -j N`` and ``--wait`` follows the queue to its end.
 """
 
@@ -33,20 +33,17 @@ ABLATIONS = Path("ablations.yaml")
 PARAMS = Path("params.yaml")
 
 
-def _plan(sets: list[str]) -> tuple[list[ablations.Experiment], list[ablations.Experiment]]:
-    """(experiments to run, those equal to the workspace) of ``sets`` (all when empty)."""
-    params = yaml.safe_load(PARAMS.read_text())
-    exps = ablations.plan(ABLATIONS, PARAMS, sets or None)
-    return ([e for e in exps if not ablations.is_workspace(e, params)],
-            [e for e in exps if ablations.is_workspace(e, params)])
+def _plan(sets: list[str]) -> tuple[list[ablations.Experiment], list[tuple[ablations.Experiment, str]]]:
+    """(experiments to run, [(experiment, the run it equals)]) of ``sets`` (all when empty)."""
+    return ablations.split_runs(ablations.plan(ABLATIONS, PARAMS, sets or None), yaml.safe_load(PARAMS.read_text()))
 
 
 def cmd_list(args) -> int:
-    to_run, workspace = _plan(args.sets)
+    to_run, same = _plan(args.sets)
     for i, exp in enumerate(to_run):
         print(f"{i:3d}  {exp.name:36s} {' '.join(exp.set_args())}")
-    for exp in workspace:
-        print(f"  -  {exp.name:36s} {' '.join(exp.set_args())}   (= the workspace: its results, not run)")
+    for exp, other in same:
+        print(f"  -  {exp.name:36s} {' '.join(exp.set_args())}   (= {other}: its results, not run)")
     return 0
 
 

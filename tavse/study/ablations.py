@@ -4,12 +4,13 @@ A set varies one per-variant setting (``variants.<name>.<knob>``) of the variant
 and every value is run with every training seed (``train.seed``): the corpus, the mixtures
 and the test list keep the data ``seed``, so an experiment re-runs only the training of the
 variants whose params it changes, their evaluation and what follows (``compare``, ``report``).
-The experiment whose params equal the workspace's is the workspace itself and is not queued.
+An experiment whose params equal the workspace's (or an earlier experiment's) is not queued again.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,26 @@ def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None)
     return out
 
 
-def is_workspace(exp: Experiment, params: dict) -> bool:
-    """True when the experiment's overrides are the workspace's values already."""
-    return all(_get(params, k) == v for k, v in exp.overrides.items())
+def split_runs(exps: list[Experiment], params: dict) -> tuple[list[Experiment], list[tuple[Experiment, str]]]:
+    """(the experiments to run, [(experiment, what it equals)]) in plan order.
+
+    An experiment whose resulting params equal the workspace's ("the workspace") or an earlier
+    experiment's (its name) is not run again: ``fusion-film-s2`` is ``seeds-s2`` where film is the
+    default fusion. The table groups results by params, so it finds them there.
+    """
+    def resulting(exp: Experiment) -> str:
+        trial = copy.deepcopy(params)
+        for k, v in exp.overrides.items():
+            _set(trial, k, v)
+        return json.dumps(trial, sort_keys=True)
+
+    seen = {json.dumps(params, sort_keys=True): "the workspace"}
+    to_run, same = [], []
+    for exp in exps:
+        key = resulting(exp)
+        if key in seen:
+            same.append((exp, seen[key]))
+        else:
+            seen[key] = exp.name
+            to_run.append(exp)
+    return to_run, same

@@ -29,10 +29,16 @@ def test_the_repository_plan_covers_the_guide():
                                 "variants.audio_thermal.fusion": "concat", "variants.audio_rgb_thermal.fusion": "concat"}
     assert concat.set_args()[:2] == ["-S", f"train.seed={seeds[0]}"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    same = [e.name for e in exps if ablations.is_workspace(e, params)]
-    # The workspace's own setting appears once per set (its seed), never queued.
-    assert len(same) == 3, same
-    assert len({e.name for e in exps}) == len(exps)
+    to_run, same = ablations.split_runs(exps, params)
+    # The workspace's own setting appears once per set (its seed), never queued; each set's default
+    # value at the other seeds is the seeds set's experiment of that seed, not queued twice.
+    equal = dict((e.name, other) for e, other in same)
+    assert [n for n, o in equal.items() if o == "the workspace"] == [
+        f"seeds-s{seeds[0]}", f"fusion-film-s{seeds[0]}", f"modality_dropout-0.0-s{seeds[0]}"]
+    for seed in seeds[1:]:
+        assert equal[f"fusion-film-s{seed}"] == equal[f"modality_dropout-0.0-s{seed}"] == f"seeds-s{seed}"
+    assert len(to_run) + len(same) == len(exps) == len({e.name for e in exps})
+    assert len(to_run) == len(exps) - 3 * len(seeds) + (len(seeds) - 1)
 
 
 @pytest.mark.parametrize("spec, message", [
