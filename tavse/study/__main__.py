@@ -7,7 +7,8 @@
     python -m tavse.study table [--out results/study]    # the study table over every experiment of HEAD
 
 Sets default to all of ``ablations.yaml``. ``queue`` adds one ``dvc exp run --queue`` per
-experiment (one equal to the workspace, or to an earlier experiment, is left out: its results are there);
+experiment (one equal to the workspace, or to an earlier experiment, is left out: its results are there;
+so is one that is already an experiment of HEAD, so that a second ``queue`` runs only what is missing);
 ``--start`` then runs ``dvc queue start -j N`` and ``--wait`` follows the queue to its end.
 """
 
@@ -83,6 +84,11 @@ def _queue_counts() -> dict[str, int]:
 
 def cmd_queue(args) -> int:
     exps = _plan(args.sets)[0]
+    done = {run.name for run in experiments.list_runs(Path.cwd())}
+    for exp in [e for e in exps if e.name in done]:
+        log.info("%s is already an experiment of HEAD: not queued again (`dvc exp remove %s` to run it anew)",
+                 exp.name, exp.name)
+    exps = [e for e in exps if e.name not in done]
     for exp in exps:
         _dvc("exp", "run", "--queue", "-n", exp.name, *exp.set_args())
         log.info("queued %s (%s)", exp.name, " ".join(exp.set_args()))

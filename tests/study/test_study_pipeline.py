@@ -38,6 +38,8 @@ def test_queued_experiments_run_only_their_own_stages_and_the_table_pools_the_se
     assert "seeds-s1" in listed and "= the workspace" in listed
     assert study(study_repo, "count").stdout.strip() == "3"   # seeds-s2, modality_dropout-0.5-s1 and -s2
     study(study_repo, "queue", "--start", "-j", "1", "--wait", "--poll-s", "2")
+    again = study(study_repo, "queue").stderr  # what ran is not queued again
+    assert again.count("is already an experiment of HEAD: not queued again") == 3 and "0 experiment(s) queued" in again
 
     shown = json.loads(dvc(study_repo, "exp", "show", "--json").stdout)
     names = {r["name"] for rev in shown for e in (rev.get("experiments") or []) for r in e.get("revs", [])}
