@@ -18,6 +18,7 @@ import argparse
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,7 +95,14 @@ def cmd_queue(args) -> int:
         log.info("queued %s (%s)", exp.name, " ".join(exp.set_args()))
     log.info("%d experiment(s) queued", len(exps))
     if args.start:
-        _dvc("queue", "start", "-j", str(args.jobs))
+        # Not through pipes: the queue worker that `dvc queue start` leaves running inherits its
+        # stdout and stderr, and reading a pipe to its end would wait for the whole queue.
+        with tempfile.TemporaryFile("w+") as err:
+            code = subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], stdout=subprocess.DEVNULL,
+                                  stderr=err).returncode
+            if code:
+                err.seek(0)
+                raise SystemExit(f"tavse.study: `dvc queue start -j {args.jobs}` failed ({code}):\n{err.read().strip()}")
         log.info("dvc queue start -j %d: follow it with `dvc queue status` / `dvc queue logs NAME`", args.jobs)
     if args.wait:
         t0 = time.monotonic()

@@ -37,7 +37,9 @@ def test_queued_experiments_run_only_their_own_stages_and_the_table_pools_the_se
     listed = study(study_repo, "list").stdout
     assert "seeds-s1" in listed and "= the workspace" in listed
     assert study(study_repo, "count").stdout.strip() == "3"   # seeds-s2, modality_dropout-0.5-s1 and -s2
-    study(study_repo, "queue", "--start", "-j", "1", "--wait", "--poll-s", "2")
+    waited = study(study_repo, "queue", "--start", "-j", "1", "--wait", "--poll-s", "2").stderr
+    # --wait follows the queue while it runs (it is not held until the end by the worker's inherited pipes)
+    assert "queue after" in waited and ("Running 1" in waited or "Queued" in waited), waited
     again = study(study_repo, "queue").stderr  # what ran is not queued again
     assert again.count("is already an experiment of HEAD: not queued again") == 3 and "0 experiment(s) queued" in again
 
