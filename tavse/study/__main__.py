@@ -1,7 +1,7 @@
 """The ablation programme of ``ablations.yaml``: list it, queue it as DVC experiments, tabulate the results.
 
-    python -m tavse.study list [SET ...]                 # the experiments, with their -S overrides
-    python -m tavse.study queue [SET ...] [--start -j N] [--wait]
+    python -m tavse.study list [SET ...] [--seeds 1,2]   # the experiments, with their -S overrides
+    python -m tavse.study queue [SET ...] [--seeds S,...] [--start -j N] [--wait]
     python -m tavse.study count [SET ...]                # how many to run (SLURM array size)
     python -m tavse.study task INDEX [SET ...]           # (SLURM array) name and -S args of experiment INDEX
     python -m tavse.study table [--out results/study]    # the study table over every experiment of HEAD
@@ -35,13 +35,21 @@ ABLATIONS = Path("ablations.yaml")
 PARAMS = Path("params.yaml")
 
 
-def _plan(sets: list[str]) -> tuple[list[ablations.Experiment], list[tuple[ablations.Experiment, str]]]:
-    """(experiments to run, [(experiment, the run it equals)]) of ``sets`` (all when empty)."""
-    return ablations.split_runs(ablations.plan(ABLATIONS, PARAMS, sets or None), yaml.safe_load(PARAMS.read_text()))
+def _plan(args) -> tuple[list[ablations.Experiment], list[tuple[ablations.Experiment, str]]]:
+    """(experiments to run, [(experiment, the run it equals)]) of ``args.sets`` (all when empty) and ``args.seeds``."""
+    exps = ablations.plan(ABLATIONS, PARAMS, args.sets or None, args.seeds)
+    return ablations.split_runs(exps, yaml.safe_load(PARAMS.read_text()))
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of integers, got {text!r}") from None
 
 
 def cmd_list(args) -> int:
-    to_run, same = _plan(args.sets)
+    to_run, same = _plan(args)
     for i, exp in enumerate(to_run):
         print(f"{i:3d}  {exp.name:36s} {' '.join(exp.set_args())}")
     for exp, other in same:
@@ -50,12 +58,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_count(args) -> int:
-    print(len(_plan(args.sets)[0]))
+    print(len(_plan(args)[0]))
     return 0
 
 
 def cmd_task(args) -> int:
-    exps = _plan(args.sets)[0]
+    exps = _plan(args)[0]
     if not 0 <= args.index < len(exps):
         print(f"tavse.study: task {args.index} out of range: {len(exps)} experiment(s) in {args.sets or 'all sets'}",
               file=sys.stderr)
@@ -84,7 +92,7 @@ def _queue_counts() -> dict[str, int]:
 
 
 def cmd_queue(args) -> int:
-    exps = _plan(args.sets)[0]
+    exps = _plan(args)[0]
     done = {run.name for run in experiments.list_runs(Path.cwd())}
     for exp in [e for e in exps if e.name in done]:
         log.info("%s is already an experiment of HEAD: not queued again (`dvc exp remove %s` to run it anew)",
@@ -158,11 +166,15 @@ def cmd_table(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tavse.study", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    seeds = dict(type=_seed_list, default=None, metavar="S[,S...]",
+                 help="these training seeds instead of ablations.yaml's (a smaller budget)")
     p = sub.add_parser("list", help="the experiments of the sets")
     p.add_argument("sets", nargs="*")
+    p.add_argument("--seeds", **seeds)
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("queue", help="queue the experiments of the sets as DVC experiments")
     p.add_argument("sets", nargs="*")
+    p.add_argument("--seeds", **seeds)
     p.add_argument("--start", action="store_true", help="then `dvc queue start`")
     p.add_argument("-j", "--jobs", type=int, default=1, help="queue workers for --start (each trains on its own)")
     p.add_argument("--wait", action="store_true", help="follow the queue until nothing is queued or running")
@@ -170,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_queue)
     p = sub.add_parser("count", help="how many experiments of the sets are to run (the SLURM array size)")
     p.add_argument("sets", nargs="*")
+    p.add_argument("--seeds", **seeds)
     p.set_defaults(func=cmd_count)
     p = sub.add_parser("task", help="name and -S arguments of experiment INDEX (one per line), for SLURM arrays")
     p.add_argument("index", type=int)
     p.add_argument("sets", nargs="*")
+    p.add_argument("--seeds", **seeds)
     p.set_defaults(func=cmd_task)
     p = sub.add_parser("table", help="collect the experiments of HEAD into the study table")
     p.add_argument("--out", default="results/study")

@@ -52,8 +52,11 @@ def _set(params: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None) -> list[Experiment]:
+def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None,
+         seeds: list[int] | None = None) -> list[Experiment]:
     """Every experiment of ``sets`` (all sets when None), each checked against the params' config.
+
+    ``seeds`` replaces the file's training seeds (a smaller budget: ``--seeds 1``).
 
     Raises ConfigError naming the file and the entry for an unknown set, variant or knob, or for a
     value the config rejects (the message of :func:`tavse.common.config.config_from_dict`).
@@ -63,7 +66,7 @@ def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None)
     unknown = set(spec) - {"seeds", "sets"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (expected seeds, sets)")
-    seeds = spec.get("seeds")
+    seeds = spec.get("seeds") if seeds is None else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"{where}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
     all_sets = spec.get("sets") or {}

@@ -57,3 +57,10 @@ def test_bad_entries_are_named(tmp_path, spec, message):
 def test_an_unknown_set_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no set 'nope'"):
         ablations.plan(ROOT / "ablations.yaml", ROOT / "params.yaml", ["nope"])
+
+
+def test_seeds_given_replace_the_files_seeds():
+    exps = ablations.plan(ROOT / "ablations.yaml", ROOT / "params.yaml", ["fusion"], seeds=[1])
+    assert [e.name for e in exps] == ["fusion-cross_attention-s1", "fusion-concat-s1", "fusion-film-s1"]
+    with pytest.raises(ConfigError, match="seeds must be"):
+        ablations.plan(ROOT / "ablations.yaml", ROOT / "params.yaml", ["fusion"], seeds=[-1])
