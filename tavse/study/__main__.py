@@ -3,7 +3,7 @@
     python -m tavse.study list [SET ...] [--seeds 1,2]   # the experiments, with their -S overrides
     python -m tavse.study queue [SET ...] [--seeds S,...] [--start -j N] [--wait]
     python -m tavse.study count [SET ...]                # how many to run (SLURM array size)
-    python -m tavse.study task INDEX [SET ...]           # (SLURM array) name and -S args of experiment INDEX
+    python -m tavse.study task --index I [SET ...]       # (SLURM array) name and -S args of experiment I
     python -m tavse.study table [--out results/study]    # the study table over every experiment of HEAD
 
 Sets default to all of ``ablations.yaml``. ``queue`` adds one ``dvc exp run --queue`` per
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", **seeds)
     p.set_defaults(func=cmd_count)
     p = sub.add_parser("task", help="name and -S arguments of experiment INDEX (one per line), for SLURM arrays")
-    p.add_argument("index", type=int)
+    p.add_argument("--index", type=int, required=True, help="the array task's index")
     p.add_argument("sets", nargs="*")
     p.add_argument("--seeds", **seeds)
     p.set_defaults(func=cmd_task)
