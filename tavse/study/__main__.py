@@ -81,14 +81,28 @@ def _dvc(*args: str) -> str:
 
 
 def _queue_counts() -> dict[str, int]:
-    """Experiments of the DVC queue by status (Queued, Running, Success, Failed)."""
-    counts: dict[str, int] = {}
+    """Experiments of the DVC queue by status (Queued, Running, Success, Failed), and its active ``workers``."""
+    counts: dict[str, int] = {"workers": 0}
     for line in _dvc("queue", "status").splitlines()[1:]:
         parts = line.split()
+        if line.startswith("Worker status:"):  # "Worker status: 1 active, 0 idle"
+            counts["workers"] = int(parts[2])
+            continue
         for status in ("Queued", "Running", "Success", "Failed"):
             if status in parts:
                 counts[status] = counts.get(status, 0) + 1
     return counts
+
+
+def _start_queue(jobs: int) -> None:
+    # Not through pipes: the queue worker that `dvc queue start` leaves running inherits its
+    # stdout and stderr, and reading a pipe to its end would wait for the whole queue.
+    with tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
+                              stderr=err).returncode
+        if code:
+            err.seek(0)
+            raise SystemExit(f"tavse.study: `dvc queue start -j {jobs}` failed ({code}):\n{err.read().strip()}")
 
 
 def cmd_queue(args) -> int:
@@ -103,23 +117,26 @@ def cmd_queue(args) -> int:
         log.info("queued %s (%s)", exp.name, " ".join(exp.set_args()))
     log.info("%d experiment(s) queued", len(exps))
     if args.start:
-        # Not through pipes: the queue worker that `dvc queue start` leaves running inherits its
-        # stdout and stderr, and reading a pipe to its end would wait for the whole queue.
-        with tempfile.TemporaryFile("w+") as err:
-            code = subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], stdout=subprocess.DEVNULL,
-                                  stderr=err).returncode
-            if code:
-                err.seek(0)
-                raise SystemExit(f"tavse.study: `dvc queue start -j {args.jobs}` failed ({code}):\n{err.read().strip()}")
+        _start_queue(args.jobs)
         log.info("dvc queue start -j %d: follow it with `dvc queue status` / `dvc queue logs NAME`", args.jobs)
     if args.wait:
         t0 = time.monotonic()
         while True:
             counts = _queue_counts()
             log.info("queue after %.0f s: %s", time.monotonic() - t0,
-                     ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty")
+                     ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "workers") or "empty")
             if not counts.get("Queued") and not counts.get("Running"):
                 break
+            if counts.get("Queued") and not counts.get("Running") and not counts["workers"]:
+                # A worker can end while experiments are still queued (seen after `dvc queue remove`):
+                # waiting on would never end.
+                if not args.start:
+                    log.error("%d experiment(s) queued and no queue worker: start one with `dvc queue start -j N`",
+                              counts["Queued"])
+                    return 1
+                log.warning("%d experiment(s) queued and no queue worker: starting %d again", counts["Queued"],
+                            args.jobs)
+                _start_queue(args.jobs)
             time.sleep(args.poll_s)
         if counts.get("Failed"):
             log.error("%d experiment(s) failed: see `dvc queue status` and `dvc queue logs NAME`", counts["Failed"])
