@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
 import ipaddress
 import json
 import logging
@@ -86,7 +87,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from tqdm import tqdm
 
-from tavse.common.locks import FileLock, is_locked
+from tavse.common.locks import held_alone, is_locked
 from tavse.corpus import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -768,39 +769,17 @@ def read_state(out_dir: Path) -> dict | None:
     return data
 
 
-class FolderLock:
+def folder_lock(out_dir: Path) -> contextlib.AbstractContextManager:
     """``OUT/.download.lock`` held with ``flock`` for a run: one download per folder at a time.
 
     On filesystems without ``flock`` support (some NFS mounts) a warning says the folder is not
     protected and the run goes on.
     """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK_NAME
-        self.lock: FileLock | None = None
-
-    def __enter__(self) -> FolderLock:  # noqa: PYI034
-        try:
-            self.lock = FileLock(self.path)
-            held = self.lock.acquire(wait=False)
-        except OSError as exc:
-            log.warning("%s: cannot lock (%s): a second download into this folder would not be refused",
-                        self.path, exc.strerror or exc)
-            return self
-        if not held:
-            holder = self.lock.holder()
-            self.lock.close()
-            self.lock = None
-            raise DownloadError(
-                f"{self.path.parent}: another download into this folder is running ({holder}, holding {self.path}); "
-                f"wait for it to end (`--status` shows its progress) or stop it, then run again"
-            )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.lock is not None:
-            self.lock.close()
-            self.lock = None
+    path = out_dir / LOCK_NAME
+    return held_alone(path, lambda holder: DownloadError(
+        f"{out_dir}: another download into this folder is running ({holder}, holding {path}); "
+        f"wait for it to end (`--status` shows its progress) or stop it, then run again"),
+        "a second download into this folder would not be refused")
 
 
 def folder_locked(out_dir: Path) -> bool | None:
@@ -898,7 +877,7 @@ class ManifestRecorder:
     Download threads hand it their finished entries; each :meth:`put` updates the in-memory
     manifest and rewrites the file atomically (:func:`mf.write_manifest`: temporary sibling,
     fsync, rename) under one lock, so writes never interleave and the file on disk is always a
-    complete manifest of complete files. (Other processes are kept out by :class:`FolderLock`.)
+    complete manifest of complete files. (Other processes are kept out by :func:`folder_lock`.)
     """
 
     def __init__(self, out_dir: Path, manifest: mf.Manifest) -> None:
@@ -1499,7 +1478,7 @@ def download_speakingfaces(
     opts = opts or RunOptions(retries=retries, backoff=backoff, verify_existing=verify_existing)
     check_token_transport(endpoint, token)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out_dir), requests.Session() as session:
+    with folder_lock(out_dir), requests.Session() as session:
         move_legacy_layout(out_dir)
         commit = hf_resolve_commit(session, endpoint, repo, revision, token, retries=opts.retries, backoff=opts.backoff)
         source = hf_source(endpoint, repo, revision, commit)
@@ -1640,7 +1619,7 @@ def download_demand(
     default_record, default_files = zenodo_urls()
     record_url, files_url = record_url or default_record, files_url or default_files
     out_dir.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out_dir), requests.Session() as session:
+    with folder_lock(out_dir), requests.Session() as session:
         record = zenodo_record(session, record_url, retries=opts.retries, backoff=opts.backoff)
         remotes = select_demand(zenodo_files(session, record_url, files_url, record=record), envs)
         source = zenodo_source(record, record_url)

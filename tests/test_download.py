@@ -586,7 +586,7 @@ def test_manifest_recorder_many_threads(tmp_path: Path) -> None:
 
 def test_second_download_into_the_same_folder_is_refused(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     _, url = server
-    with dl.FolderLock(tmp_path), pytest.raises(dl.DownloadError, match=r"another download into this folder is "
+    with dl.folder_lock(tmp_path), pytest.raises(dl.DownloadError, match=r"another download into this folder is "
                                                                          r"running \(pid \d+ on "):
         dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)
     dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)  # released: goes ahead
@@ -667,7 +667,7 @@ def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # a new run holds the folder but has not written its state yet (it is listing the remote files)
     st.data["run"]["pid"] = 1  # the state file is of an earlier process
     st.write()
-    with dl.FolderLock(tmp_path):
+    with dl.folder_lock(tmp_path):
         assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"download: running \(pid \d+ on host \S+ since [\d: -]+\); it has not written its state yet", out), out

@@ -10,10 +10,15 @@ decide whether that is fatal (see :meth:`FileLock.acquire`).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class FileLock:
@@ -49,6 +54,33 @@ class FileLock:
         if unlink:  # while still holding it: a waiter then re-checks what the lock protected
             self.path.unlink(missing_ok=True)
         os.close(self.fd)  # releases the lock
+
+
+@contextmanager
+def held_alone(path: str | os.PathLike, refused: Callable[[str], BaseException], unprotected: str) -> Iterator[None]:
+    """Hold ``path``'s lock for the block; raise ``refused(holder)`` at once if another process holds it.
+
+    On a filesystem that refuses flock() the block runs unlocked after a warning that ends with
+    ``unprotected`` (what is then not refused).
+    """
+    lock = None
+    try:
+        lock = FileLock(path)
+        held = lock.acquire(wait=False)
+    except OSError as exc:
+        if lock is not None:
+            lock.close()
+        log.warning("%s: cannot lock (%s): %s", path, exc.strerror or exc, unprotected)
+        yield
+        return
+    if not held:
+        holder = lock.holder()
+        lock.close()
+        raise refused(holder)
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 def is_locked(path: str | os.PathLike) -> bool | None:

@@ -29,7 +29,7 @@ from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
 from tavse.common.io import atomic_path
-from tavse.common.locks import FileLock
+from tavse.common.locks import held_alone
 from tavse.common.progress import progress as progress_bar
 from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
@@ -219,29 +219,14 @@ class TrainingBusy(RuntimeError):
     """Another process is training the same run (variant and settings) in the same scratch folder."""
 
 
-@contextlib.contextmanager
-def _sole_training(run_dir: Path, variant: str) -> Iterator[None]:
+def _sole_training(run_dir: Path, variant: str) -> contextlib.AbstractContextManager:
     """Hold ``run_dir/.lock`` while training: a second process training the same run in the same
     scratch folder would overwrite the first one's resumable state, and the first one's clean-up at
     the end would delete that folder under the second one."""
-    try:
-        lock = FileLock(run_dir / ".lock")
-        held = lock.acquire(wait=False)
-    except OSError as exc:
-        log.warning("%s: cannot lock (%s): a second training of %s with the same settings here would not be refused",
-                    run_dir, exc.strerror or exc, variant)
-        yield
-        return
-    if not held:
-        holder = lock.holder()
-        lock.close()
-        raise TrainingBusy(
-            f"{run_dir}: another process is training {variant} with the same settings in this scratch folder "
-            f"({holder}); wait for it to end, or give this run a scratch folder of its own (TAVSE_SCRATCH_DIR)")
-    try:
-        yield
-    finally:
-        lock.close()
+    return held_alone(run_dir / ".lock", lambda holder: TrainingBusy(
+        f"{run_dir}: another process is training {variant} with the same settings in this scratch folder "
+        f"({holder}); wait for it to end, or give this run a scratch folder of its own (TAVSE_SCRATCH_DIR)"),
+        f"a second training of {variant} with the same settings here would not be refused")
 
 
 def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: Path) -> dict | None:
