@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh .venv (Python 3.11 + the pinned requirements). Idempotent: a second call
-# with an unchanged requirements.txt returns at once.
+# with unchanged requirements.txt and pyproject.toml returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import tavse' 2>/dev/null; then
   echo "setup: .venv is up to date"
   exit 0
@@ -44,10 +44,8 @@ echo "setup: building .venv from requirements.txt (first time: ~1-2 min, ~6 GB)"
 # uv resolves nothing (requirements.txt is fully pinned); it only installs ~4x faster than pip.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'uv==0.13.9'
 .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt
-# The repository root on sys.path, so `python -m stages.x` and `import tavse` work anywhere in it.
-.venv/bin/python - <<'PY'
-import pathlib, site
-pathlib.Path(site.getsitepackages()[0], "tavse-repo.pth").write_text(str(pathlib.Path.cwd()) + "\n")
-PY
+# The package itself, editable (pyproject.toml), so `import tavse` reads this checkout's code.
+.venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+rm -f .venv/lib/python3.11/site-packages/tavse-repo.pth  # the path file older setups wrote instead
 echo "$want" > "$stamp"
 echo "setup: done"
