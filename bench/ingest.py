@@ -50,10 +50,16 @@ def main() -> None:
     cfg = config()
     ic = cfg.ingest
     archives = sfc.find_archives(cfg.data.speakingfaces_dir)
-    t = {"decode": 0.0, "landmarks": 0.0, "crop_encode": 0.0, "write": 0.0, "baseline_landmarks": 0.0,
-         "baseline_crop_encode": 0.0}
+    t = {
+        "decode": 0.0,
+        "landmarks": 0.0,
+        "crop_encode": 0.0,
+        "write": 0.0,
+        "baseline_landmarks": 0.0,
+        "baseline_crop_encode": 0.0,
+    }
     frames, errors, track_errors = 0, [], []
-    picked: dict[Path, list] = {}   # archive -> the utterances measured
+    picked: dict[Path, list] = {}  # archive -> the utterances measured
     base_centres: list[np.ndarray] = []
     mouth_roi.detect_lips([np.zeros((348, 464, 3), np.uint8)], static=True)  # load the models outside the timings
     # The first pass (baseline and the serial breakdown) decodes as ingest did before: OpenCV, serially.
@@ -73,8 +79,12 @@ def main() -> None:
                     track = mouth_roi.track_mouth(utt.rgb, ic.landmark_stride, ic.box_scale, ic.smooth_frames, detector)
                     t2 = time.perf_counter()
                     rgb = np.stack([mouth_roi.crop(f, b, ic.roi_size) for f, b in zip(utt.rgb, track.boxes)])
-                    thr = np.stack([mouth_roi.crop(f, b, ic.roi_size, pixel_map=iron_to_temperature)
-                                    for f, b in zip(utt.thermal, track.boxes)])
+                    thr = np.stack(
+                        [
+                            mouth_roi.crop(f, b, ic.roi_size, pixel_map=iron_to_temperature)
+                            for f, b in zip(utt.thermal, track.boxes)
+                        ]
+                    )
                     wav = resample(utt.audio, utt.sample_rate, ic.sample_rate)
                     items = store.utterance_items(u.key.utt_id, {}, rgb, thr, wav)
                     t3 = time.perf_counter()
@@ -85,8 +95,15 @@ def main() -> None:
                     base = mouth_roi.track_from_lips(blips, bran, ic.box_scale, ic.smooth_frames)
                     t5 = time.perf_counter()
                     brgb = np.stack([mouth_roi.crop(f, b, ic.roi_size) for f, b in zip(utt.rgb, base.boxes)])
-                    bthr = np.stack([mouth_roi.crop(iron_to_temperature(f), b, ic.roi_size) for f, b in zip(utt.thermal, base.boxes)])
-                    store.utterance_items(u.key.utt_id, {}, brgb, bthr, resample(utt.audio, utt.sample_rate, ic.sample_rate))
+                    bthr = np.stack(
+                        [
+                            mouth_roi.crop(iron_to_temperature(f), b, ic.roi_size)
+                            for f, b in zip(utt.thermal, base.boxes)
+                        ]
+                    )
+                    store.utterance_items(
+                        u.key.utt_id, {}, brgb, bthr, resample(utt.audio, utt.sample_rate, ic.sample_rate)
+                    )
                     t6 = time.perf_counter()
                     for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                         t[k] += dt
@@ -105,8 +122,12 @@ def main() -> None:
         writer = store.GrowingWriter(Path(tmp) / "db_pipelined")
         cpu0, wall0, i = time.process_time(), time.perf_counter(), 0
         for archive, utts in picked.items():
-            with (zipfile.ZipFile(archive) as zf, ThreadPoolExecutor(ingest.DECODE_THREADS) as pool,
-              mouth_roi.LipDetector(ingest.landmark_threads(1)) as detector):
+            with (
+                zipfile.ZipFile(archive) as zf,
+                ThreadPoolExecutor(ingest.DECODE_THREADS) as pool,
+                mouth_roi.LipDetector(ingest.landmark_threads(1)) as detector,
+            ):
+
                 def load(u, zf=zf, archive=archive, pool=pool):
                     return sfc.load_utterance(zf, str(archive), u, ic.frame_tolerance, pool)
 
@@ -131,10 +152,14 @@ def main() -> None:
     serial = t["decode"] + t["landmarks"] + t["crop_encode"] + t["write"]
     base_total = t["decode"] + t["baseline_landmarks"] + t["baseline_crop_encode"] + t["write"]
     result = {
-        "utterances": done, "frames": frames, "landmark_stride": ic.landmark_stride, "roi_size": ic.roi_size,
+        "utterances": done,
+        "frames": frames,
+        "landmark_stride": ic.landmark_stride,
+        "roi_size": ic.roi_size,
         "ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in t.items()},
         "pipelined_ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in pipe.items()},
-        "decode_threads": ingest.DECODE_THREADS, "landmark_threads": ingest.landmark_threads(1),
+        "decode_threads": ingest.DECODE_THREADS,
+        "landmark_threads": ingest.landmark_threads(1),
         "png_decoder": "libspng (pyspng)" if spng is not None else "OpenCV",
         "frames_per_s_per_worker": round(frames / ours, 1),
         "cpu_ms_per_frame": round(1000 * ours_cpu / frames, 3),
@@ -142,25 +167,37 @@ def main() -> None:
         "baseline_frames_per_s_per_worker": round(frames / base_total, 1),
         "speedup_end_to_end": round(base_total / ours, 2),
         "speedup_landmarks": round(t["baseline_landmarks"] / t["landmarks"], 2),
-        "mouth_centre_error_px": {"mean": round(float(err.mean()), 3), "p95": round(float(np.percentile(err, 95)), 3),
-                                  "max": round(float(err.max()), 3)},
-        "track_centre_error_px": {"mean": round(float(terr.mean()), 3), "p95": round(float(np.percentile(terr, 95)), 3),
-                                  "max": round(float(terr.max()), 3)},
+        "mouth_centre_error_px": {
+            "mean": round(float(err.mean()), 3),
+            "p95": round(float(np.percentile(err, 95)), 3),
+            "max": round(float(err.max()), 3),
+        },
+        "track_centre_error_px": {
+            "mean": round(float(terr.mean()), 3),
+            "p95": round(float(np.percentile(terr, 95)), 3),
+            "max": round(float(terr.max()), 3),
+        },
     }
     print(f"ingest, one worker, {frames} frames of {done} utterances (stride {ic.landmark_stride}):")
     for k, v in result["ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
-    print(f"  as ingest runs it (decode of the next utterance with {result['png_decoder']} in {ingest.DECODE_THREADS} "
-          f"threads beside FaceMesh in {ingest.landmark_threads(1)}), main thread:")
+    print(
+        f"  as ingest runs it (decode of the next utterance with {result['png_decoder']} in {ingest.DECODE_THREADS} "
+        f"threads beside FaceMesh in {ingest.landmark_threads(1)}), main thread:"
+    )
     for k, v in result["pipelined_ms_per_frame"].items():
         print(f"  {k:20s} {v:8.3f} ms/frame")
-    print(f"  ours      {result['frames_per_s_per_worker']:7.1f} frames/s ({result['cpu_ms_per_frame']} ms CPU/frame)   "
-          f"serial {result['serial_frames_per_s_per_worker']:7.1f} frames/s   "
-          f"baseline {result['baseline_frames_per_s_per_worker']:7.1f} frames/s")
+    print(
+        f"  ours      {result['frames_per_s_per_worker']:7.1f} frames/s ({result['cpu_ms_per_frame']} ms CPU/frame)   "
+        f"serial {result['serial_frames_per_s_per_worker']:7.1f} frames/s   "
+        f"baseline {result['baseline_frames_per_s_per_worker']:7.1f} frames/s"
+    )
     print(f"  speed-up  end to end {result['speedup_end_to_end']}x, landmark stage {result['speedup_landmarks']}x")
-    print(f"  mouth-centre error vs baseline: mean {result['mouth_centre_error_px']['mean']} px, "
-          f"p95 {result['mouth_centre_error_px']['p95']} px, max {result['mouth_centre_error_px']['max']} px "
-          f"(before snapping: mean {result['track_centre_error_px']['mean']}, max {result['track_centre_error_px']['max']} px)")
+    print(
+        f"  mouth-centre error vs baseline: mean {result['mouth_centre_error_px']['mean']} px, "
+        f"p95 {result['mouth_centre_error_px']['p95']} px, max {result['mouth_centre_error_px']['max']} px "
+        f"(before snapping: mean {result['track_centre_error_px']['mean']}, max {result['track_centre_error_px']['max']} px)"
+    )
     print(f"  saved {save('ingest', result)}")
 
 

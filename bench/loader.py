@@ -62,7 +62,9 @@ def main() -> None:
         for u, s in picks:
             src.frames(u, "rgb", s, s + args.segment)
             src.frames(u, "thr", s, s + args.segment)
-            src.audio(u, s * cfg.ingest.sample_rate // cfg.ingest.fps, s * cfg.ingest.sample_rate // cfg.ingest.fps + n_audio)
+            src.audio(
+                u, s * cfg.ingest.sample_rate // cfg.ingest.fps, s * cfg.ingest.sample_rate // cfg.ingest.fps + n_audio
+            )
 
     with tempfile.TemporaryDirectory() as tmp:
         per_frame_layout(src, sorted({u for u, _ in picks}), Path(tmp) / "pf")
@@ -71,13 +73,23 @@ def main() -> None:
         def per_frame():
             with penv.begin() as txn:
                 for u, s in picks:
-                    _rgb = np.stack([simplejpeg.decode_jpeg(txn.get(f"{u}/rgb/{f:05d}".encode()), colorspace="RGB")
-                                    for f in range(s, s + args.segment)])
-                    _thr = np.stack([cv2.imdecode(np.frombuffer(txn.get(f"{u}/thr/{f:05d}".encode()), np.uint8), cv2.IMREAD_GRAYSCALE)
-                                    for f in range(s, s + args.segment)])
+                    _rgb = np.stack(
+                        [
+                            simplejpeg.decode_jpeg(txn.get(f"{u}/rgb/{f:05d}".encode()), colorspace="RGB")
+                            for f in range(s, s + args.segment)
+                        ]
+                    )
+                    _thr = np.stack(
+                        [
+                            cv2.imdecode(
+                                np.frombuffer(txn.get(f"{u}/thr/{f:05d}".encode()), np.uint8), cv2.IMREAD_GRAYSCALE
+                            )
+                            for f in range(s, s + args.segment)
+                        ]
+                    )
                     wav = np.frombuffer(txn.get(f"{u}/wav".encode()), np.float32)
                     a0 = s * cfg.ingest.sample_rate // cfg.ingest.fps
-                    wav[a0:a0 + n_audio].copy()
+                    wav[a0 : a0 + n_audio].copy()
 
         timings = {}
         for name, fn in (("lmdb_per_utterance", ours), ("per_frame_keys", per_frame)):
@@ -87,7 +99,9 @@ def main() -> None:
             timings[name] = time.perf_counter() - t0
         penv.close()
     result = {
-        "samples": args.samples, "segment_frames": args.segment, "roi_size": src.meta(picks[0][0])["roi_size"],
+        "samples": args.samples,
+        "segment_frames": args.segment,
+        "roi_size": src.meta(picks[0][0])["roi_size"],
         "samples_per_s": {k: round(args.samples / v, 1) for k, v in timings.items()},
         "speedup": round(timings["per_frame_keys"] / timings["lmdb_per_utterance"], 2),
     }

@@ -28,7 +28,7 @@ from tavse.corpus.store import UtteranceStore
 def dark_area(rgb: np.ndarray) -> np.ndarray:
     """Per-frame share of pixels in the crop's central region darker than 40% of its median luma."""
     s = rgb.shape[1]
-    c = rgb[:, s // 4: 3 * s // 4, s // 4: 3 * s // 4].astype(np.float32)
+    c = rgb[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4].astype(np.float32)
     luma = c @ np.array([0.299, 0.587, 0.114], np.float32)
     med = np.median(luma.reshape(len(luma), -1), axis=1)
     return (luma < 0.4 * med[:, None, None]).mean(axis=(1, 2))
@@ -67,14 +67,19 @@ def main() -> None:
         return round(float(np.corrcoef(np.concatenate(pair[0]), np.concatenate(pair[1]))[0, 1]), 4)
 
     result = {
-        "split": args.split, "utterances": len(rows),
+        "split": args.split,
+        "utterances": len(rows),
         "r_pooled": {k: r_of(v) for k, v in pooled.items()},
-        "r_per_speaker": {s: {k: r_of(v) for k, v in d.items()} for s, d in sorted(per_speaker.items(), key=lambda x: int(x[0]))},
+        "r_per_speaker": {
+            s: {k: r_of(v) for k, v in d.items()} for s, d in sorted(per_speaker.items(), key=lambda x: int(x[0]))
+        },
     }
     print(f"mouth opening on the ingested crops vs clean speech loudness, {args.split} split ({len(rows)} utterances):")
     for k, v in result["r_pooled"].items():
-        print(f"  {k:10s} r = {v:.3f} (pooled)   per speaker: "
-              + ", ".join(f"{s}: {d[k]:.3f}" for s, d in result["r_per_speaker"].items()))
+        print(
+            f"  {k:10s} r = {v:.3f} (pooled)   per speaker: "
+            + ", ".join(f"{s}: {d[k]:.3f}" for s, d in result["r_per_speaker"].items())
+        )
     print(f"  saved {save('mouth_sync', result)}")
 
 

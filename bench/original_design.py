@@ -51,5 +51,6 @@ class OriginalAudioUNet(nn.Module):
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = torch.cat([x, skip], dim=1)
         mask = torch.sigmoid(F.interpolate(self.last(x), size=spec.shape[-2:], mode="bilinear", align_corners=False))
-        return torch.istft(spec * mask.squeeze(1), self.n_fft, self.hop_length, self.win_length, self.window,
-                           length=noisy.shape[-1])
+        return torch.istft(
+            spec * mask.squeeze(1), self.n_fft, self.hop_length, self.win_length, self.window, length=noisy.shape[-1]
+        )

@@ -44,8 +44,9 @@ def one(size: str, variant: str, precision: str, steps: int, threads: int) -> di
     cfg = config()
     device, amp, _ = device_setup(precision=precision)
     paper = size == "paper" or variant == "original_audio"
-    batch, frames, roi = ((PAPER["batch"], PAPER["frames"], PAPER["roi"]) if paper
-                          else (8, cfg.train.segment_frames, cfg.ingest.roi_size))
+    batch, frames, roi = (
+        (PAPER["batch"], PAPER["frames"], PAPER["roi"]) if paper else (8, cfg.train.segment_frames, cfg.ingest.roi_size)
+    )
     torch.manual_seed(0)
     if variant == "original_audio":
         model = OriginalAudioUNet(cfg.model.n_fft, cfg.model.win_length, cfg.model.hop_length).to(device)
@@ -81,14 +82,26 @@ def one(size: str, variant: str, precision: str, steps: int, threads: int) -> di
             torch.cuda.synchronize()
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"size": "paper" if paper else size, "variant": variant, "precision": str(amp or "fp32"),
-            "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
-            "threads": torch.get_num_threads(), "batch": batch, "frames": frames, "roi": roi,
-            "cpu_s_per_step": round(min(cpu), 3), "wall_s_per_step": round(min(wall), 3),
-            "samples_per_s": round(batch / min(wall), 2), "peak_memory_mib": round(peak / 2**20, 1),
-            "parameters": n_params}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "size": "paper" if paper else size,
+        "variant": variant,
+        "precision": str(amp or "fp32"),
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "frames": frames,
+        "roi": roi,
+        "cpu_s_per_step": round(min(cpu), 3),
+        "wall_s_per_step": round(min(wall), 3),
+        "samples_per_s": round(batch / min(wall), 2),
+        "peak_memory_mib": round(peak / 2**20, 1),
+        "parameters": n_params,
+    }
 
 
 def main() -> None:
@@ -102,20 +115,41 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(*args.one, steps=args.steps, threads=args.threads)))
         return
-    runs = [(size, variant, p) for p in args.precision for size in args.sizes
-            for variant in [*config().variants, *(["original_audio"] if size == "paper" else [])]]
+    runs = [
+        (size, variant, p)
+        for p in args.precision
+        for size in args.sizes
+        for variant in [*config().variants, *(["original_audio"] if size == "paper" else [])]
+    ]
     rows = []
     for size, variant, precision in runs:
-        out = subprocess.run([sys.executable, "-m", "bench.train_step", "--one", size, variant, precision,
-                              "--steps", str(args.steps), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.train_step",
+                "--one",
+                size,
+                variant,
+                precision,
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         ref = ORIGINAL_CPU_S.get(variant) if row["size"] == "paper" else None
-        print(f"{row['size']:6s} {variant:18s} {row['precision']:14s} batch {row['batch']} x {row['frames']} frames: "
-              f"{row['cpu_s_per_step']:7.3f} CPU-s/step ({row['threads']} thread(s)), {row['wall_s_per_step']:7.3f} s wall, "
-              f"peak {row['peak_memory_mib']:7.1f} MiB, {row['parameters']:,} params"
-              + (f"  [original design: {ref} CPU-s, measured elsewhere]" if ref else ""))
+        print(
+            f"{row['size']:6s} {variant:18s} {row['precision']:14s} batch {row['batch']} x {row['frames']} frames: "
+            f"{row['cpu_s_per_step']:7.3f} CPU-s/step ({row['threads']} thread(s)), {row['wall_s_per_step']:7.3f} s wall, "
+            f"peak {row['peak_memory_mib']:7.1f} MiB, {row['parameters']:,} params"
+            + (f"  [original design: {ref} CPU-s, measured elsewhere]" if ref else "")
+        )
     print(f"saved {save('train_step', {'rows': rows})}")
 
 

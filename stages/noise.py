@@ -13,6 +13,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     cfg = load_config(stage="noise")
-    report = prepare_noise(cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels,
-                           verify=args.verify)
+    report = prepare_noise(
+        cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels, verify=args.verify
+    )
     write_json(cfg.noise.report, report)

@@ -9,4 +9,6 @@ if __name__ == "__main__":
     setup_logging()
     cfg = load_config(stage="synth_corpus")
     write_corpus(cfg.synth, cfg.data, cfg.seed)
-    write_synthetic_manifest(cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset})
+    write_synthetic_manifest(
+        cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset}
+    )

@@ -10,5 +10,9 @@ if __name__ == "__main__":
     cfg = load_config(stage="synth_noise")
     sn = cfg.synth_noise
     write_demand_corpus(sn.out_dir, sn.environments, sn.duration_s, sn.channels, cfg.seed)
-    write_synthetic_manifest(sn.out_dir, "demand", "synth_noise", {"seed": cfg.seed, "environments": list(sn.environments),
-                                                                   "duration_s": sn.duration_s, "channels": sn.channels})
+    write_synthetic_manifest(
+        sn.out_dir,
+        "demand",
+        "synth_noise",
+        {"seed": cfg.seed, "environments": list(sn.environments), "duration_s": sn.duration_s, "channels": sn.channels},
+    )

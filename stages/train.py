@@ -20,8 +20,10 @@ if __name__ == "__main__":
     variant = ap.parse_args().variant
     setup_logging()
     try:
-        main_or_launch(lambda: train_variant(load_config(stage=f"train@{variant}"), variant),
-                       [sys.executable, "-m", "stages.train", variant])
+        main_or_launch(
+            lambda: train_variant(load_config(stage=f"train@{variant}"), variant),
+            [sys.executable, "-m", "stages.train", variant],
+        )
     except TrainingBusy as exc:  # the reason, without a traceback (exit 1)
         logging.getLogger("tavse.train").error("train@%s failed: %s", variant, exc)
         sys.exit(1)

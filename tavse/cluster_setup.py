@@ -103,7 +103,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key.isidentifier():
@@ -195,8 +195,9 @@ def local_config(repo: Path) -> dict:
 
 def local_config_is_ignored(repo: Path) -> bool:
     """True when git ignores ``.dvc/config.local`` (DVC's own ``.dvc/.gitignore`` does)."""
-    result = subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo, capture_output=True, check=False
+    )
     return result.returncode == 0
 
 
@@ -204,8 +205,10 @@ def reflink_works(cache_dir: Path, workspace: Path) -> bool:
     """True when a file in ``cache_dir`` can be reflinked (copy-on-write cloned) into ``workspace``."""
     from dvc_objects.fs.system import reflink
 
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".tavse-probe-") as src_dir, \
-            tempfile.TemporaryDirectory(dir=workspace, prefix=".tavse-probe-") as dst_dir:
+    with (
+        tempfile.TemporaryDirectory(dir=cache_dir, prefix=".tavse-probe-") as src_dir,
+        tempfile.TemporaryDirectory(dir=workspace, prefix=".tavse-probe-") as dst_dir,
+    ):
         src = Path(src_dir) / "probe"
         src.write_bytes(b"tavse")
         try:
@@ -249,8 +252,7 @@ def configure_remote(repo: Path, settings: ClusterSettings) -> None:
         local.touch(mode=0o600, exist_ok=True)
         local.chmod(0o600)
         run_dvc(repo, ["remote", "modify", "--local", REMOTE_NAME, "access_key_id", settings.s3_access_key_id])
-        run_dvc(repo, ["remote", "modify", "--local", REMOTE_NAME, "secret_access_key",
-                       settings.s3_secret_access_key])
+        run_dvc(repo, ["remote", "modify", "--local", REMOTE_NAME, "secret_access_key", settings.s3_secret_access_key])
 
 
 def summary(settings: ClusterSettings, link_types: str) -> str:

@@ -104,8 +104,24 @@ ZENODO_RECORD_URL = f"{ZENODO_DEFAULT_ENDPOINT}/api/records/{ZENODO_RECORD}"
 ZENODO_FILES_URL = f"{ZENODO_DEFAULT_ENDPOINT}/records/{ZENODO_RECORD}/files"
 # The 18 DEMAND environments (SCAFE exists only at 48 kHz): the default selection of an offline --status.
 DEMAND_ENVS = (
-    "DKITCHEN", "DLIVING", "DWASHING", "NFIELD", "NPARK", "NRIVER", "OHALLWAY", "OMEETING", "OOFFICE",
-    "PCAFETER", "PRESTO", "PSTATION", "SCAFE", "SPSQUARE", "STRAFFIC", "TBUS", "TCAR", "TMETRO",
+    "DKITCHEN",
+    "DLIVING",
+    "DWASHING",
+    "NFIELD",
+    "NPARK",
+    "NRIVER",
+    "OHALLWAY",
+    "OMEETING",
+    "OOFFICE",
+    "PCAFETER",
+    "PRESTO",
+    "PSTATION",
+    "SCAFE",
+    "SPSQUARE",
+    "STRAFFIC",
+    "TBUS",
+    "TCAR",
+    "TMETRO",
 )
 CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -211,9 +227,7 @@ def resolve_hf_token(env_file: Path | None = Path(".env")) -> str | None:
     if not token and env_file is not None:
         token = read_dotenv(env_file).get("HF_TOKEN")
     if not token:
-        hf_home = Path(
-            os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
-        )
+        hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
         token_file = Path(os.environ.get("HF_TOKEN_PATH", hf_home / "token"))
         if token_file.is_file():
             token = token_file.read_text(encoding="utf-8").strip()
@@ -275,7 +289,9 @@ def manifest_algorithms(remote: RemoteFile) -> tuple[str, ...]:
     return ("sha256", "md5") if remote.md5 else ("sha256",)
 
 
-def verify(path: Path, remote: RemoteFile, *, what: str = "the partial download was deleted, run again to re-download") -> dict[str, str]:
+def verify(
+    path: Path, remote: RemoteFile, *, what: str = "the partial download was deleted, run again to re-download"
+) -> dict[str, str]:
     """Check a finished file against the remote size and hashes; return its digests (one read).
 
     Raises :class:`ChecksumError` naming the file; ``what`` says what happens next.
@@ -362,13 +378,22 @@ def _content_range_start(value: str | None) -> int | None:
 class FileBar:
     """Progress of one file: a tqdm bar (on a terminal) and the run's shared counters (:class:`Progress`)."""
 
-    def __init__(self, remote: RemoteFile, progress: Progress | None = None, position: int | None = None,
-                 bars: bool = True) -> None:
+    def __init__(
+        self, remote: RemoteFile, progress: Progress | None = None, position: int | None = None, bars: bool = True
+    ) -> None:
         self.remote = remote
         self.progress = progress
         self.n = 0
-        self.bar = tqdm(total=remote.size, unit="B", unit_scale=True, unit_divisor=1024, desc=remote.name,
-                        disable=None if bars else True, leave=False, position=position)
+        self.bar = tqdm(
+            total=remote.size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=remote.name,
+            disable=None if bars else True,
+            leave=False,
+            position=position,
+        )
 
     def set(self, n: int) -> None:
         """The part now holds ``n`` bytes (a resume offset, or 0 after a restart)."""
@@ -409,23 +434,16 @@ def _stream_once(
             return
         if resp.status_code == 416:
             part.unlink()
-            raise requests.ConnectionError(
-                "range not satisfiable, restarting from zero"
-            )
+            raise requests.ConnectionError("range not satisfiable, restarting from zero")
         if resp.status_code in RETRYABLE_STATUS:
             raise requests.ConnectionError(f"HTTP {resp.status_code}")
         if resp.status_code >= 400:
             raise http_error(resp.status_code, remote.name, gated_url)
-        if (
-            resp.status_code == 206
-            and _content_range_start(resp.headers.get("Content-Range")) == offset
-        ):
+        if resp.status_code == 206 and _content_range_start(resp.headers.get("Content-Range")) == offset:
             mode = "ab"
         else:  # 200: the server sent the whole file
             if offset:
-                log.info(
-                    "%s: server ignored the Range request, restarting", remote.name
-                )
+                log.info("%s: server ignored the Range request, restarting", remote.name)
             offset, mode = 0, "wb"
         bar.set(offset)
         with part.open(mode) as f:
@@ -484,9 +502,7 @@ def download_file(
                 after = part.stat().st_size if part.exists() else 0
                 if remote.size is None or after == remote.size:
                     break
-                raise requests.ConnectionError(
-                    f"connection closed at {after} of {remote.size} bytes"
-                )
+                raise requests.ConnectionError(f"connection closed at {after} of {remote.size} bytes")
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -519,8 +535,13 @@ def download_file(
         raise
     os.replace(part, dest)
     got, took = dest.stat().st_size - first, time.monotonic() - t0
-    log.info("%s: downloaded and verified (%s in %s, %s)", remote.name, fmt_bytes(got), fmt_duration(took),
-             fmt_rate(got / took if took > 0 else None))
+    log.info(
+        "%s: downloaded and verified (%s in %s, %s)",
+        remote.name,
+        fmt_bytes(got),
+        fmt_duration(took),
+        fmt_rate(got / took if took > 0 else None),
+    )
     return digests
 
 
@@ -603,8 +624,15 @@ class Progress:
     one line per active file and a totals line. In ``bar`` mode the tqdm bars show progress instead.
     """
 
-    def __init__(self, remotes: Sequence[RemoteFile], out_dir: Path, *, mode: str = "log",
-                 every: float = DEFAULT_PROGRESS_EVERY, state: StateFile | None = None) -> None:
+    def __init__(
+        self,
+        remotes: Sequence[RemoteFile],
+        out_dir: Path,
+        *,
+        mode: str = "log",
+        every: float = DEFAULT_PROGRESS_EVERY,
+        state: StateFile | None = None,
+    ) -> None:
         self.remotes = list(remotes)
         self.out_dir = out_dir
         self.bars = mode == "bar"
@@ -676,15 +704,19 @@ class Progress:
             size = a.remote.size
             pct = f" ({100 * a.bytes / size:.1f}%)" if size else ""
             r = a.window.rate()
-            out.append(f"progress: {a.remote.name} {fmt_bytes(a.bytes)} of {fmt_bytes(size)}{pct}, {fmt_rate(r)}, "
-                       f"ETA {fmt_duration(eta((size or 0) - a.bytes, r)) if size else '?'}")
+            out.append(
+                f"progress: {a.remote.name} {fmt_bytes(a.bytes)} of {fmt_bytes(size)}{pct}, {fmt_rate(r)}, "
+                f"ETA {fmt_duration(eta((size or 0) - a.bytes, r)) if size else '?'}"
+            )
         done, known, unknown = self.totals()
         r = self.rate()
         pct = f" ({100 * done / known:.1f}%)" if known else ""
         extra = f" + {unknown} file(s) of unknown size" if unknown else ""
-        out.append(f"progress: total {fmt_bytes(done)} of {fmt_bytes(known)}{extra}{pct}, "
-                   f"{len(self.complete)}/{len(self.remotes)} files complete, {len(active)} active, {fmt_rate(r)} "
-                   f"(last {fmt_duration(min(now - self.t0, RATE_WINDOW_S))}), ETA {fmt_duration(eta(known - done, r))}")
+        out.append(
+            f"progress: total {fmt_bytes(done)} of {fmt_bytes(known)}{extra}{pct}, "
+            f"{len(self.complete)}/{len(self.remotes)} files complete, {len(active)} active, {fmt_rate(r)} "
+            f"(last {fmt_duration(min(now - self.t0, RATE_WINDOW_S))}), ETA {fmt_duration(eta(known - done, r))}"
+        )
         return out
 
     def tick(self) -> None:
@@ -694,8 +726,11 @@ class Progress:
             for line in lines:
                 log.info("%s", line)
         if self.state is not None:
-            self.state.update_run(received_bytes=self.received, rate_bytes_per_s=self.rate(),
-                                  elapsed_s=round(time.monotonic() - self.t0, 3))
+            self.state.update_run(
+                received_bytes=self.received,
+                rate_bytes_per_s=self.rate(),
+                elapsed_s=round(time.monotonic() - self.t0, 3),
+            )
 
     # -- the ticker thread
     def start(self) -> None:
@@ -723,8 +758,16 @@ class StateFile:
     downloaded yet, and the last logged rate. Not a corpus file: the stages never read it.
     """
 
-    def __init__(self, out_dir: Path, corpus: str, source: dict, remotes: Sequence[RemoteFile], jobs: int,
-                 secrets: Sequence[str | None] = (), every: float = DEFAULT_PROGRESS_EVERY) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        corpus: str,
+        source: dict,
+        remotes: Sequence[RemoteFile],
+        jobs: int,
+        secrets: Sequence[str | None] = (),
+        every: float = DEFAULT_PROGRESS_EVERY,
+    ) -> None:
         self.path = out_dir / STATE_NAME
         self.lock = threading.Lock()
         self.secrets = [s for s in secrets if s]
@@ -732,12 +775,26 @@ class StateFile:
             "format": 1,
             "corpus": corpus,
             "source": {k: v for k, v in source.items()},
-            "files": [{k: v for k, v in (("name", r.name), ("size", r.size), ("sha256", r.sha256), ("md5", r.md5))
-                       if v is not None} for r in remotes],
-            "run": {"state": "running", "pid": os.getpid(), "host": socket.gethostname(), "jobs": jobs,
-                    "started": round(time.time(), 3), "updated": round(time.time(), 3),
-                    "received_bytes": 0, "rate_bytes_per_s": None, "rate_window_s": RATE_WINDOW_S,
-                    "progress_every_s": every},
+            "files": [
+                {
+                    k: v
+                    for k, v in (("name", r.name), ("size", r.size), ("sha256", r.sha256), ("md5", r.md5))
+                    if v is not None
+                }
+                for r in remotes
+            ],
+            "run": {
+                "state": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "jobs": jobs,
+                "started": round(time.time(), 3),
+                "updated": round(time.time(), 3),
+                "received_bytes": 0,
+                "rate_bytes_per_s": None,
+                "rate_window_s": RATE_WINDOW_S,
+                "progress_every_s": every,
+            },
         }
         self.write()
 
@@ -776,10 +833,14 @@ def folder_lock(out_dir: Path) -> contextlib.AbstractContextManager:
     protected and the run goes on.
     """
     path = out_dir / LOCK_NAME
-    return held_alone(path, lambda holder: DownloadError(
-        f"{out_dir}: another download into this folder is running ({holder}, holding {path}); "
-        f"wait for it to end (`--status` shows its progress) or stop it, then run again"),
-        "a second download into this folder would not be refused")
+    return held_alone(
+        path,
+        lambda holder: DownloadError(
+            f"{out_dir}: another download into this folder is running ({holder}, holding {path}); "
+            f"wait for it to end (`--status` shows its progress) or stop it, then run again"
+        ),
+        "a second download into this folder would not be refused",
+    )
 
 
 def folder_locked(out_dir: Path) -> bool | None:
@@ -830,8 +891,14 @@ def check_free_space(out_dir: Path, remotes: Sequence[RemoteFile], hint: str = "
             f"short. Free space there, choose an --out on a larger filesystem, or select fewer files{hint}; "
             "--skip-space-check downloads anyway (it stops when the disk is full; rerun to resume)"
         )
-    log.info("%s: %s to download (%d file(s)), %s free on %s", out_dir, fmt_bytes(need), todo,
-             fmt_bytes(usage.free), mount_point(out_dir))
+    log.info(
+        "%s: %s to download (%d file(s)), %s free on %s",
+        out_dir,
+        fmt_bytes(need),
+        todo,
+        fmt_bytes(usage.free),
+        mount_point(out_dir),
+    )
     return need
 
 
@@ -856,8 +923,11 @@ def open_manifest(out_dir: Path, corpus: str, source: dict, same: Sequence[str])
         if manifest.corpus != corpus or mismatch:
             what = ", ".join(f"{k} {old.get(k)!r}" for k in ("type", *same) if k in old)
             want = ", ".join(f"{k} {source.get(k)!r}" for k in ("type", *same))
-            hint = (f"pass --revision {old['commit']} to continue that snapshot, or " if corpus == "speakingfaces"
-                    and old.get("type") == "huggingface" and old.get("commit") else "")
+            hint = (
+                f"pass --revision {old['commit']} to continue that snapshot, or "
+                if corpus == "speakingfaces" and old.get("type") == "huggingface" and old.get("commit")
+                else ""
+            )
             raise DownloadError(
                 f"{path}: the folder holds a {manifest.corpus} corpus of {what}, not {want}; {hint}download into "
                 "another folder (or delete the manifest to record this folder anew: complete files are kept, re-hashed)"
@@ -923,7 +993,9 @@ def fetch_and_record(
     else:
         if digests is None:
             log.info("%s: hashing the existing file", remote.name)
-            digests = verify(dest, remote, what="the file was there before this run: delete it and run again to re-download")
+            digests = verify(
+                dest, remote, what="the file was there before this run: delete it and run again to re-download"
+            )
             for algorithm in ("sha256", "md5"):
                 recorded = getattr(old, algorithm) if old is not None and old.size == size else None
                 if recorded and recorded != digests[algorithm]:
@@ -983,9 +1055,19 @@ def fetch_all(
             with slots_lock:
                 sessions.append(local.session)
                 local.slot = slots.popleft() if slots else None
-        path = fetch_and_record(local.session, remote, out_dir, recorder, verify_existing=opts.verify_existing,
-                                retries=opts.retries, backoff=opts.backoff, progress=progress, stop=stop,
-                                position=local.slot, **fetch_kwargs)
+        path = fetch_and_record(
+            local.session,
+            remote,
+            out_dir,
+            recorder,
+            verify_existing=opts.verify_existing,
+            retries=opts.retries,
+            backoff=opts.backoff,
+            progress=progress,
+            stop=stop,
+            position=local.slot,
+            **fetch_kwargs,
+        )
         progress.completed(remote.name)
         return path
 
@@ -1027,7 +1109,8 @@ def fetch_all(
         raise failures[0]
     if failures:
         raise DownloadError(
-            f"{len(failures)} of {len(remotes)} file(s) failed: " + "; ".join(str(e) for e in failures)
+            f"{len(failures)} of {len(remotes)} file(s) failed: "
+            + "; ".join(str(e) for e in failures)
             + "; the others are complete: run the same command again to retry the failed ones"
         )
     return [paths[r.name] for r in remotes]
@@ -1187,11 +1270,9 @@ def format_status(rows: Sequence[FileStatus]) -> str:
     for r in rows:
         pct = f"  {100 * r.local_bytes / r.remote_bytes:5.1f}%" if r.state == "partial" and r.remote_bytes else ""
         note = f"  ({r.note})" if r.note else ""
-        gb = (lambda n: "?" if n is None else f"{n / 1e9:.3f} GB")
+        gb = lambda n: "?" if n is None else f"{n / 1e9:.3f} GB"
         lines.append(f"{r.name:<{width}}  {r.state:<8}  {gb(r.local_bytes):>12}  {gb(r.remote_bytes):>12}{pct}{note}")
-    counts = {
-        s: sum(r.state == s for r in rows) for s in ("complete", "partial", "missing")
-    }
+    counts = {s: sum(r.state == s for r in rows) for s in ("complete", "partial", "missing")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
 
@@ -1211,7 +1292,9 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
     known = st.known_bytes
     pct = f" ({100 * st.done_bytes / known:.1f}%)" if known else ""
     unk = f"; {unknown} file(s) of unknown size (not downloaded or planned here yet)" if unknown else ""
-    lines.append(f"total: {st.done_bytes / 1e9:.3f} of {known / 1e9:.3f} GB{pct}; {n_complete} of {n} file(s) complete{unk}")
+    lines.append(
+        f"total: {st.done_bytes / 1e9:.3f} of {known / 1e9:.3f} GB{pct}; {n_complete} of {n} file(s) complete{unk}"
+    )
     run = st.run or {}
     rate = run.get("rate_bytes_per_s")
     missing = st.missing_known_bytes
@@ -1220,27 +1303,38 @@ def format_folder_status(st: FolderStatus, now: float | None = None) -> str:
     ago = f"{fmt_duration(max(0.0, now - when))} ago" if isinstance(when, (int, float)) else "at an unknown time"
     who = f"pid {run.get('pid')} on {run.get('host')}, --jobs {run.get('jobs')}" if run else ""
     at_rate = f"{fmt_duration(eta(missing, rate))} for the {left}"
-    fresh = (run.get("state") == "running" and isinstance(when, (int, float))
-             and now - when <= 3 * float(run.get("progress_every_s") or DEFAULT_PROGRESS_EVERY) + 5)
+    fresh = (
+        run.get("state") == "running"
+        and isinstance(when, (int, float))
+        and now - when <= 3 * float(run.get("progress_every_s") or DEFAULT_PROGRESS_EVERY) + 5
+    )
     if st.running is not True and fresh:
         # the state file is being updated, but the lock is not visible from here (another host on NFS)
         r = fmt_rate(rate) if rate else "no rate logged yet"
-        lines.append(f"download: running by its state file ({who}; its lock is not visible from here); rate {r} "
-                     f"(logged {ago}); ETA {at_rate}")
+        lines.append(
+            f"download: running by its state file ({who}; its lock is not visible from here); rate {r} "
+            f"(logged {ago}); ETA {at_rate}"
+        )
     elif st.running:
         if run and (not st.holder or st.holder.startswith(f"pid {run.get('pid')} on host {run.get('host')} ")):
             r = fmt_rate(rate) if rate else "no rate logged yet"
-            lines.append(f"download: running ({who}); rate {r} over its last "
-                         f"{fmt_duration(run.get('rate_window_s', RATE_WINDOW_S))} (logged {ago}); ETA {at_rate}")
+            lines.append(
+                f"download: running ({who}); rate {r} over its last "
+                f"{fmt_duration(run.get('rate_window_s', RATE_WINDOW_S))} (logged {ago}); ETA {at_rate}"
+            )
         else:  # the lock's holder has not written its state yet: it is still listing the remote files
-            lines.append(f"download: running ({st.holder or 'holder unknown'}); it has not written its state yet "
-                         "(still listing the remote files)")
+            lines.append(
+                f"download: running ({st.holder or 'holder unknown'}); it has not written its state yet "
+                "(still listing the remote files)"
+            )
             if missing and rate:
                 lines.append(f"ETA at the rate the run before logged ({fmt_rate(rate)}): {at_rate}")
     elif run:
         state = run.get("state", "?")
         if state == "running":  # the state file says running but nobody holds the lock: killed
-            state = "stopped without finishing (killed?)" if st.running is False else "running or killed (cannot tell here)"
+            state = (
+                "stopped without finishing (killed?)" if st.running is False else "running or killed (cannot tell here)"
+            )
         msg = f": {run['message']}" if run.get("message") else ""
         lines.append(f"download: not running; the last run ({who}) {state}{msg}, updated {ago}")
         if missing and rate:
@@ -1262,9 +1356,7 @@ def parse_speakers(spec: str) -> list[int]:
         lo, _, hi = item.partition("-")
         first, last = int(lo), int(hi or lo)
         if not 1 <= first <= last <= N_SPEAKERS:
-            raise ValueError(
-                f"bad speaker range {item!r}: speakers are 1..{N_SPEAKERS}"
-            )
+            raise ValueError(f"bad speaker range {item!r}: speakers are 1..{N_SPEAKERS}")
         ids.update(range(first, last + 1))
     return sorted(ids)
 
@@ -1313,9 +1405,7 @@ def hf_resolve_commit(
     try:
         sha = resp.json()["sha"]
     except (ValueError, KeyError, TypeError):
-        raise DownloadError(
-            f"revision {revision!r} of {repo}: the Hub's answer has no commit sha"
-        ) from None
+        raise DownloadError(f"revision {revision!r} of {repo}: the Hub's answer has no commit sha") from None
     if not isinstance(sha, str) or not COMMIT_RE.fullmatch(sha):
         raise DownloadError(f"revision {revision!r} of {repo}: bad commit sha {sha!r} from the Hub")
     if COMMIT_RE.fullmatch(revision) and revision != sha:
@@ -1388,14 +1478,8 @@ def hf_remote_file(
             gated_url=gated,
             allow_redirects=False,
         )
-    size = resp.headers.get("X-Linked-Size") or (
-        None if resp.is_redirect else resp.headers.get("Content-Length")
-    )
-    etag = (
-        (resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or "")
-        .removeprefix("W/")
-        .strip('"')
-    )
+    size = resp.headers.get("X-Linked-Size") or (None if resp.is_redirect else resp.headers.get("Content-Length"))
+    etag = (resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or "").removeprefix("W/").strip('"')
     served = resp.headers.get("X-Repo-Commit")
     if served and COMMIT_RE.fullmatch(revision) and served != revision:
         raise DownloadError(f"{path}: the Hub serves it from commit {served}, not the requested {revision}")
@@ -1437,7 +1521,13 @@ def speakingfaces_files(
 
 def hf_source(endpoint: str, repo: str, revision: str, commit: str) -> dict:
     """The ``source`` of a SpeakingFaces manifest."""
-    return {"type": "huggingface", "repo": repo, "endpoint": endpoint.rstrip("/"), "revision": revision, "commit": commit}
+    return {
+        "type": "huggingface",
+        "repo": repo,
+        "endpoint": endpoint.rstrip("/"),
+        "revision": revision,
+        "commit": commit,
+    }
 
 
 def move_legacy_layout(out_dir: Path) -> int:
@@ -1493,11 +1583,24 @@ def download_speakingfaces(
             retries=opts.retries,
             backoff=opts.backoff,
         )
-        paths = run_download(out_dir, "speakingfaces", source, remotes, recorder, opts,
-                             {"headers": hf_auth_headers(token), "gated_url": hf_gated_url(endpoint, repo)},
-                             secrets=[token], space_hint=" (--speakers)")
-    log.info("%s: %d archive(s) of %s@%s; point data.speakingfaces_dir at this folder",
-             mf.manifest_path(out_dir), len(recorder), repo, commit[:12])
+        paths = run_download(
+            out_dir,
+            "speakingfaces",
+            source,
+            remotes,
+            recorder,
+            opts,
+            {"headers": hf_auth_headers(token), "gated_url": hf_gated_url(endpoint, repo)},
+            secrets=[token],
+            space_hint=" (--speakers)",
+        )
+    log.info(
+        "%s: %d archive(s) of %s@%s; point data.speakingfaces_dir at this folder",
+        mf.manifest_path(out_dir),
+        len(recorder),
+        repo,
+        commit[:12],
+    )
     return paths
 
 
@@ -1519,9 +1622,7 @@ def zenodo_record(
     backoff: float = 1.0,
 ) -> dict:
     """The record JSON of a Zenodo record."""
-    resp = request_with_retries(
-        session, "GET", record_url, "Zenodo record", retries=retries, backoff=backoff
-    )
+    resp = request_with_retries(session, "GET", record_url, "Zenodo record", retries=retries, backoff=backoff)
     try:
         return resp.json()
     except ValueError:
@@ -1572,9 +1673,7 @@ def demand_env(name: str) -> str:
     return name.rsplit("_", 1)[0]
 
 
-def select_demand(
-    files: Sequence[RemoteFile], envs: Sequence[str] | None = None
-) -> list[RemoteFile]:
+def select_demand(files: Sequence[RemoteFile], envs: Sequence[str] | None = None) -> list[RemoteFile]:
     """Per environment the 16 kHz zip, or the 48 kHz one where no 16 kHz exists (SCAFE).
 
     ``envs`` holds environment names (``DKITCHEN``) or exact file names (``DKITCHEN_48k.zip``);
@@ -1593,9 +1692,7 @@ def select_demand(
                 chosen.append(by_name[f"{env}_{rate}.zip"])
                 break
         else:
-            raise DownloadError(
-                f"DEMAND: no zip for environment {item!r}; known: {', '.join(all_envs)}"
-            )
+            raise DownloadError(f"DEMAND: no zip for environment {item!r}; known: {', '.join(all_envs)}")
     return chosen
 
 
@@ -1625,8 +1722,12 @@ def download_demand(
         source = zenodo_source(record, record_url)
         recorder = ManifestRecorder(out_dir, open_manifest(out_dir, "demand", source, ("record",)))
         paths = run_download(out_dir, "demand", source, remotes, recorder, opts, {}, space_hint=" (--envs)")
-    log.info("%s: %d zip(s) of Zenodo record %s; point data.demand_dir at this folder",
-             mf.manifest_path(out_dir), len(recorder), recorder.manifest.source["record"])
+    log.info(
+        "%s: %d zip(s) of Zenodo record %s; point data.demand_dir at this folder",
+        mf.manifest_path(out_dir),
+        len(recorder),
+        recorder.manifest.source["record"],
+    )
     return paths
 
 
@@ -1649,9 +1750,7 @@ def positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with the ``speakingfaces``, ``demand``, ``manifest`` and ``verify`` sub-commands."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tavse.download", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tavse.download", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="corpus", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1741,16 +1840,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"{HF_DEFAULT_REVISION}); resolved once to a commit, which the manifest records",
     )
 
-    dm = sub.add_parser(
-        "demand", parents=[common], help="DEMAND noise zips from Zenodo (open access, no account)"
-    )
+    dm = sub.add_parser("demand", parents=[common], help="DEMAND noise zips from Zenodo (open access, no account)")
     dm.add_argument(
         "--envs",
         default=None,
         help="comma list of environments or file names (default: every 16k zip + SCAFE_48k)",
     )
     dm.add_argument(
-        "--record-url", default=None,
+        "--record-url",
+        default=None,
         help=f"Zenodo record JSON URL (default: ${ZENODO_ENDPOINT_ENV} or {ZENODO_DEFAULT_ENDPOINT}, "
         f"+ /api/records/{ZENODO_RECORD})",
     )
@@ -1766,8 +1864,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write DIR/manifest.json (source: local) for archives obtained elsewhere",
     )
     mk.add_argument("dir", type=Path, help="folder of sub_{id}_ia.zip, or of DEMAND {ENV}_16k.zip / {ENV}/chNN.wav")
-    mk.add_argument("--corpus", dest="corpus_kind", choices=mf.CORPORA, default=None,
-                    help="default: from the file names")
+    mk.add_argument(
+        "--corpus", dest="corpus_kind", choices=mf.CORPORA, default=None, help="default: from the file names"
+    )
 
     vf = sub.add_parser(
         "verify", help="re-hash every archive DIR/manifest.json lists and compare (exit 1 on a mismatch)"
@@ -1796,8 +1895,10 @@ def run(args: argparse.Namespace, token: str | None) -> int:
     """Execute a parsed command; return the exit status."""
     if args.corpus == "manifest":
         m = write_local_manifest(args.dir, args.corpus_kind)
-        print(f"{mf.manifest_path(args.dir)}: {m.corpus}, {len(m.files)} file(s), "
-              f"{sum(f.size for f in m.files) / 1e9:.3f} GB")
+        print(
+            f"{mf.manifest_path(args.dir)}: {m.corpus}, {len(m.files)} file(s), "
+            f"{sum(f.size for f in m.files) / 1e9:.3f} GB"
+        )
         return 0
     if args.corpus == "verify":
         n = mf.verify_folder(args.dir)
@@ -1812,9 +1913,15 @@ def run(args: argparse.Namespace, token: str | None) -> int:
             names = demand_names(envs, known) if envs else None
         print(format_folder_status(folder_status(args.out, args.corpus, names)))
         return 0
-    opts = RunOptions(jobs=args.jobs, progress=args.progress, progress_every=args.progress_every,
-                      retries=args.retries, backoff=args.backoff, verify_existing=args.verify,
-                      space_check=not args.skip_space_check)
+    opts = RunOptions(
+        jobs=args.jobs,
+        progress=args.progress,
+        progress_every=args.progress_every,
+        retries=args.retries,
+        backoff=args.backoff,
+        verify_existing=args.verify,
+        space_check=not args.skip_space_check,
+    )
     if args.corpus == "speakingfaces":
         speakers = parse_speakers(args.speakers or f"1-{N_SPEAKERS}")
         endpoint = args.endpoint or env_setting("HF_ENDPOINT", args.env_file) or HF_DEFAULT_ENDPOINT
@@ -1823,13 +1930,21 @@ def run(args: argparse.Namespace, token: str | None) -> int:
                 "no HF token found ($HF_TOKEN or %s): the gated dataset will refuse access",
                 args.env_file,
             )
-        download_speakingfaces(args.out, speakers, token, endpoint=endpoint, repo=args.repo,
-                               revision=resolve_revision(args.revision, args.env_file), opts=opts)
+        download_speakingfaces(
+            args.out,
+            speakers,
+            token,
+            endpoint=endpoint,
+            repo=args.repo,
+            revision=resolve_revision(args.revision, args.env_file),
+            opts=opts,
+        )
     else:
         envs = [e for e in args.envs.split(",") if e] if args.envs else None
         record_url, files_url = zenodo_urls(env_setting(ZENODO_ENDPOINT_ENV, args.env_file))
-        download_demand(args.out, envs, record_url=args.record_url or record_url, files_url=args.base_url or files_url,
-                        opts=opts)
+        download_demand(
+            args.out, envs, record_url=args.record_url or record_url, files_url=args.base_url or files_url, opts=opts
+        )
     return 0
 
 
@@ -1844,11 +1959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     args = build_parser().parse_args(argv)
-    token = (
-        resolve_hf_token(getattr(args, "env_file", None))
-        if args.corpus == "speakingfaces"
-        else None
-    )
+    token = resolve_hf_token(getattr(args, "env_file", None)) if args.corpus == "speakingfaces" else None
     redactor = RedactFilter([token] if token else [])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)

@@ -46,8 +46,17 @@ from tavse.corpus import speakingfaces as sfc
 from tavse.corpus.errors import BadInput
 from tavse.evaluation.evaluate import enhance, load_model
 from tavse.ingest import check_palette, mouth_crops
-from tavse.media import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, MediaError, NoAudioTrack, VideoInfo, iter_frames,
-                         model_frame_sources, probe_video, read_audio)
+from tavse.media import (
+    AUDIO_SUFFIXES,
+    VIDEO_SUFFIXES,
+    MediaError,
+    NoAudioTrack,
+    VideoInfo,
+    iter_frames,
+    model_frame_sources,
+    probe_video,
+    read_audio,
+)
 from tavse.vision import mouth_roi
 from tavse.vision.thermal_palette import iron_to_temperature
 
@@ -68,11 +77,11 @@ class Recording:
 
     name: str
     audio: Path | None = None
-    video: Path | None = None           # RGB, aligned with the thermal video
+    video: Path | None = None  # RGB, aligned with the thermal video
     thermal_video: Path | None = None
-    frames: Path | None = None          # SpeakingFaces zip or folder
+    frames: Path | None = None  # SpeakingFaces zip or folder
     utterance: str | None = None
-    problem: str | None = None          # set by find_recordings (e.g. two videos of one name)
+    problem: str | None = None  # set by find_recordings (e.g. two videos of one name)
 
 
 def pick_device(name: str) -> torch.device:
@@ -189,7 +198,9 @@ class Enhancer:
             noisy = self._audio(rec, sf_source, utt, rgb_info, notes)
             n_audio = int(len(noisy) * cfg.fps / cfg.sample_rate)
             if n_audio < 1:
-                raise EnhanceError(f"{rec.audio or rec.video or rec.frames}: audio shorter than one video frame (1/{cfg.fps} s)")
+                raise EnhanceError(
+                    f"{rec.audio or rec.video or rec.frames}: audio shorter than one video frame (1/{cfg.fps} s)"
+                )
             visual, n = {}, None
             if self.modalities and utt is not None:
                 visual, n = self._frames_crops(rec.frames, sf_source, utt, n_audio)
@@ -209,29 +220,46 @@ class Enhancer:
             tmp.write_bytes(wav_bytes(np.clip(enhanced, -1, 1), cfg.sample_rate))
         seconds = n_samples / cfg.sample_rate
         t3 = time.perf_counter()
-        return {"name": rec.name, "out": str(out), "variant": self.variant, "device": str(self.device), "frames": n,
-                "seconds": seconds, "dropped_s": max(0.0, (len(noisy) - n_samples) / cfg.sample_rate),
-                "processing_s": t3 - t0, "rtf": (t3 - t0) / seconds, "rtf_model": (t2 - t1) / seconds, "notes": notes}
+        return {
+            "name": rec.name,
+            "out": str(out),
+            "variant": self.variant,
+            "device": str(self.device),
+            "frames": n,
+            "seconds": seconds,
+            "dropped_s": max(0.0, (len(noisy) - n_samples) / cfg.sample_rate),
+            "processing_s": t3 - t0,
+            "rtf": (t3 - t0) / seconds,
+            "rtf_model": (t2 - t1) / seconds,
+            "notes": notes,
+        }
 
     def _check_inputs(self, rec: Recording) -> None:
         needs = " and ".join(self.modalities)
         if rec.frames and (rec.video or rec.thermal_video):
             raise EnhanceError(f"{rec.name}: give either SpeakingFaces frames (--frames) or videos (--video), not both")
         if rec.thermal_video and not rec.video and "thermal" in self.modalities:
-            raise EnhanceError(f"{rec.thermal_video}: a thermal video needs the RGB video aligned to it (--video; in a "
-                               "batch folder NAME.mp4 beside NAME.thermal.mp4): the mouth is found by FaceMesh on the "
-                               "RGB frames and cropped at the same place in the thermal ones")
+            raise EnhanceError(
+                f"{rec.thermal_video}: a thermal video needs the RGB video aligned to it (--video; in a "
+                "batch folder NAME.mp4 beside NAME.thermal.mp4): the mouth is found by FaceMesh on the "
+                "RGB frames and cropped at the same place in the thermal ones"
+            )
         if self.modalities and not (rec.video or rec.frames):
             what = rec.audio or rec.name
-            raise EnhanceError(f"{what}: the model {self.model_path} ({self.variant}) needs the {needs} video of the "
-                               "speaker's mouth: give --video RGB_VIDEO"
-                               + (" --thermal-video THERMAL_VIDEO" if "thermal" in self.modalities else "")
-                               + " (in a batch folder NAME.mp4" + (" and NAME.thermal.mp4" if "thermal" in self.modalities else "")
-                               + ") or --frames SpeakingFaces frames; only an audio_only model enhances audio alone")
+            raise EnhanceError(
+                f"{what}: the model {self.model_path} ({self.variant}) needs the {needs} video of the "
+                "speaker's mouth: give --video RGB_VIDEO"
+                + (" --thermal-video THERMAL_VIDEO" if "thermal" in self.modalities else "")
+                + " (in a batch folder NAME.mp4"
+                + (" and NAME.thermal.mp4" if "thermal" in self.modalities else "")
+                + ") or --frames SpeakingFaces frames; only an audio_only model enhances audio alone"
+            )
         if "thermal" in self.modalities and rec.video and not rec.thermal_video:
-            raise EnhanceError(f"{rec.video}: the model {self.model_path} ({self.variant}) needs the thermal video too, "
-                               "aligned to this RGB video: give --thermal-video THERMAL_VIDEO (in a batch folder "
-                               f"{rec.name}.thermal.mp4)")
+            raise EnhanceError(
+                f"{rec.video}: the model {self.model_path} ({self.variant}) needs the thermal video too, "
+                "aligned to this RGB video: give --thermal-video THERMAL_VIDEO (in a batch folder "
+                f"{rec.name}.thermal.mp4)"
+            )
         if not (rec.audio or rec.video or rec.frames):
             raise EnhanceError(f"{rec.name}: no audio: give --audio FILE (or a video with an audio track)")
 
@@ -243,8 +271,10 @@ class Enhancer:
             try:
                 a = read_audio(rec.video)
             except NoAudioTrack:
-                raise EnhanceError(f"{rec.video}: the video has no audio track; give the recording's audio with "
-                                   f"--audio FILE (in a batch folder {rec.name}.wav)") from None
+                raise EnhanceError(
+                    f"{rec.video}: the video has no audio track; give the recording's audio with "
+                    f"--audio FILE (in a batch folder {rec.name}.wav)"
+                ) from None
             if rgb_info is not None and a.start is not None:
                 # The track's first sample and the first frame in the file's common clock.
                 lead = round((a.start - rgb_info.start) * a.sample_rate)
@@ -264,8 +294,9 @@ class Enhancer:
 
     def _frames_crops(self, path: Path, source, u: sfc.UtteranceMembers, n_audio: int) -> tuple[dict, int]:
         cfg = self.cfg
-        n_video = sfc.check_frames(sfc.UtteranceMembers(u.key, u.rgb, u.thermal, mic1="(not needed)"), str(path),
-                                   cfg.frame_tolerance)
+        n_video = sfc.check_frames(
+            sfc.UtteranceMembers(u.key, u.rgb, u.thermal, mic1="(not needed)"), str(path), cfg.frame_tolerance
+        )
         n = min(n_video, n_audio)
         rgb_frames, thermal_frames = sfc.load_frames(source, str(path), u, n)
         where = f"{path}:{u.key.utt_id}"
@@ -278,15 +309,18 @@ class Enhancer:
         """Crops of the mouth from the videos, as :func:`tavse.ingest.mouth_crops` makes them from frames."""
         cfg = self.cfg
         if thr is not None and (thr.width, thr.height) != (rgb.width, rgb.height):
-            raise EnhanceError(f"{thr.path}: thermal frames {thr.width}x{thr.height} but RGB frames {rgb.width}x{rgb.height} "
-                               f"({rgb.path}): the thermal video must be aligned to the RGB one, pixel for pixel")
+            raise EnhanceError(
+                f"{thr.path}: thermal frames {thr.width}x{thr.height} but RGB frames {rgb.width}x{rgb.height} "
+                f"({rgb.path}): the thermal video must be aligned to the RGB one, pixel for pixel"
+            )
         n = min([n_audio, rgb.model_frames(cfg.fps)] + ([thr.model_frames(cfg.fps)] if thr else []))
         src = model_frame_sources(rgb.times, cfg.fps, n)
         if thr is not None:
             src_thr = model_frame_sources(thr.times, cfg.fps, n)
             # ingest's check on the first, middle and last frame (before the costly face tracking)
-            check_palette(list(iter_frames(thr.path, sorted({src_thr[0], src_thr[n // 2], src_thr[-1]}))), cfg,
-                          str(thr.path))
+            check_palette(
+                list(iter_frames(thr.path, sorted({src_thr[0], src_thr[n // 2], src_thr[-1]}))), cfg, str(thr.path)
+            )
         track = self._track(rgb.path, src, n)
         s = cfg.roi_size
         rgb_crops = thr_crops = None
@@ -295,7 +329,9 @@ class Enhancer:
                 rgb_crops = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(frames, track.boxes)])
         if thr is not None:
             with contextlib.closing(iter_frames(thr.path, src_thr)) as frames:
-                thr_crops = np.stack([mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(frames, track.boxes)])
+                thr_crops = np.stack(
+                    [mouth_roi.crop(iron_to_temperature(f), b, s) for f, b in zip(frames, track.boxes)]
+                )
         return self._tensors(rgb_crops, thr_crops), n
 
     def _track(self, path: Path, src: np.ndarray, n: int) -> mouth_roi.MouthTrack:
@@ -310,17 +346,24 @@ class Enhancer:
         ran = np.zeros(n, bool)
         with contextlib.closing(iter_frames(path, src[todo])) as frames:
             for i in range(0, len(todo), FACEMESH_BLOCK):
-                block = todo[i:i + FACEMESH_BLOCK]
+                block = todo[i : i + FACEMESH_BLOCK]
                 lips[block], _ = mouth_roi.detect_lips(list(islice(frames, len(block))), stride=1, static=True)
                 ran[block] = True
         try:
             track = mouth_roi.track_from_lips(lips, ran, cfg.box_scale, cfg.smooth_frames)
         except ValueError:
-            raise BadInput("no_face", str(path), "FaceMesh found no face in any frame (the speaker's face must be "
-                           "visible in the RGB video)") from None
+            raise BadInput(
+                "no_face",
+                str(path),
+                "FaceMesh found no face in any frame (the speaker's face must be visible in the RGB video)",
+            ) from None
         if track.detection_ratio < cfg.min_detection_ratio:
-            raise BadInput("no_face", str(path), f"face found in {track.detection_ratio:.0%} of the frames tracked "
-                                                 f"(< ingest.min_detection_ratio {cfg.min_detection_ratio:.0%})")
+            raise BadInput(
+                "no_face",
+                str(path),
+                f"face found in {track.detection_ratio:.0%} of the frames tracked "
+                f"(< ingest.min_detection_ratio {cfg.min_detection_ratio:.0%})",
+            )
         return track
 
     def _tensors(self, rgb: np.ndarray | None, thr: np.ndarray | None) -> dict[str, torch.Tensor]:
@@ -337,14 +380,18 @@ class Enhancer:
 
 def _line(r: dict) -> str:
     notes = f" ({'; '.join(r['notes'])})" if r["notes"] else ""
-    return (f"{r['out']}: {r['name']}, {r['seconds']:.2f} s enhanced by {r['variant']}{notes}; "
-            f"real-time factor {r['rtf']:.3f} ({r['rtf_model']:.3f} the model alone) on {r['device']}")
+    return (
+        f"{r['out']}: {r['name']}, {r['seconds']:.2f} s enhanced by {r['variant']}{notes}; "
+        f"real-time factor {r['rtf']:.3f} ({r['rtf_model']:.3f} the model alone) on {r['device']}"
+    )
 
 
 def _warn_dropped(r: dict) -> None:
     if r["dropped_s"] > 1 / 28:
-        print(f"warning: {r['name']}: the last {r['dropped_s']:.2f} s of audio have no video frames and were not enhanced",
-              file=sys.stderr)
+        print(
+            f"warning: {r['name']}: the last {r['dropped_s']:.2f} s of audio have no video frames and were not enhanced",
+            file=sys.stderr,
+        )
 
 
 def run_batch(enhancer: Enhancer, folder: Path, out_dir: Path) -> int:
@@ -352,11 +399,15 @@ def run_batch(enhancer: Enhancer, folder: Path, out_dir: Path) -> int:
     if not folder.is_dir():
         raise EnhanceError(f"{folder}: --batch folder not found")
     if out_dir.resolve() == folder.resolve():
-        raise EnhanceError(f"{out_dir}: --out-dir must differ from the --batch folder (outputs are NAME.wav, like inputs)")
+        raise EnhanceError(
+            f"{out_dir}: --out-dir must differ from the --batch folder (outputs are NAME.wav, like inputs)"
+        )
     recs, ignored = find_recordings(folder)
     for p in ignored:
-        print(f"{p}: ignored (not a video {'/'.join(VIDEO_SUFFIXES)} or audio {'/'.join(AUDIO_SUFFIXES)} file)",
-              file=sys.stderr)
+        print(
+            f"{p}: ignored (not a video {'/'.join(VIDEO_SUFFIXES)} or audio {'/'.join(AUDIO_SUFFIXES)} file)",
+            file=sys.stderr,
+        )
     if not recs:
         raise EnhanceError(f"{folder}: no recordings (video or audio files) to enhance")
     failed: list[str] = []
@@ -376,19 +427,28 @@ def run_batch(enhancer: Enhancer, folder: Path, out_dir: Path) -> int:
         print(_line(r))
         _warn_dropped(r)
     rtf = f"real-time factor {processing / seconds:.3f}" if seconds else "nothing enhanced"
-    print(f"batch {folder}: {len(recs) - len(failed)} of {len(recs)} recordings enhanced into {out_dir}, "
-          f"{len(failed)} failed{' (' + ', '.join(failed) + ')' if failed else ''}; {seconds:.2f} s of audio in "
-          f"{processing:.2f} s, {rtf} (start-up once: {enhancer.load_s:.2f} s, not counted)")
+    print(
+        f"batch {folder}: {len(recs) - len(failed)} of {len(recs)} recordings enhanced into {out_dir}, "
+        f"{len(failed)} failed{' (' + ', '.join(failed) + ')' if failed else ''}; {seconds:.2f} s of audio in "
+        f"{processing:.2f} s, {rtf} (start-up once: {enhancer.load_s:.2f} s, not counted)"
+    )
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tavse.enhance", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tavse.enhance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, required=True, help="models/<variant>/best.pt")
-    ap.add_argument("--audio", "--noisy", type=Path, help="noisy audio (WAV/FLAC/..., any rate, or any file with an "
-                                                          "audio track); default: the video's own track")
-    ap.add_argument("--video", type=Path, help="RGB video of the speaker (MP4/AVI/MOV/MKV/..., any size and frame rate)")
+    ap.add_argument(
+        "--audio",
+        "--noisy",
+        type=Path,
+        help="noisy audio (WAV/FLAC/..., any rate, or any file with an audio track); default: the video's own track",
+    )
+    ap.add_argument(
+        "--video", type=Path, help="RGB video of the speaker (MP4/AVI/MOV/MKV/..., any size and frame rate)"
+    )
     ap.add_argument("--thermal-video", type=Path, help="thermal video (FLIR Iron palette) aligned to --video")
     ap.add_argument("--frames", type=Path, help="zip or folder in the SpeakingFaces layout (instead of videos)")
     ap.add_argument("--utterance", help="utterance id in --frames, e.g. s121_t1_p1_c0005, if it holds several")
@@ -397,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, help="with --batch: folder for the enhanced NAME.wav")
     ap.add_argument("--device", type=_device_arg, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     args = ap.parse_args(argv)
-    single = [f"--{k.replace('_', '-')}" for k in ("audio", "video", "thermal_video", "frames", "utterance", "out")
-              if getattr(args, k) is not None]
+    single = [
+        f"--{k.replace('_', '-')}"
+        for k in ("audio", "video", "thermal_video", "frames", "utterance", "out")
+        if getattr(args, k) is not None
+    ]
     if args.batch is not None:
         if single or args.out_dir is None:
             ap.error("--batch takes --out-dir and none of " + ", ".join(single or ["--audio/--video/--frames/--out"]))
@@ -411,7 +474,14 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [p for p in (args.audio, args.video, args.thermal_video, args.frames) if p is not None]
         if any(args.out.resolve() == p.resolve() for p in inputs):
             raise EnhanceError(f"{args.out}: --out would overwrite an input")
-        rec = Recording((inputs[0].stem if inputs else args.out.stem), args.audio, args.video, args.thermal_video, args.frames, args.utterance)
+        rec = Recording(
+            (inputs[0].stem if inputs else args.out.stem),
+            args.audio,
+            args.video,
+            args.thermal_video,
+            args.frames,
+            args.utterance,
+        )
         r = enhancer(rec, args.out)
     except FAILURES as exc:
         print(f"error: {exc}", file=sys.stderr)

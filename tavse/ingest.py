@@ -57,9 +57,25 @@ log = logging.getLogger("tavse.ingest")
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
-    "utt_id", "speaker", "split", "trial", "position", "command", "n_frames", "n_samples", "duration_s",
-    "detection_ratio", "box_side_mean", "box_side_std", "box_centre_std", "av_sync_r", "palette_residual",
-    "age", "gender", "ethnicity", "archive",
+    "utt_id",
+    "speaker",
+    "split",
+    "trial",
+    "position",
+    "command",
+    "n_frames",
+    "n_samples",
+    "duration_s",
+    "detection_ratio",
+    "box_side_mean",
+    "box_side_std",
+    "box_centre_std",
+    "av_sync_r",
+    "palette_residual",
+    "age",
+    "gender",
+    "ethnicity",
+    "archive",
 )
 
 
@@ -85,7 +101,11 @@ def read_subjects(path: str) -> dict[int, dict[str, str]]:
         return {}
     with open(path, newline="") as fh:
         return {
-            int(r["Sub_ID"]): {"age": r.get("Age", ""), "gender": r.get("Gender", ""), "ethnicity": r.get("Ethnicity", "")}
+            int(r["Sub_ID"]): {
+                "age": r.get("Age", ""),
+                "gender": r.get("Gender", ""),
+                "ethnicity": r.get("Ethnicity", ""),
+            }
             for r in csv.DictReader(fh)
         }
 
@@ -97,8 +117,13 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], cfg: IngestConfig,
-                where: str, detector: mouth_roi.LipDetector | None = None) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
+def mouth_crops(
+    rgb_frames: list[np.ndarray],
+    thermal_frames: list[np.ndarray],
+    cfg: IngestConfig,
+    where: str,
+    detector: mouth_roi.LipDetector | None = None,
+) -> tuple[np.ndarray, np.ndarray, mouth_roi.MouthTrack]:
     """RGB crops (F, S, S, 3) and temperature-ordered thermal crops (F, S, S) around the tracked mouth.
 
     FaceMesh detects every ``landmark_stride``-th frame from scratch; the smoothed boxes are
@@ -112,11 +137,17 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
     except ValueError:
         raise BadInput("no_face", where, "FaceMesh found no face in any frame") from None
     if track.detection_ratio < cfg.min_detection_ratio:
-        raise BadInput("no_face", where, f"face found in {track.detection_ratio:.0%} of frames "
-                                         f"(< min_detection_ratio {cfg.min_detection_ratio:.0%})")
+        raise BadInput(
+            "no_face",
+            where,
+            f"face found in {track.detection_ratio:.0%} of frames "
+            f"(< min_detection_ratio {cfg.min_detection_ratio:.0%})",
+        )
     s = cfg.roi_size
     rgb = np.stack([mouth_roi.crop(f, b, s) for f, b in zip(rgb_frames, track.boxes)])
-    thr = np.stack([mouth_roi.crop(f, b, s, pixel_map=iron_to_temperature) for f, b in zip(thermal_frames, track.boxes)])
+    thr = np.stack(
+        [mouth_roi.crop(f, b, s, pixel_map=iron_to_temperature) for f, b in zip(thermal_frames, track.boxes)]
+    )
     return rgb, thr, track
 
 
@@ -125,8 +156,9 @@ def mouth_crops(rgb_frames: list[np.ndarray], thermal_frames: list[np.ndarray], 
 LIP_GAP_DECIMALS = 2
 
 
-def process_utterance(utt: sfc.Utterance, cfg: IngestConfig, where: str, detector: mouth_roi.LipDetector | None = None
-                      ) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
+def process_utterance(
+    utt: sfc.Utterance, cfg: IngestConfig, where: str, detector: mouth_roi.LipDetector | None = None
+) -> tuple[list[tuple[bytes, bytes]], dict, mouth_roi.MouthTrack]:
     """Crops, 16 kHz audio and metadata of one decoded utterance."""
     rgb, thr, track = mouth_crops(utt.rgb, utt.thermal, cfg, where, detector)
     wav = resample(utt.audio, utt.sample_rate, cfg.sample_rate)
@@ -165,10 +197,13 @@ def check_palette(thermal_frames: list[np.ndarray], cfg: IngestConfig, where: st
     """
     r = palette_residual(thermal_frames)
     if r > cfg.max_palette_residual:
-        raise BadInput("thermal_not_iron", where,
-                       f"thermal frames are not FLIR Iron pseudo-colour: median distance to the Iron palette {r:.1f} "
-                       f"RGB units > ingest.max_palette_residual {cfg.max_palette_residual:g} (greyscale or another "
-                       "palette; the dataset's thr_image_cmd frames are Iron, about 1.4)")
+        raise BadInput(
+            "thermal_not_iron",
+            where,
+            f"thermal frames are not FLIR Iron pseudo-colour: median distance to the Iron palette {r:.1f} "
+            f"RGB units > ingest.max_palette_residual {cfg.max_palette_residual:g} (greyscale or another "
+            "palette; the dataset's thr_image_cmd frames are Iron, about 1.4)",
+        )
     return r
 
 
@@ -235,8 +270,11 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
             skip(BadInput("corrupt_archive", str(archive), f"not a readable zip archive: {exc}"))
             return
         with zf, contextlib.ExitStack() as stack:
-            frame_pool = (stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
-                          if DECODE_THREADS else None)
+            frame_pool = (
+                stack.enter_context(ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-png"))
+                if DECODE_THREADS
+                else None
+            )
             utts, res.ignored = sfc.index_archive(zf, str(archive), speaker)
             for reason, n in res.ignored.items():
                 log.warning("%s: ignored %d member(s): %s", archive, n, reason)
@@ -263,18 +301,29 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
                 res.frames += n
                 res.frames_run += int(track.ran.sum())
                 res.frames_detected += int(track.detected.sum())
-                res.rows.append({
-                    "utt_id": u.key.utt_id, "speaker": speaker, "split": split, "trial": u.key.trial,
-                    "position": u.key.position, "command": u.key.command, "n_frames": n,
-                    "n_samples": round(n * cfg.sample_rate / cfg.fps), "duration_s": round(n / cfg.fps, 4),
-                    "detection_ratio": round(track.detection_ratio, 4),
-                    "box_side_mean": round(float(b[:, 2].mean()), 2), "box_side_std": round(float(b[:, 2].std()), 2),
-                    "box_centre_std": round(float(np.hypot(b[:, 0].std(), b[:, 1].std())), 2),
-                    "av_sync_r": None if extra["av_sync_r"] is None else round(extra["av_sync_r"], 4),
-                    "palette_residual": residual,
-                    "age": meta.get("age", ""), "gender": meta.get("gender", ""),
-                    "ethnicity": meta.get("ethnicity", ""), "archive": archive.name,
-                })
+                res.rows.append(
+                    {
+                        "utt_id": u.key.utt_id,
+                        "speaker": speaker,
+                        "split": split,
+                        "trial": u.key.trial,
+                        "position": u.key.position,
+                        "command": u.key.command,
+                        "n_frames": n,
+                        "n_samples": round(n * cfg.sample_rate / cfg.fps),
+                        "duration_s": round(n / cfg.fps, 4),
+                        "detection_ratio": round(track.detection_ratio, 4),
+                        "box_side_mean": round(float(b[:, 2].mean()), 2),
+                        "box_side_std": round(float(b[:, 2].std()), 2),
+                        "box_centre_std": round(float(np.hypot(b[:, 0].std(), b[:, 1].std())), 2),
+                        "av_sync_r": None if extra["av_sync_r"] is None else round(extra["av_sync_r"], 4),
+                        "palette_residual": residual,
+                        "age": meta.get("age", ""),
+                        "gender": meta.get("gender", ""),
+                        "ethnicity": meta.get("ethnicity", ""),
+                        "archive": archive.name,
+                    }
+                )
                 del utt
                 yield items
 
@@ -292,7 +341,9 @@ def ingest_speaker(archive: Path, split: str, cfg: IngestConfig, subjects: dict,
 def _shard_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     with zipfile.ZipFile(archive) as zf:
         fp = sfc.archive_fingerprint(zf)
-    relevant = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report", "max_skip_ratio")}
+    relevant = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "out_dir", "report", "max_skip_ratio")
+    }
     return params_hash({"cfg": relevant, "split": split, "archive": fp, "code": code_fingerprint("ingest")})
 
 
@@ -302,7 +353,9 @@ def _archive_key(archive: Path, split: str, cfg: IngestConfig) -> str:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
         # Unreadable archives are keyed by name and size; the worker reports them.
         st = archive.stat()
-        return params_hash({"name": archive.name, "size": st.st_size, "code": code_fingerprint("ingest"), "split": split})
+        return params_hash(
+            {"name": archive.name, "size": st.st_size, "code": code_fingerprint("ingest"), "split": split}
+        )
 
 
 def exit_on_signal(signum: int, frame=None) -> None:
@@ -338,8 +391,12 @@ def build_shard(job: tuple[Path, str, IngestConfig, dict, Path], wait: bool) -> 
         if not lock.acquire(wait=False):
             holder = lock.holder()
             if not wait:
-                log.warning("%s: its shard is being built by another process (%s): skipped here (busy); "
-                            "the merge (`dvc repro ingest`) waits for it", archive.name, holder)
+                log.warning(
+                    "%s: its shard is being built by another process (%s): skipped here (busy); "
+                    "the merge (`dvc repro ingest`) waits for it",
+                    archive.name,
+                    holder,
+                )
                 return "busy"
             log.info("%s: waiting for another process building its shard (%s)", archive.name, holder)
             lock.acquire(wait=True)
@@ -357,6 +414,7 @@ def build_shard(job: tuple[Path, str, IngestConfig, dict, Path], wait: bool) -> 
 
 def _watch_parent(parent_pid: int) -> None:
     """In a worker: SIGTERM ourselves (clean unwind) as soon as the parent is gone (killed with SIGKILL)."""
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
@@ -431,9 +489,14 @@ def _worker_error(job, proc, msg) -> BaseException:
         return exc
     code = proc.exitcode
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with exit code {code}"
-    hint = " (SIGKILL: out of memory? each worker needs ~0.5 GB plus the FaceMesh model)" if code == -signal.SIGKILL else ""
-    return IngestError(f"{archive}: the worker process building speaker {sfc.speaker_id_of(archive)} {how}{hint} "
-                       "without a result")
+    hint = (
+        " (SIGKILL: out of memory? each worker needs ~0.5 GB plus the FaceMesh model)"
+        if code == -signal.SIGKILL
+        else ""
+    )
+    return IngestError(
+        f"{archive}: the worker process building speaker {sfc.speaker_id_of(archive)} {how}{hint} without a result"
+    )
 
 
 def _stop(workers: list) -> None:
@@ -469,8 +532,8 @@ def _build(jobs: list, workers: int, wait: bool = True) -> dict[Path, str]:
         return statuses
     ctx = mp.get_context("spawn")
     queue = list(jobs)
-    pool: list = []                 # (process, pipe end)
-    busy: dict = {}                 # pipe end -> (process, job)
+    pool: list = []  # (process, pipe end)
+    busy: dict = {}  # pipe end -> (process, job)
     try:
         for _ in range(min(workers, len(jobs))):
             here, there = ctx.Pipe(duplex=True)
@@ -545,10 +608,10 @@ def _shard_batches(stores: list[Path]) -> Iterator[list[tuple[bytes, bytes]]]:
 class IngestPlan:
     """Every speaker shard of one ingest: where it lives and whether it is already built."""
 
-    work: Path                      # the scratch folder of the shards
-    archives: list[Path]            # every sub_{id}_ia.zip, in speaker order
+    work: Path  # the scratch folder of the shards
+    archives: list[Path]  # every sub_{id}_ia.zip, in speaker order
     shards: dict[Path, tuple[str, Path]]  # archive → (split, shard folder), speaker order
-    unsplit: list[str]              # archive names outside every split (not ingested)
+    unsplit: list[str]  # archive names outside every split (not ingested)
     subjects: dict
 
     def done(self, archive: Path) -> bool:
@@ -575,13 +638,17 @@ def plan_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = Non
             "It is the input of the ingest stage: for the embedded synthetic default the stage "
             "synth_corpus writes it (`dvc repro synth_corpus`); for the real corpus download it "
             "(`python -m tavse.download speakingfaces --out DIR`) and point data.speakingfaces_dir at DIR, "
-            "the folder that holds sub_{id}_ia.zip and manifest.json")
+            "the folder that holds sub_{id}_ia.zip and manifest.json"
+        )
     listed = corpus_manifest.checked_files(folder, "speakingfaces", verify=verify)
-    archives = sorted((p for p in listed if corpus_manifest.is_recording("speakingfaces", p.relative_to(folder).as_posix())),
-                      key=sfc.speaker_id_of)
+    archives = sorted(
+        (p for p in listed if corpus_manifest.is_recording("speakingfaces", p.relative_to(folder).as_posix())),
+        key=sfc.speaker_id_of,
+    )
     if not archives:
         raise corpus_manifest.ManifestError(
-            f"{corpus_manifest.manifest_path(folder)}: lists no sub_{{id}}_ia.zip archives (params.yaml data.speakingfaces_dir)")
+            f"{corpus_manifest.manifest_path(folder)}: lists no sub_{{id}}_ia.zip archives (params.yaml data.speakingfaces_dir)"
+        )
     work = (work_dir or scratch_dir() / "ingest").resolve()
     shards, unsplit = {}, []
     for a in archives:
@@ -628,11 +695,16 @@ def check_speakers(results: dict[Path, SpeakerResult]) -> None:
     for r in empty:
         first = r.skipped[0] if r.skipped else None
         example = f"; e.g. {first['path']}: {first['message']}" if first else ""
-        lines.append(f"  speaker {r.speaker} ({r.archive}, split {r.split}): no utterance ingested, "
-                     f"{len(r.skipped)} skipped ({_reasons(r.skipped) or 'nothing found'}){example}")
-    raise IngestError(f"{len(empty)} speaker(s) yielded no utterance:\n" + "\n".join(lines) +
-                      "\nEach speaker in a split must give at least one utterance: fix or re-download these archives, "
-                      "or check their layout with `python -m tavse.inspect ARCHIVE`")
+        lines.append(
+            f"  speaker {r.speaker} ({r.archive}, split {r.split}): no utterance ingested, "
+            f"{len(r.skipped)} skipped ({_reasons(r.skipped) or 'nothing found'}){example}"
+        )
+    raise IngestError(
+        f"{len(empty)} speaker(s) yielded no utterance:\n"
+        + "\n".join(lines)
+        + "\nEach speaker in a split must give at least one utterance: fix or re-download these archives, "
+        "or check their layout with `python -m tavse.inspect ARCHIVE`"
+    )
 
 
 def check_outputs(results: dict[Path, SpeakerResult], cfg: IngestConfig) -> None:
@@ -641,19 +713,24 @@ def check_outputs(results: dict[Path, SpeakerResult], cfg: IngestConfig) -> None
     skipped = [s for r in results.values() for s in r.skipped]
     empty = [s for s in SPLITS if not any(row["split"] == s for row in rows)]
     if empty:
-        raise IngestError(f"split(s) {', '.join(empty)} ended with no utterance ({len(rows)} ingested in all): "
-                          "check data.speaker_split / data.speaker_splits against the archives of data.speakingfaces_dir")
+        raise IngestError(
+            f"split(s) {', '.join(empty)} ended with no utterance ({len(rows)} ingested in all): "
+            "check data.speaker_split / data.speaker_splits against the archives of data.speakingfaces_dir"
+        )
     ratio = len(skipped) / (len(skipped) + len(rows))
     if ratio > cfg.max_skip_ratio:
         worst = Counter(s["path"].split(":")[0] for s in skipped).most_common(3)
-        raise IngestError(f"{len(skipped)} of {len(skipped) + len(rows)} utterances skipped ({ratio:.0%} > "
-                          f"ingest.max_skip_ratio {cfg.max_skip_ratio:.0%}): {_reasons(skipped)}; most from "
-                          + ", ".join(f"{Path(p).name} ({n})" for p, n in worst) +
-                          ". See the warnings above for each item; raise ingest.max_skip_ratio only if this is expected")
+        raise IngestError(
+            f"{len(skipped)} of {len(skipped) + len(rows)} utterances skipped ({ratio:.0%} > "
+            f"ingest.max_skip_ratio {cfg.max_skip_ratio:.0%}): {_reasons(skipped)}; most from "
+            + ", ".join(f"{Path(p).name} ({n})" for p, n in worst)
+            + ". See the warnings above for each item; raise ingest.max_skip_ratio only if this is expected"
+        )
 
 
-def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
-                 work_dir: Path | None = None, verify: bool = False) -> dict[str, list[str]]:
+def build_shards(
+    cfg: IngestConfig, data: DataConfig, index: int, count: int, work_dir: Path | None = None, verify: bool = False
+) -> dict[str, list[str]]:
     """Build the shards of task ``index`` of ``count`` (no merge, no DVC output).
 
     The archives that are in a split, in speaker order, are dealt round-robin: task ``index``
@@ -671,16 +748,33 @@ def build_shards(cfg: IngestConfig, data: DataConfig, index: int, count: int,
     plan = plan_ingest(cfg, data, work_dir, verify)
     mine = list(plan.shards)[index::count]
     todo = [a for a in mine if not plan.done(a)]
-    log.info("shard %d/%d: %d of %d archives (%s): %d to build, %d reused from %s", index, count, len(mine),
-             len(plan.shards), ", ".join(a.name for a in mine) or "none", len(todo), len(mine) - len(todo), plan.work)
+    log.info(
+        "shard %d/%d: %d of %d archives (%s): %d to build, %d reused from %s",
+        index,
+        count,
+        len(mine),
+        len(plan.shards),
+        ", ".join(a.name for a in mine) or "none",
+        len(todo),
+        len(mine) - len(todo),
+        plan.work,
+    )
     statuses = _build([plan.job(a, cfg) for a in todo], cfg.workers, wait=False)
-    outcome = {"built": [a.name for a in todo if statuses[a] == "built"],
-               "reused": [a.name for a in mine if a not in todo or statuses[a] == "reused"],
-               "busy": [a.name for a in todo if statuses[a] == "busy"],
-               "unsplit": plan.unsplit if index == 0 else []}
+    outcome = {
+        "built": [a.name for a in todo if statuses[a] == "built"],
+        "reused": [a.name for a in mine if a not in todo or statuses[a] == "reused"],
+        "busy": [a.name for a in todo if statuses[a] == "busy"],
+        "unsplit": plan.unsplit if index == 0 else [],
+    }
     check_speakers({a: _load_result(plan.shards[a][1]) for a in mine if plan.done(a)})
-    log.info("shard %d/%d done: built %d, reused %d, busy %d (being built by another process)", index, count,
-             len(outcome["built"]), len(outcome["reused"]), len(outcome["busy"]))
+    log.info(
+        "shard %d/%d done: built %d, reused %d, busy %d (being built by another process)",
+        index,
+        count,
+        len(outcome["built"]),
+        len(outcome["reused"]),
+        len(outcome["busy"]),
+    )
     return outcome
 
 
@@ -699,8 +793,10 @@ def run_ingest(cfg: IngestConfig, data: DataConfig, work_dir: Path | None = None
     if not lock.acquire(wait=False):
         holder = lock.holder()
         lock.close()
-        raise IngestError(f"another ingest is running on the scratch folder {plan.work} ({holder}): wait for it to "
-                          "end, or give this one its own scratch folder (TAVSE_SCRATCH_DIR)")
+        raise IngestError(
+            f"another ingest is running on the scratch folder {plan.work} ({holder}): wait for it to "
+            "end, or give this one its own scratch folder (TAVSE_SCRATCH_DIR)"
+        )
     try:
         return _merge(plan, cfg, data, t0)
     finally:
@@ -741,11 +837,16 @@ def _merge(plan: IngestPlan, cfg: IngestConfig, data: DataConfig, t0: float) -> 
             shard_lock.close(unlink=True)
         else:
             shard_lock.close()
-    log.info("ingest done in %.1f s (%d shards reused): %s (%s), %d skipped, face detection rate %s; report %s",
-             time.perf_counter() - t0, reused, out, ", ".join(
-                 f"{split} {s['utterances']} utt. of {s['speakers']} spk." for split, s in report["splits"].items()),
-             report["skipped_total"], "n/a" if report["detection_rate"] is None else f"{report['detection_rate']:.1%}",
-             cfg.report)
+    log.info(
+        "ingest done in %.1f s (%d shards reused): %s (%s), %d skipped, face detection rate %s; report %s",
+        time.perf_counter() - t0,
+        reused,
+        out,
+        ", ".join(f"{split} {s['utterances']} utt. of {s['speakers']} spk." for split, s in report["splits"].items()),
+        report["skipped_total"],
+        "n/a" if report["detection_rate"] is None else f"{report['detection_rate']:.1%}",
+        cfg.report,
+    )
     return report
 
 

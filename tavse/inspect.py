@@ -83,7 +83,7 @@ class Inspection:
 
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # each one makes the verdict REJECTED
-    notes: list[str] = field(default_factory=list)     # what will be skipped or missing, and the param to change
+    notes: list[str] = field(default_factory=list)  # what will be skipped or missing, and the param to change
 
     @property
     def accepted(self) -> bool:
@@ -155,11 +155,15 @@ def _layout(rep: Inspection, names: list[str]) -> dict[tuple[int, str], int]:
     if other:
         rep.add(f"  not used by ingest: {', '.join(other)}")
     if outside:
-        rep.add(f"  {_plural(len(outside), 'member')} outside trial_{{t}}/<folder>/ (ignored), e.g. {', '.join(outside[:3])}")
+        rep.add(
+            f"  {_plural(len(outside), 'member')} outside trial_{{t}}/<folder>/ (ignored), e.g. {', '.join(outside[:3])}"
+        )
     for s in missing:
         if s == sfc.STREAM_ALIGNED_RGB:
-            why = ("ingest finds the mouth on the aligned RGB frames (RGB warped into the thermal camera's geometry) "
-                   "and crops both streams with that box")
+            why = (
+                "ingest finds the mouth on the aligned RGB frames (RGB warped into the thermal camera's geometry) "
+                "and crops both streams with that box"
+            )
         elif s == sfc.STREAM_THERMAL:
             why = "the thermal stream is half of what TAVSE studies"
         else:
@@ -182,14 +186,18 @@ def _utterances(rep: Inspection, utts: list[sfc.UtteranceMembers], tolerance: in
     for trial in sorted(by_trial):
         cmds = {u.key.command for u in utts if u.key.trial == trial}
         per_pos = ", ".join(f"p{p} {n}" for p, n in sorted(by_trial[trial].items()))
-        rep.add(f"  trial {trial}: {_plural(len(cmds), 'command')} over {_plural(len(by_trial[trial]), 'position')} "
-                f"({per_pos})")
+        rep.add(
+            f"  trial {trial}: {_plural(len(cmds), 'command')} over {_plural(len(by_trial[trial]), 'position')} "
+            f"({per_pos})"
+        )
     n_rgb = [len(u.rgb) for u in utts]
     n_thr = [len(u.thermal) for u in utts]
     rep.add(f"  frames per utterance: aligned RGB {_range(n_rgb)}, thermal {_range(n_thr)}")
     diffs = [abs(len(u.rgb) - len(u.thermal)) for u in utts if u.rgb and u.thermal]
     over = sum(d > tolerance for d in diffs)
-    rep.add(f"  |RGB - thermal| frame counts: max {max(diffs, default=0)}; {over} over ingest.frame_tolerance {tolerance}")
+    rep.add(
+        f"  |RGB - thermal| frame counts: max {max(diffs, default=0)}; {over} over ingest.frame_tolerance {tolerance}"
+    )
     gaps = []
     for u in utts:
         for stream, frames in ((sfc.STREAM_ALIGNED_RGB, u.rgb), (sfc.STREAM_THERMAL, u.thermal)):
@@ -197,10 +205,14 @@ def _utterances(rep: Inspection, utts: list[sfc.UtteranceMembers], tolerance: in
             if missing:
                 gaps.append((u.key.utt_id, stream, missing))
     if gaps:
-        shown = "; ".join(f"{uid} {stream} missing {', '.join(map(str, m[:5]))}{', ...' if len(m) > 5 else ''}"
-                          for uid, stream, m in gaps[:3])
-        rep.add(f"  frame-number gaps: {_plural(len({g[0] for g in gaps}), 'utterance')} "
-                f"({sum(len(g[2]) for g in gaps)} frame(s) missing): {shown}" + (" ..." if len(gaps) > 3 else ""))
+        shown = "; ".join(
+            f"{uid} {stream} missing {', '.join(map(str, m[:5]))}{', ...' if len(m) > 5 else ''}"
+            for uid, stream, m in gaps[:3]
+        )
+        rep.add(
+            f"  frame-number gaps: {_plural(len({g[0] for g in gaps}), 'utterance')} "
+            f"({sum(len(g[2]) for g in gaps)} frame(s) missing): {shown}" + (" ..." if len(gaps) > 3 else "")
+        )
     else:
         rep.add("  frame-number gaps: none (every stream numbered 1..n)")
 
@@ -227,14 +239,17 @@ def _audio(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.Ut
     n = sum(u.mic1 is not None for u in utts)
     rate_text = ", ".join(f"{r} Hz x{k}" for r, k in sorted(rates.items())) or "-"
     chan_text = ", ".join(f"{c} x{k}" for c, k in sorted(channels.items())) or "-"
-    rep.add(f"audio ({sfc.STREAM_MIC1}): {_plural(n, 'WAV')} for {_plural(len(utts), 'utterance')}; "
-            f"sample rate {rate_text}; channels {chan_text}; duration {_range(durations, '{:.2f}')} s"
-            + (f"; {unreadable} unreadable" if unreadable else ""))
+    rep.add(
+        f"audio ({sfc.STREAM_MIC1}): {_plural(n, 'WAV')} for {_plural(len(utts), 'utterance')}; "
+        f"sample rate {rate_text}; channels {chan_text}; duration {_range(durations, '{:.2f}')} s"
+        + (f"; {unreadable} unreadable" if unreadable else "")
+    )
     return samples
 
 
-def _frames(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.UtteranceMembers], k: int,
-            faces: int) -> None:
+def _frames(
+    rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.UtteranceMembers], k: int, faces: int
+) -> None:
     """Decode the first frame of ``k`` utterances: sizes, Iron residual, greyscale share, FaceMesh."""
     from tavse.vision.thermal_palette import iron_residual
 
@@ -258,25 +273,39 @@ def _frames(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.U
             residuals.append(float(np.median(iron_residual(np.ascontiguousarray(img)))))
             grey.append(float(np.mean((img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2]))))
     fmt = lambda c: ", ".join(f"{s} x{n}" for s, n in sorted(c.items())) or "-"
-    rep.add(f"sampled frames (frame 1 of {_plural(len(picked), 'utterance')}): aligned RGB {fmt(sizes_rgb)}; "
-            f"thermal {fmt(sizes_thr)} (the real corpus: {EXPECTED_SIZE[0]}x{EXPECTED_SIZE[1]})")
+    rep.add(
+        f"sampled frames (frame 1 of {_plural(len(picked), 'utterance')}): aligned RGB {fmt(sizes_rgb)}; "
+        f"thermal {fmt(sizes_thr)} (the real corpus: {EXPECTED_SIZE[0]}x{EXPECTED_SIZE[1]})"
+    )
     if residuals:
         is_grey = statistics.median(grey) >= GREY_SHARE
         iron = statistics.median(residuals) <= IRON_MAX_MEDIAN_RESIDUAL and not is_grey
-        kind = ("FLIR Iron pseudo-colour" if iron else "GREYSCALE (R = G = B), not Iron" if is_grey
-                else "NOT the Iron palette")
-        rep.add(f"  thermal Iron residual (median per frame, RGB units): {', '.join(f'{r:.1f}' for r in residuals)} "
-                f"(Iron: at most {IRON_MAX_MEDIAN_RESIDUAL:g}); greyscale pixels {statistics.median(grey):.0%} -> {kind}")
+        kind = (
+            "FLIR Iron pseudo-colour"
+            if iron
+            else "GREYSCALE (R = G = B), not Iron"
+            if is_grey
+            else "NOT the Iron palette"
+        )
+        rep.add(
+            f"  thermal Iron residual (median per frame, RGB units): {', '.join(f'{r:.1f}' for r in residuals)} "
+            f"(Iron: at most {IRON_MAX_MEDIAN_RESIDUAL:g}); greyscale pixels {statistics.median(grey):.0%} -> {kind}"
+        )
         if not iron:
-            what = ("single-channel (greyscale) thermal images" if is_grey else
-                    "colours far from the Iron palette (another palette, or not thermal at all)")
+            what = (
+                "single-channel (greyscale) thermal images"
+                if is_grey
+                else "colours far from the Iron palette (another palette, or not thermal at all)"
+            )
             rep.problems.append(
                 f"thermal frames are not FLIR Iron pseudo-colour: {what}. ingest maps each Iron colour back to its "
                 "temperature (iron_to_temperature), so these would become meaningless thermal crops. No param "
                 "changes this: use the dataset's own thr_image_cmd frames (3-channel Iron)"
             )
     if sizes_rgb and sizes_thr and set(sizes_rgb) != set(sizes_thr):
-        rep.notes.append("aligned RGB and thermal frame sizes differ: those commands are skipped as image_size_mismatch")
+        rep.notes.append(
+            "aligned RGB and thermal frame sizes differ: those commands are skipped as image_size_mismatch"
+        )
     if faces and rgb_frames:
         os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: warnings only
         from tavse.vision import mouth_roi
@@ -284,7 +313,9 @@ def _frames(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.U
         shown = rgb_frames[:faces]
         lips, _ = mouth_roi.detect_lips(shown, stride=1, static=True)
         found = int(np.isfinite(lips[:, 0, 0]).sum())
-        rep.add(f"  FaceMesh (ingest's face detector) on the sampled aligned RGB frames: a face in {found} of {len(shown)}")
+        rep.add(
+            f"  FaceMesh (ingest's face detector) on the sampled aligned RGB frames: a face in {found} of {len(shown)}"
+        )
         if found == 0:
             rep.problems.append(
                 "FaceMesh finds no face in any sampled aligned RGB frame: ingest would skip the commands as no_face "
@@ -293,16 +324,26 @@ def _frames(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.U
             )
 
 
-def _check(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.UtteranceMembers],
-           samples: dict[str, int], tolerance: int, full: bool, table: bool) -> Counter:
+def _check(
+    rep: Inspection,
+    zf: zipfile.ZipFile,
+    archive: str,
+    utts: list[sfc.UtteranceMembers],
+    samples: dict[str, int],
+    tolerance: int,
+    full: bool,
+    table: bool,
+) -> Counter:
     """Per utterance: will the reader load it? Returns the skip counts by reason (``table``: one line each)."""
     skipped: Counter = Counter()
     need_tol = 0
     rows = []
     for u in utts:
         n_audio = samples.get(u.mic1 or "", 0)
-        row = (f"  {u.key.utt_id}  rgb {len(u.rgb):>4}  thermal {len(u.thermal):>4}  "
-               f"audio {n_audio / sfc.SAMPLE_RATE:6.2f} s  ")
+        row = (
+            f"  {u.key.utt_id}  rgb {len(u.rgb):>4}  thermal {len(u.thermal):>4}  "
+            f"audio {n_audio / sfc.SAMPLE_RATE:6.2f} s  "
+        )
         try:
             if full:
                 n = len(sfc.load_utterance(zf, archive, u, tolerance).rgb)
@@ -321,22 +362,36 @@ def _check(rep: Inspection, zf: zipfile.ZipFile, archive: str, utts: list[sfc.Ut
                 need_tol = max(need_tol, abs(n_rgb - n_thr), min(n_rgb, n_thr) - n_audio)
     how = "every utterance decoded as ingest does" if full else "member lists and WAVs; --full decodes every frame"
     detail = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
-    rep.add(f"reader check ({how}): {len(utts) - sum(skipped.values())} of {len(utts)} utterance(s) load"
-            + (f"; would be skipped: {detail}" if skipped else ""))
+    rep.add(
+        f"reader check ({how}): {len(utts) - sum(skipped.values())} of {len(utts)} utterance(s) load"
+        + (f"; would be skipped: {detail}" if skipped else "")
+    )
     if table:
         rep.lines.extend(rows)
     if need_tol:
-        rep.notes.append(f"{skipped['frame_count_mismatch'] + skipped['audio_frame_mismatch']} utterance(s) disagree "
-                         f"in frame counts (RGB/thermal/audio) by up to {need_tol}: ingest.frame_tolerance: {need_tol} "
-                         f"would keep them (now {tolerance})")
+        rep.notes.append(
+            f"{skipped['frame_count_mismatch'] + skipped['audio_frame_mismatch']} utterance(s) disagree "
+            f"in frame counts (RGB/thermal/audio) by up to {need_tol}: ingest.frame_tolerance: {need_tol} "
+            f"would keep them (now {tolerance})"
+        )
     for reason, n in sorted(skipped.items()):
         if reason in NO_PARAM:
-            rep.notes.append(f"{_plural(n, 'utterance')} skipped as {reason}: {NO_PARAM[reason]} (no param changes this)")
+            rep.notes.append(
+                f"{_plural(n, 'utterance')} skipped as {reason}: {NO_PARAM[reason]} (no param changes this)"
+            )
     return skipped
 
 
-def inspect_archive(path: Path, cfg: Config, params_path: Path, *, samples: int = 3, faces: int = 3,
-                    full: bool = False, table: bool = False) -> Inspection:
+def inspect_archive(
+    path: Path,
+    cfg: Config,
+    params_path: Path,
+    *,
+    samples: int = 3,
+    faces: int = 3,
+    full: bool = False,
+    table: bool = False,
+) -> Inspection:
     """Inspect one archive against the params ``cfg`` (read from ``params_path``)."""
     rep = Inspection()
     archive = str(path)
@@ -349,15 +404,19 @@ def inspect_archive(path: Path, cfg: Config, params_path: Path, *, samples: int 
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        rep.problems.append(f"not a readable zip archive ({exc}): a download that did not finish? "
-                            "`python -m tavse.download ... --verify` re-checks it")
+        rep.problems.append(
+            f"not a readable zip archive ({exc}): a download that did not finish? "
+            "`python -m tavse.download ... --verify` re-checks it"
+        )
         return _verdict(rep, speaker, None, cfg, Counter(), 0)
     with zf:
         names = zf.namelist()
         rep.add(f"members: {len(names)}; speaker from the name: {speaker if speaker is not None else 'NONE'}")
         if speaker is None:
-            rep.problems.append(f"{path.name}: not named sub_{{id}}_ia.zip: the manifest and ingest only take archives "
-                                "named like sub_12_ia.zip (rename it; the ID is the speaker)")
+            rep.problems.append(
+                f"{path.name}: not named sub_{{id}}_ia.zip: the manifest and ingest only take archives "
+                "named like sub_12_ia.zip (rename it; the ID is the speaker)"
+            )
         _layout(rep, names)
         utts, ignored = sfc.index_archive(zf, archive, speaker)
         if ignored:
@@ -369,17 +428,22 @@ def inspect_archive(path: Path, cfg: Config, params_path: Path, *, samples: int 
     return _verdict(rep, speaker, params_path, cfg, skipped, len(utts))
 
 
-def _verdict(rep: Inspection, speaker: int | None, params_path: Path | None, cfg: Config, skipped: Counter,
-             n_utts: int) -> Inspection:
+def _verdict(
+    rep: Inspection, speaker: int | None, params_path: Path | None, cfg: Config, skipped: Counter, n_utts: int
+) -> Inspection:
     data, ing = cfg.data, cfg.ingest
     split = data.split_of(speaker) if speaker is not None else None
-    rep.add(f"params ({params_path}): data.speaker_split {data.speaker_split} -> speaker {speaker} in "
-            f"{split or 'NO split'}; ingest.frame_tolerance {ing.frame_tolerance}; ingest.on_error {ing.on_error}")
+    rep.add(
+        f"params ({params_path}): data.speaker_split {data.speaker_split} -> speaker {speaker} in "
+        f"{split or 'NO split'}; ingest.frame_tolerance {ing.frame_tolerance}; ingest.on_error {ing.on_error}"
+    )
     if speaker is not None and split is None:
         ranges = ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in data.speaker_splits[data.speaker_split].items())
-        rep.problems.append(f"speaker {speaker} is outside every split of data.speaker_split {data.speaker_split} "
-                            f"({ranges}): ingest leaves the archive out; change data.speaker_split or its ranges in "
-                            "data.speaker_splits")
+        rep.problems.append(
+            f"speaker {speaker} is outside every split of data.speaker_split {data.speaker_split} "
+            f"({ranges}): ingest leaves the archive out; change data.speaker_split or its ranges in "
+            "data.speaker_splits"
+        )
     if speaker is not None:
         csv_path = data.subjects_csv  # relative paths: from the folder of params.yaml (where dvc runs)
         if csv_path and not Path(csv_path).is_absolute() and params_path is not None:
@@ -389,23 +453,34 @@ def _verdict(rep: Inspection, speaker: int | None, params_path: Path | None, cfg
         subjects = read_subjects(csv_path)
         row = subjects.get(speaker)
         if row:
-            rep.add(f"speaker metadata (data.subjects_csv {csv_path}): age {row['age']}, {row['gender']}, "
-                    f"{row['ethnicity']}")
+            rep.add(
+                f"speaker metadata (data.subjects_csv {csv_path}): age {row['age']}, {row['gender']}, "
+                f"{row['ethnicity']}"
+            )
         else:
             rep.add(f"speaker metadata (data.subjects_csv {csv_path or '(empty)'}): none for speaker {speaker}")
             rep.notes.append(sfc.speaker_metadata_warning(csv_path, subjects, [speaker]) or "")
     kept = n_utts - sum(skipped.values())
     if n_utts and not kept and not any("nothing can be ingested" in p for p in rep.problems):
-        rep.problems.append(f"none of the {n_utts} utterance(s) would load ("
-                            + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")")
+        rep.problems.append(
+            f"none of the {n_utts} utterance(s) would load ("
+            + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
+            + ")"
+        )
     if not n_utts and not rep.problems:
-        rep.problems.append("no utterances in the SpeakingFaces layout (trial_{t}/<stream>/{sub}_{trial}_2_{pos}_{cmd}_...)")
+        rep.problems.append(
+            "no utterances in the SpeakingFaces layout (trial_{t}/<stream>/{sub}_{trial}_2_{pos}_{cmd}_...)"
+        )
     if skipped and ing.on_error == "fail":
-        rep.problems.append(f"ingest.on_error is fail and {sum(skipped.values())} utterance(s) would be skipped: the "
-                            "whole ingest would stop at the first; set ingest.on_error: skip (they are then counted)")
+        rep.problems.append(
+            f"ingest.on_error is fail and {sum(skipped.values())} utterance(s) would be skipped: the "
+            "whole ingest would stop at the first; set ingest.on_error: skip (they are then counted)"
+        )
     if rep.accepted:
-        rep.add(f"verdict: ACCEPTED - ingest will take {kept} of {n_utts} utterance(s) of speaker {speaker} "
-                f"(split {split})" + (f"; {sum(skipped.values())} skipped" if skipped else ""))
+        rep.add(
+            f"verdict: ACCEPTED - ingest will take {kept} of {n_utts} utterance(s) of speaker {speaker} "
+            f"(split {split})" + (f"; {sum(skipped.values())} skipped" if skipped else "")
+        )
     else:
         rep.add("verdict: REJECTED - ingest will not use this archive as it is:")
         for p in rep.problems:
@@ -421,13 +496,20 @@ def _verdict(rep: Inspection, speaker: int | None, params_path: Path | None, cfg
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tavse.inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("archive", type=Path, help="a sub_{id}_ia.zip")
-    parser.add_argument("--params", type=Path, default=None,
-                        help="params.yaml to judge against (default: ./params.yaml, else the repository's)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params.yaml to judge against (default: ./params.yaml, else the repository's)",
+    )
     parser.add_argument("--samples", type=int, default=3, help="utterances whose first frame is decoded (default 3)")
     parser.add_argument("--faces", type=int, default=3, help="sampled aligned RGB frames FaceMesh runs on (0: skip)")
     parser.add_argument("--full", action="store_true", help="decode every utterance exactly as ingest does (slower)")
-    parser.add_argument("--utterances", action="store_true",
-                        help="one line per utterance: frames, audio length, whether the reader loads it")
+    parser.add_argument(
+        "--utterances",
+        action="store_true",
+        help="one line per utterance: frames, audio length, whether the reader loads it",
+    )
     return parser
 
 
@@ -443,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.archive.is_file():
         print(f"error: {args.archive}: file not found", file=sys.stderr)
         return 2
-    rep = inspect_archive(args.archive, cfg, params, samples=args.samples, faces=args.faces, full=args.full,
-                          table=args.utterances)
+    rep = inspect_archive(
+        args.archive, cfg, params, samples=args.samples, faces=args.faces, full=args.full, table=args.utterances
+    )
     sys.stdout.write(rep.text())
     return 0 if rep.accepted else 1
 

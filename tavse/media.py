@@ -49,10 +49,10 @@ class VideoInfo:
     """What :func:`probe_video` found: frame times and size of a file's first video stream."""
 
     path: Path
-    times: np.ndarray   # (N,) presentation time of each frame in s, the first at 0, increasing
+    times: np.ndarray  # (N,) presentation time of each frame in s, the first at 0, increasing
     width: int
     height: int
-    start: float        # presentation time of the first frame in the file's clock (s), for the audio offset
+    start: float  # presentation time of the first frame in the file's clock (s), for the audio offset
 
     @property
     def rate(self) -> float:
@@ -112,8 +112,10 @@ def probe_video(path: Path) -> VideoInfo:
     t = np.asarray(times, np.float64)
     if (np.diff(t) <= 0).any():  # decoders return presentation order; iter_frames counts frames in it
         i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
-        raise MediaError(f"{path}: frame {i} is not later than frame {i - 1} ({t[i]:.4f} s after {t[i - 1]:.4f} s; "
-                         "a broken or edited file: re-encode it, e.g. `ffmpeg -i IN -fps_mode cfr OUT.mp4`)")
+        raise MediaError(
+            f"{path}: frame {i} is not later than frame {i - 1} ({t[i]:.4f} s after {t[i - 1]:.4f} s; "
+            "a broken or edited file: re-encode it, e.g. `ffmpeg -i IN -fps_mode cfr OUT.mp4`)"
+        )
     return VideoInfo(path, t - t[0], size[0], size[1], float(t[0]))
 
 
@@ -169,7 +171,7 @@ class Audio:
 
     samples: np.ndarray
     sample_rate: int
-    channels: int       # of the source (averaged to mono when more than one)
+    channels: int  # of the source (averaged to mono when more than one)
     start: float | None  # the first sample's time in the file's clock (s); None for sound files
 
 

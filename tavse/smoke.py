@@ -23,9 +23,16 @@ import yaml
 
 # The tiny corpus (4 speakers, 2 commands each), short noise, a few steps: every stage in seconds.
 SMOKE_PARAMS: dict[str, Any] = {
-    "synth.preset": "tiny", "synth_noise.duration_s": 8.0, "synth_noise.channels": 1,
-    "validation.segments_per_utterance": 2, "train.segment_frames": 14, "train.batch_size": 2,
-    "train.max_steps": 4, "train.warmup_steps": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
+    "synth.preset": "tiny",
+    "synth_noise.duration_s": 8.0,
+    "synth_noise.channels": 1,
+    "validation.segments_per_utterance": 2,
+    "train.segment_frames": 14,
+    "train.batch_size": 2,
+    "train.max_steps": 4,
+    "train.warmup_steps": 1,
+    "train.eval_every": 2,
+    "train.checkpoint_every": 2,
     "train.num_workers": 0,
 }
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def copy_worktree(src: Path, dest: Path) -> None:
     """Tracked and untracked-not-ignored files of ``src`` into a fresh git repository ``dest`` (one commit)."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True,
-                            capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True, capture_output=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         f = src / name
         if f.is_file() and not f.is_symlink():
@@ -77,15 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True)
     copy_worktree(REPO, args.dir)
     set_params(args.dir / "params.yaml", changes)
-    print(f"tavse.smoke: dvc repro in {args.dir} (tiny corpus, {changes['train.max_steps']} training steps)", flush=True)
+    print(
+        f"tavse.smoke: dvc repro in {args.dir} (tiny corpus, {changes['train.max_steps']} training steps)", flush=True
+    )
     t0 = time.perf_counter()
     rc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=args.dir).returncode
     took = time.perf_counter() - t0
     if rc:
-        print(f"tavse.smoke: FAILED after {took:.0f} s (dvc repro exit {rc}); the run is in {args.dir}", file=sys.stderr)
+        print(
+            f"tavse.smoke: FAILED after {took:.0f} s (dvc repro exit {rc}); the run is in {args.dir}", file=sys.stderr
+        )
         return rc
-    print(f"tavse.smoke: the whole pipeline ran in {took:.0f} s; results in {args.dir / 'results'} "
-          f"(report: {args.dir / 'results' / 'report.html'})")
+    print(
+        f"tavse.smoke: the whole pipeline ran in {took:.0f} s; results in {args.dir / 'results'} "
+        f"(report: {args.dir / 'results' / 'report.html'})"
+    )
     return 0
 
 

@@ -45,8 +45,10 @@ def chromium_binary() -> str:
     """Debian's chromium; a clear error where it is not installed (``scripts/setup.sh`` installs it)."""
     found = shutil.which("chromium")
     if found is None:
-        raise RuntimeError("chromium not found: install Debian's package (apt-get install chromium; "
-                           "scripts/setup.sh does this when it runs as root)")
+        raise RuntimeError(
+            "chromium not found: install Debian's package (apt-get install chromium; "
+            "scripts/setup.sh does this when it runs as root)"
+        )
     return found
 
 
@@ -64,12 +66,27 @@ class DevTools:
             os.dup2(write_end, 4)
 
         self.proc = subprocess.Popen(
-            [chromium_binary(), "--headless", "--no-sandbox", "--remote-debugging-pipe", "--disable-gpu",
-             "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--mute-audio", f"--user-data-dir={profile}",
-             "about:blank"],
-            preexec_fn=child_fds, close_fds=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [
+                chromium_binary(),
+                "--headless",
+                "--no-sandbox",
+                "--remote-debugging-pipe",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--mute-audio",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buf = b""
@@ -128,8 +145,14 @@ class DevTools:
         os.close(self._from_chrome)
 
 
-def inspect_page(page: Path, screenshot: Path | None = None, width: int = 1280, height: int = 1000,
-                 media_timeout_ms: int = 30000, full_page: bool = False) -> dict:
+def inspect_page(
+    page: Path,
+    screenshot: Path | None = None,
+    width: int = 1280,
+    height: int = 1000,
+    media_timeout_ms: int = 30000,
+    full_page: bool = False,
+) -> dict:
     """Open ``page`` (file://) in headless Chromium; return what loaded and every request it made.
 
     Returns ``audio`` / ``images`` (per element: readyState, error, duration / decoded width),
@@ -146,22 +169,30 @@ def inspect_page(page: Path, screenshot: Path | None = None, width: int = 1280, 
             session = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Network", "Page", "Runtime", "Log"):
                 dt.send(f"{domain}.enable", session=session)
-            dt.send("Emulation.setDeviceMetricsOverride",
-                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+            dt.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                session=session,
+            )
             dt.events.clear()
             dt.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
             dt.wait_for("Page.loadEventFired", timeout=120)
-            res = dt.send("Runtime.evaluate", {"expression": MEDIA_CHECK % media_timeout_ms, "awaitPromise": True,
-                                               "returnByValue": True}, session=session,
-                          timeout=media_timeout_ms / 1000 + 30)
+            res = dt.send(
+                "Runtime.evaluate",
+                {"expression": MEDIA_CHECK % media_timeout_ms, "awaitPromise": True, "returnByValue": True},
+                session=session,
+                timeout=media_timeout_ms / 1000 + 30,
+            )
             if "exceptionDetails" in res:
                 raise RuntimeError(f"media check failed in the page: {res['exceptionDetails']}")
             seen = json.loads(res["result"]["value"])
             if screenshot is not None:
                 if full_page:  # the viewport as tall as the page: one picture of all of it
-                    dt.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": seen["height"],
-                                                                   "deviceScaleFactor": 1, "mobile": False},
-                            session=session)
+                    dt.send(
+                        "Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": seen["height"], "deviceScaleFactor": 1, "mobile": False},
+                        session=session,
+                    )
                 shot = dt.send("Page.captureScreenshot", {"format": "png"}, session=session, timeout=120)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
             time.sleep(0.5)  # let late events (a request started by a load) arrive
@@ -169,13 +200,32 @@ def inspect_page(page: Path, screenshot: Path | None = None, width: int = 1280, 
         finally:
             dt.close()
     requests = [ev["params"]["request"]["url"] for ev in dt.events if ev.get("method") == "Network.requestWillBeSent"]
-    failed = [{"url": next((ev2["params"]["request"]["url"] for ev2 in dt.events
-                            if ev2.get("method") == "Network.requestWillBeSent"
-                            and ev2["params"]["requestId"] == ev["params"]["requestId"]), "?"),
-               "error": ev["params"].get("errorText")}
-              for ev in dt.events if ev.get("method") == "Network.loadingFailed"]
-    console = [ev["params"]["entry"] for ev in dt.events
-               if ev.get("method") == "Log.entryAdded" and ev["params"]["entry"].get("level") == "error"]
+    failed = [
+        {
+            "url": next(
+                (
+                    ev2["params"]["request"]["url"]
+                    for ev2 in dt.events
+                    if ev2.get("method") == "Network.requestWillBeSent"
+                    and ev2["params"]["requestId"] == ev["params"]["requestId"]
+                ),
+                "?",
+            ),
+            "error": ev["params"].get("errorText"),
+        }
+        for ev in dt.events
+        if ev.get("method") == "Network.loadingFailed"
+    ]
+    console = [
+        ev["params"]["entry"]
+        for ev in dt.events
+        if ev.get("method") == "Log.entryAdded" and ev["params"]["entry"].get("level") == "error"
+    ]
     console += [ev["params"] for ev in dt.events if ev.get("method") == "Runtime.exceptionThrown"]
-    return {**seen, "requests": requests, "failed": failed, "console": console,
-            "external": [u for u in requests if not u.startswith(LOCAL_SCHEMES)]}
+    return {
+        **seen,
+        "requests": requests,
+        "failed": failed,
+        "console": console,
+        "external": [u for u in requests if not u.startswith(LOCAL_SCHEMES)],
+    }

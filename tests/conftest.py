@@ -28,15 +28,28 @@ def tiny_params(tmp: Path) -> dict:
     p["synth"]["preset"] = "tiny"
     p["synth"]["out_dir"] = str(tmp / "speakingfaces")
     p["synth_noise"].update(out_dir=str(tmp / "demand"), duration_s=8.0, channels=1)
-    p["data"].update(speakingfaces_dir=str(tmp / "speakingfaces"), subjects_csv=str(tmp / "speakingfaces" / "subjects.csv"),
-                     demand_dir=str(tmp / "demand"))
+    p["data"].update(
+        speakingfaces_dir=str(tmp / "speakingfaces"),
+        subjects_csv=str(tmp / "speakingfaces" / "subjects.csv"),
+        demand_dir=str(tmp / "demand"),
+    )
     p["ingest"].update(out_dir=str(tmp / "ingest"), report=str(tmp / "reports" / "ingest.json"))
     p["noise"].update(out_dir=str(tmp / "noise"), report=str(tmp / "reports" / "noise.json"))
     p["validation"].update(out=str(tmp / "mixtures" / "val.csv"), segments_per_utterance=2)
     p["evaluation"].update(test_mixtures=str(tmp / "mixtures" / "test.csv"), out_dir=str(tmp / "results"), samples=1)
-    p["train"].update(segment_frames=14, batch_size=2, grad_accum=1, max_steps=8, warmup_steps=2, eval_every=4,
-                      patience=10, checkpoint_every=2, num_workers=0, out_dir=str(tmp / "models"),
-                      dvclive_dir=str(tmp / "dvclive"))
+    p["train"].update(
+        segment_frames=14,
+        batch_size=2,
+        grad_accum=1,
+        max_steps=8,
+        warmup_steps=2,
+        eval_every=4,
+        patience=10,
+        checkpoint_every=2,
+        num_workers=0,
+        out_dir=str(tmp / "models"),
+        dvclive_dir=str(tmp / "dvclive"),
+    )
     return p
 
 
@@ -49,7 +62,9 @@ def tiny_corpus(tmp_path_factory) -> Config:
 
     cfg = config_from_dict(tiny_params(tmp_path_factory.mktemp("tiny")))
     write_corpus(cfg.synth, cfg.data, cfg.seed)
-    write_synthetic_manifest(cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset})
+    write_synthetic_manifest(
+        cfg.synth.out_dir, "speakingfaces", "synth_corpus", {"seed": cfg.seed, "preset": cfg.synth.preset}
+    )
     sn = cfg.synth_noise
     write_demand_corpus(sn.out_dir, sn.environments, sn.duration_s, sn.channels, cfg.seed)
     write_synthetic_manifest(sn.out_dir, "demand", "synth_noise", {"seed": cfg.seed})
@@ -98,8 +113,9 @@ def tiny_trained(tiny_data, tmp_path_factory) -> Path:
 
     d = run_training(tiny_data, tmp_path_factory.mktemp("train") / "full", max_steps=12, eval_every=4)
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(d / "scratch"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-m", "stages.train", TRAINED_VARIANT], cwd=d, env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.train", TRAINED_VARIANT], cwd=d, env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return d
 

@@ -55,8 +55,7 @@ class FakeServer:
             )
         }
         self.hf: dict[str, bytes] = {
-            dl.speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 60_000, 100 + s)
-            for s in (1, 2, 3)
+            dl.speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 60_000, 100 + s) for s in (1, 2, 3)
         }
         self.bad_md5: set[str] = set()
         self.bad_sha256: set[str] = set()  # repository paths whose X-Linked-Etag is wrong
@@ -75,8 +74,7 @@ class FakeServer:
             {
                 "key": k,
                 "size": len(v),
-                "checksum": "md5:"
-                + ("0" * 32 if k in self.bad_md5 else hashlib.md5(v).hexdigest()),
+                "checksum": "md5:" + ("0" * 32 if k in self.bad_md5 else hashlib.md5(v).hexdigest()),
                 "links": {"self": f"/api/records/1227121/files/{k}/content"},
             }
             for k, v in self.demand.items()
@@ -100,9 +98,7 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                     )
                 )
 
-        def _send_bytes(
-            self, data: bytes, key: str, head: bool, extra: dict[str, str] | None = None
-        ) -> None:
+        def _send_bytes(self, data: bytes, key: str, head: bool, extra: dict[str, str] | None = None) -> None:
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if match:
@@ -113,9 +109,7 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                     self.end_headers()
                     return
                 self.send_response(206)
-                self.send_header(
-                    "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
-                )
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             else:
                 self.send_response(200)
             body = data[start:]
@@ -229,7 +223,6 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             self._route(head=True)
 
     return Handler
-
 
 
 @contextlib.contextmanager

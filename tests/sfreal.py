@@ -33,8 +33,9 @@ def tone(n_frames: int) -> bytes:
     return wav((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
 
 
-def write_real_layout_archive(path: Path, speaker: int = 7, *, frames: int = 4, aligned: bool = True,
-                              thermal: str = "iron", utterances=UTTERANCES) -> Path:
+def write_real_layout_archive(
+    path: Path, speaker: int = 7, *, frames: int = 4, aligned: bool = True, thermal: str = "iron", utterances=UTTERANCES
+) -> Path:
     """``sub_{speaker}_ia/trial_{t}/{rgb_image_cmd_aligned,thr_image_cmd,mic1_audio_cmd_trim,mic2_audio_cmd_trim}/``.
 
     ``aligned=False`` leaves out the aligned RGB folder; ``thermal="grey"`` writes the thermal

@@ -36,7 +36,7 @@ class Utt:
     command: int = 7
     rgb: list[np.ndarray] = field(default_factory=list)
     thermal: list[np.ndarray] = field(default_factory=list)
-    audio: bytes | None = None          # mic1 WAV bytes; None = no mic1 member
+    audio: bytes | None = None  # mic1 WAV bytes; None = no mic1 member
     rgb_bytes: dict[int, bytes] = field(default_factory=dict)  # frame -> raw bytes override
 
 
@@ -49,7 +49,9 @@ def blank_utt(n_frames: int = 6, size: tuple[int, int] = (64, 48), **kw) -> Utt:
     return Utt(rgb=frames, thermal=[f.copy() for f in frames], **kw)
 
 
-def write_archive(path: Path, speaker: int, utts: list[Utt], prefix: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
+def write_archive(
+    path: Path, speaker: int, utts: list[Utt], prefix: str | None = None, extra: dict[str, bytes] | None = None
+) -> Path:
     """Write ``sub_{speaker}_ia.zip``-style archive at ``path`` with the real member naming."""
     prefix = f"sub_{speaker}_ia/" if prefix is None else prefix
     with DeterministicZip(path) as z:

@@ -51,21 +51,36 @@ def test_legacy_speaker_split():
         (lambda p: p["train"].update(precision="fp16"), r"train\.precision"),
         (lambda p: p["evaluation"].update(snrs_db=[]), r"evaluation\.snrs_db: must not be empty"),
         (lambda p: p["validation"].update(snrs_db=[0, 99]), r"validation\.snrs_db\[1\]: 99.0 is out of range"),
-        (lambda p: p["ingest"].update(roi_size=0), r"^params\.ingest\.roi_size: 0 is out of range \(must be >= 8 and <= 512\)$"),
+        (
+            lambda p: p["ingest"].update(roi_size=0),
+            r"^params\.ingest\.roi_size: 0 is out of range \(must be >= 8 and <= 512\)$",
+        ),
         (lambda p: p["ingest"].update(min_detection_ratio=1.5), r"ingest\.min_detection_ratio: 1.5"),
         (lambda p: p["ingest"].update(sample_rate=44100), r"ingest\.sample_rate: 44100"),
-        (lambda p: p["variants"]["audio_rgb_thermal"].update(modality_dropout=1.0),
-         r"variants\.audio_rgb_thermal\.modality_dropout: 1.0 is out of range \(must be >= 0 and < 1\)"),
-        (lambda p: p["variants"]["audio_rgb"].update(modality_dropout=0.2),
-         r"variants\.audio_rgb\.modality_dropout: 0.2 needs two or more streams"),
+        (
+            lambda p: p["variants"]["audio_rgb_thermal"].update(modality_dropout=1.0),
+            r"variants\.audio_rgb_thermal\.modality_dropout: 1.0 is out of range \(must be >= 0 and < 1\)",
+        ),
+        (
+            lambda p: p["variants"]["audio_rgb"].update(modality_dropout=0.2),
+            r"variants\.audio_rgb\.modality_dropout: 0.2 needs two or more streams",
+        ),
         (lambda p: p["variants"]["audio_rgb"].pop("fusion"), r"variants\.audio_rgb\.fusion: required"),
         (lambda p: p["variants"]["audio_only"].update(fusion="film"), r"variants\.audio_only\.fusion: 'film' given"),
-        (lambda p: p["variants"]["audio_rgb"].update(fusion="sum"), r"variants\.audio_rgb\.fusion: 'sum' is not one of"),
-        (lambda p: p["variants"]["audio_rgb_thermal"].update(streams=["thermal", "rgb"]),
-         r"variants\.audio_rgb_thermal\.streams: each of \['rgb', 'thermal'\] at most once, in that order"),
+        (
+            lambda p: p["variants"]["audio_rgb"].update(fusion="sum"),
+            r"variants\.audio_rgb\.fusion: 'sum' is not one of",
+        ),
+        (
+            lambda p: p["variants"]["audio_rgb_thermal"].update(streams=["thermal", "rgb"]),
+            r"variants\.audio_rgb_thermal\.streams: each of \['rgb', 'thermal'\] at most once, in that order",
+        ),
         (lambda p: p["model"].update(fusion="film"), r"params\.model: unknown key\(s\) \['fusion'\]"),
         (lambda p: p["model"].update(win_length=1024), r"hop_length <= win_length <= n_fft"),
-        (lambda p: p["model"]["sizes"]["small"].update(fusion_heads=3), r"model\.sizes\.small\.fusion_dim: 64 is not a multiple"),
+        (
+            lambda p: p["model"]["sizes"]["small"].update(fusion_heads=3),
+            r"model\.sizes\.small\.fusion_dim: 64 is not a multiple",
+        ),
         (lambda p: p["synth"]["presets"]["tiny"].update(positions=[0]), r"synth\.presets\.tiny\.positions\[0\]: 0"),
         (lambda p: p["noise"]["splits"].update(val=[]), r"noise\.splits\.val: must list"),
         (lambda p: p["noise"].update(channels=[]), r"noise\.channels: must not be empty"),
@@ -94,7 +109,7 @@ def test_a_stage_reads_only_the_params_dvc_yaml_declares_for_it():
     cfg = load_config(ROOT / "params.yaml", stage="train@audio_rgb")
     assert cfg.train.max_steps == PARAMS["train"]["max_steps"] and cfg.variants["audio_rgb"].streams == ["rgb"]
     assert cfg.ingest.roi_size == PARAMS["ingest"]["roi_size"]  # declared key by key
-    assert cfg.ingest.out_dir == PARAMS["ingest"]["out_dir"]    # interpolated into the stage's deps
+    assert cfg.ingest.out_dir == PARAMS["ingest"]["out_dir"]  # interpolated into the stage's deps
     with pytest.raises(ConfigError, match=r"stage train@audio_rgb reads params.yaml key 'ingest.workers'"):
         cfg.ingest.workers
     with pytest.raises(ConfigError, match=r"'variants.audio_only'"):

@@ -68,10 +68,7 @@ def test_parse_speakers_and_dotenv(tmp_path: Path) -> None:
 
 
 def test_select_demand_default_is_16k_plus_scafe_48k() -> None:
-    files = [
-        dl.RemoteFile(n, "u")
-        for n in ["A_16k.zip", "A_48k.zip", "SCAFE_48k.zip", "B_16k.zip"]
-    ]
+    files = [dl.RemoteFile(n, "u") for n in ["A_16k.zip", "A_48k.zip", "SCAFE_48k.zip", "B_16k.zip"]]
     assert [f.name for f in dl.select_demand(files)] == [
         "A_16k.zip",
         "B_16k.zip",
@@ -93,9 +90,7 @@ def demand_status(folder: Path, envs: list[str]) -> dict[str, dl.FileStatus]:
     return {r.name: r for r in dl.folder_status(folder, "demand", dl.demand_names(envs)).rows}
 
 
-def test_demand_download_skip_resume_and_status(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_demand_download_skip_resume_and_status(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     kw = demand_kwargs(url)
     expected = ["DKITCHEN_16k.zip", "NPARK_16k.zip", "SCAFE_48k.zip"]
@@ -106,10 +101,7 @@ def test_demand_download_skip_resume_and_status(
     (tmp_path / "NPARK_16k.zip.part").write_bytes(state.demand["NPARK_16k.zip"][:1000])
     state.drop_once.add("SCAFE_48k.zip")
     statuses = demand_status(tmp_path, envs)
-    assert (
-        statuses["NPARK_16k.zip"].state == "partial"
-        and statuses["NPARK_16k.zip"].local_bytes == 1000
-    )
+    assert statuses["NPARK_16k.zip"].state == "partial" and statuses["NPARK_16k.zip"].local_bytes == 1000
 
     paths = dl.download_demand(tmp_path, **kw)
     assert [p.name for p in paths] == expected
@@ -117,30 +109,23 @@ def test_demand_download_skip_resume_and_status(
         assert p.read_bytes() == state.demand[p.name]
         zipfile.ZipFile(p).testzip()
     assert not list(tmp_path.glob("*.part"))
-    gets = [
-        (p, r)
-        for m, p, r, _ in state.requests
-        if m == "GET" and p.startswith("/files/")
-    ]
+    gets = [(p, r) for m, p, r, _ in state.requests if m == "GET" and p.startswith("/files/")]
     assert ("/files/NPARK_16k.zip", "bytes=1000-") in gets  # cross-run resume
     scafe = [r for p, r in gets if p == "/files/SCAFE_48k.zip"]
-    assert (
-        scafe[0] is None
-        and 0 < range_start(scafe[1]) <= len(state.demand["SCAFE_48k.zip"]) // 2
-    )
+    assert scafe[0] is None and 0 < range_start(scafe[1]) <= len(state.demand["SCAFE_48k.zip"]) // 2
 
     n_before = len(state.requests)
     dl.download_demand(tmp_path, **kw)  # second run: only the record JSON is fetched
     assert [p for _, p, _, _ in state.requests[n_before:]] == ["/api/records/1227121"]
     # offline status: the run's selection from download-state.json, sizes known, no request
     st = dl.folder_status(tmp_path, "demand")
-    assert [(r.name, r.state, r.remote_bytes) for r in st.rows] == [(n, "complete", len(state.demand[n])) for n in expected]
+    assert [(r.name, r.state, r.remote_bytes) for r in st.rows] == [
+        (n, "complete", len(state.demand[n])) for n in expected
+    ]
     assert len(state.requests) == n_before + 1
 
 
-def test_demand_md5_mismatch_fails_naming_file(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_demand_md5_mismatch_fails_naming_file(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     state.bad_md5.add("NPARK_16k.zip")
     with pytest.raises(dl.ChecksumError, match="NPARK_16k.zip.*MD5"):
@@ -167,8 +152,20 @@ def test_demand_cli_status_is_offline(
     state, url = server
     (tmp_path / "DKITCHEN_16k.zip").write_bytes(state.demand["DKITCHEN_16k.zip"])
     (tmp_path / "NPARK_16k.zip.part").write_bytes(b"x" * 10)
-    rc = dl.main(["demand", "--out", str(tmp_path), "--status", "--envs", "DKITCHEN,NPARK,SCAFE",
-                  "--record-url", f"{url}/api/records/1227121", "--base-url", f"{url}/files"])
+    rc = dl.main(
+        [
+            "demand",
+            "--out",
+            str(tmp_path),
+            "--status",
+            "--envs",
+            "DKITCHEN,NPARK,SCAFE",
+            "--record-url",
+            f"{url}/api/records/1227121",
+            "--base-url",
+            f"{url}/files",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert re.search(r"DKITCHEN_16k.zip\s+complete", out)
@@ -184,26 +181,15 @@ def test_demand_cli_status_is_offline(
 # --------------------------------------------------------------------------- SpeakingFaces (fake Hub)
 
 
-def test_speakingfaces_download_resume_skip(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_speakingfaces_download_resume_skip(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     state.drop_once.add(dl.speaker_path(2))
-    paths = dl.download_speakingfaces(
-        tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01
-    )
+    paths = dl.download_speakingfaces(tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01)
     for p, s in zip(paths, (1, 2)):
         assert p == tmp_path / f"sub_{s}_ia.zip"
         assert p.read_bytes() == state.hf[dl.speaker_path(s)]
-    cdn = [
-        r
-        for m, p, r, _ in state.requests
-        if m == "GET" and p == "/cdn/image_audio/sub_2_ia.zip"
-    ]
-    assert (
-        cdn[0] is None
-        and 0 < range_start(cdn[1]) <= len(state.hf[dl.speaker_path(2)]) // 2
-    )
+    cdn = [r for m, p, r, _ in state.requests if m == "GET" and p == "/cdn/image_audio/sub_2_ia.zip"]
+    assert cdn[0] is None and 0 < range_start(cdn[1]) <= len(state.hf[dl.speaker_path(2)]) // 2
 
     n_before = len(state.requests)
     dl.download_speakingfaces(tmp_path, [1, 2], TOKEN, endpoint=url, backoff=0.01)
@@ -211,16 +197,11 @@ def test_speakingfaces_download_resume_skip(
     assert all(m == "HEAD" or p.startswith("/api/") for m, p, _, _ in state.requests[n_before:])
 
     (tmp_path / "sub_3_ia.zip.part").write_bytes(b"PK")
-    rows = {
-        r.name: r.state
-        for r in dl.folder_status(tmp_path, "speakingfaces", dl.speakingfaces_names([1, 3])).rows
-    }
+    rows = {r.name: r.state for r in dl.folder_status(tmp_path, "speakingfaces", dl.speakingfaces_names([1, 3])).rows}
     assert rows == {"sub_1_ia.zip": "complete", "sub_3_ia.zip": "partial"}
 
 
-def test_speakingfaces_sha256_mismatch_deletes_part(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_speakingfaces_sha256_mismatch_deletes_part(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     path = dl.speaker_path(1)
     good = state.hf[path]
@@ -250,9 +231,7 @@ def test_speakingfaces_401_clear_and_token_never_shown(
 
     # library: wrong token -> clear message without the token
     with pytest.raises(dl.DownloadError) as err:
-        dl.download_speakingfaces(
-            tmp_path / "out", [1], wrong, endpoint=url, backoff=0.01
-        )
+        dl.download_speakingfaces(tmp_path / "out", [1], wrong, endpoint=url, backoff=0.01)
     assert "token missing or no access to the gated dataset" in str(err.value)
     assert "accept the licence at" in str(err.value) and wrong not in str(err.value)
 
@@ -292,9 +271,7 @@ def test_speakingfaces_401_clear_and_token_never_shown(
     )
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_ENDPOINT", url)
-    assert (
-        dl.main(["speakingfaces", "--out", "out", "--speakers", "1-3", "--status"]) == 0
-    )
+    assert dl.main(["speakingfaces", "--out", "out", "--speakers", "1-3", "--status"]) == 0
     captured = capsys.readouterr()
     text = captured.out + captured.err + caplog.text
     assert "token missing or no access to the gated dataset" in captured.err
@@ -313,9 +290,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_speakingfaces_manifest_records_commit_sizes_hashes(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_speakingfaces_manifest_records_commit_sizes_hashes(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     dl.download_speakingfaces(tmp_path, [2, 1], TOKEN, endpoint=url, backoff=0.01)
     raw = json.loads((tmp_path / "manifest.json").read_text())
@@ -342,9 +317,7 @@ def test_speakingfaces_manifest_records_commit_sizes_hashes(
     assert mf.verify_folder(tmp_path) == 2
 
 
-def test_manifest_is_rewritten_after_each_file(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_manifest_is_rewritten_after_each_file(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     """A file that fails (here: a checksum) is reported, the others are completed and listed; a rerun completes it."""
     state, url = server
     state.bad_sha256.add(dl.speaker_path(2))
@@ -363,7 +336,9 @@ def test_manifest_is_rewritten_after_each_file(
 
 
 def test_revision_pinned_by_cli_or_dotenv_and_one_commit_per_folder(
-    server: tuple[FakeServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: tuple[FakeServer, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     state, url = server
@@ -389,9 +364,7 @@ def test_revision_pinned_by_cli_or_dotenv_and_one_commit_per_folder(
     assert "HTTP 404: revision 'nope' of issai/Speaking_Faces not found" in capsys.readouterr().err
 
 
-def test_earlier_image_audio_layout_is_moved_up_and_resumed(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_earlier_image_audio_layout_is_moved_up_and_resumed(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     legacy = tmp_path / "image_audio"
     legacy.mkdir()
@@ -404,16 +377,18 @@ def test_earlier_image_audio_layout_is_moved_up_and_resumed(
     assert not any(p == "/cdn/image_audio/sub_1_ia.zip" for _, p, _, _ in state.requests)  # hashed, not fetched
 
 
-def test_demand_manifest_records_record_md5_sha256(
-    server: tuple[FakeServer, str], tmp_path: Path
-) -> None:
+def test_demand_manifest_records_record_md5_sha256(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     state, url = server
     dl.download_demand(tmp_path, ["NPARK", "SCAFE"], **demand_kwargs(url))
     m = mf.read_manifest(tmp_path, "demand")
     assert m.source == {"type": "zenodo", "record": "1227121", "record_url": f"{url}/api/records/1227121"}
     assert [f.to_json() for f in m.files] == [
-        {"path": n, "size": len(state.demand[n]), "md5": hashlib.md5(state.demand[n]).hexdigest(),
-         "sha256": sha256(state.demand[n])}
+        {
+            "path": n,
+            "size": len(state.demand[n]),
+            "md5": hashlib.md5(state.demand[n]).hexdigest(),
+            "sha256": sha256(state.demand[n]),
+        }
         for n in ("NPARK_16k.zip", "SCAFE_48k.zip")
     ]
     dl.download_demand(tmp_path, ["DKITCHEN"], **demand_kwargs(url))  # a later run extends it
@@ -439,8 +414,19 @@ def test_verify_rejects_same_size_content_change(
     err = capsys.readouterr().err
     assert "NPARK_16k.zip" in err and "download the file again" in err
     # the download's --verify re-hashes files it would otherwise skip
-    argv = ["demand", "--out", str(tmp_path), "--envs", "NPARK", "--record-url", f"{url}/api/records/1227121",
-            "--base-url", f"{url}/files", "--backoff", "0.01"]
+    argv = [
+        "demand",
+        "--out",
+        str(tmp_path),
+        "--envs",
+        "NPARK",
+        "--record-url",
+        f"{url}/api/records/1227121",
+        "--base-url",
+        f"{url}/files",
+        "--backoff",
+        "0.01",
+    ]
     assert dl.main(argv) == 0  # without --verify: complete by size, skipped
     assert dl.main([*argv, "--verify"]) == 1
     assert re.search(r"NPARK_16k\.zip: MD5 mismatch.*delete it and run again", capsys.readouterr().err)
@@ -476,21 +462,37 @@ def cdn_gets(state: FakeServer) -> list[str]:
 
 
 def test_free_space_check_names_needed_and_free(
-    server: tuple[FakeServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    server: tuple[FakeServer, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The Hub advertises 10 PB for one archive: refused before any byte, needed vs free of the --out filesystem."""
     state, url = server
     state.fake_size[dl.speaker_path(2)] = 10**16
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    argv = ["speakingfaces", "--out", str(tmp_path / "sf"), "--speakers", "1-2", "--endpoint", url,
-            "--backoff", "0.01", "--retries", "0"]
+    argv = [
+        "speakingfaces",
+        "--out",
+        str(tmp_path / "sf"),
+        "--speakers",
+        "1-2",
+        "--endpoint",
+        url,
+        "--backoff",
+        "0.01",
+        "--retries",
+        "0",
+    ]
     assert dl.main(argv) == 1
     err = capsys.readouterr().err
     free = dl.fmt_bytes(__import__("shutil").disk_usage(tmp_path).free)
-    assert re.search(r"sf: not enough free space: 10000\.\d\d TB still to download \(2 of 2 file\(s\); 0 B of "
-                     r"10000\.\d\d TB already on disk\), but the filesystem of --out \(mounted at /\S*\) has "
-                     r"[\d.]+ [kMGT]?B free", err), err
+    assert re.search(
+        r"sf: not enough free space: 10000\.\d\d TB still to download \(2 of 2 file\(s\); 0 B of "
+        r"10000\.\d\d TB already on disk\), but the filesystem of --out \(mounted at /\S*\) has "
+        r"[\d.]+ [kMGT]?B free",
+        err,
+    ), err
     assert "select fewer files (--speakers)" in err and "--skip-space-check" in err
     assert free.split()[1] in err
     assert cdn_gets(state) == []  # nothing was downloaded
@@ -548,7 +550,8 @@ def test_parallel_jobs_resume_verify_and_one_manifest_writer(
     assert ("/cdn/image_audio/sub_2_ia.zip", "bytes=8192-") in [(p, r) for _, p, r, _ in state.requests]
     m = mf.read_manifest(tmp_path, "speakingfaces")
     assert [(f.path, f.sha256) for f in m.files] == [
-        (f"sub_{s}_ia.zip", sha256(state.hf[dl.speaker_path(s)])) for s in (1, 2, 3)]
+        (f"sub_{s}_ia.zip", sha256(state.hf[dl.speaker_path(s)])) for s in (1, 2, 3)
+    ]
     assert mf.verify_folder(tmp_path) == 3
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.tmp"))
     run = json.loads((tmp_path / dl.STATE_NAME).read_text())["run"]
@@ -586,15 +589,24 @@ def test_manifest_recorder_many_threads(tmp_path: Path) -> None:
 
 def test_second_download_into_the_same_folder_is_refused(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     _, url = server
-    with dl.folder_lock(tmp_path), pytest.raises(dl.DownloadError, match=r"another download into this folder is "
-                                                                         r"running \(pid \d+ on "):
+    with (
+        dl.folder_lock(tmp_path),
+        pytest.raises(
+            dl.DownloadError,
+            match=r"another download into this folder is "
+            r"running \(pid \d+ on ",
+        ),
+    ):
         dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)
     dl.download_speakingfaces(tmp_path, [1], TOKEN, endpoint=url, backoff=0.01)  # released: goes ahead
 
 
 def test_status_offline_while_running_and_after(
-    server: tuple[FakeServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    server: tuple[FakeServer, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """--status reads manifest, state file and files only: while a download runs (rate, ETA) and after it failed."""
     state, url = server
@@ -621,12 +633,20 @@ def test_status_offline_while_running_and_after(
     assert re.search(r"sub_2_ia\.zip\s+partial .*%", seen), seen
     assert re.search(r"sub_3_ia\.zip\s+missing", seen), seen
     assert re.search(r"total: 0\.000 of 0\.000 GB \(\d+\.\d%\); 1 of 3 file\(s\) complete", seen), seen
-    assert re.search(r"download: running \(pid \d+ on .*, --jobs 1\); rate [\d.]+ [kM]B/s over its last 5m00s "
-                     r"\(logged \d+s ago\); ETA \d+s for the 0\.000 GB left", seen), seen
+    assert re.search(
+        r"download: running \(pid \d+ on .*, --jobs 1\); rate [\d.]+ [kM]B/s over its last 5m00s "
+        r"\(logged \d+s ago\); ETA \d+s for the 0\.000 GB left",
+        seen,
+    ), seen
     # the plain progress lines of the run (stderr is not a terminal here): file, bytes, rate, ETA, then totals
-    assert re.search(r"progress: sub_2_ia\.zip [\d.]+ kB of 6\d\.\d\d kB \(\d+\.\d%\), [\d.]+ kB/s, ETA \d+s", caplog.text)
-    assert re.search(r"progress: total [\d.]+ kB of 1\d\d\.\d\d kB \(\d+\.\d%\), \d/3 files complete, \d active, "
-                     r"[\d.]+ kB/s \(last \d+s\), ETA \d+s", caplog.text)
+    assert re.search(
+        r"progress: sub_2_ia\.zip [\d.]+ kB of 6\d\.\d\d kB \(\d+\.\d%\), [\d.]+ kB/s, ETA \d+s", caplog.text
+    )
+    assert re.search(
+        r"progress: total [\d.]+ kB of 1\d\d\.\d\d kB \(\d+\.\d%\), \d/3 files complete, \d active, "
+        r"[\d.]+ kB/s \(last \d+s\), ETA \d+s",
+        caplog.text,
+    )
 
     # after: the run failed on sub_3; a part left as if killed; the status says so and estimates from the last rate
     (tmp_path / "sub_3_ia.zip.part").write_bytes(state.hf[dl.speaker_path(3)][:20000])
@@ -638,7 +658,9 @@ def test_status_offline_while_running_and_after(
     assert re.search(r"sub_3_ia\.zip\s+partial\s+0\.000 GB\s+0\.000 GB\s+3\d\.\d%", out), out
     assert f"total: {(sizes[0] + sizes[1] + 20000) / 1e9:.3f} of {sum(sizes) / 1e9:.3f} GB" in out
     assert "2 of 3 file(s) complete" in out and "2 complete, 1 partial, 0 missing" in out
-    assert re.search(r"download: not running; the last run \(pid \d+ on .*\) failed: sub_3_ia\.zip: SHA256 mismatch", out)
+    assert re.search(
+        r"download: not running; the last run \(pid \d+ on .*\) failed: sub_3_ia\.zip: SHA256 mismatch", out
+    )
     assert re.search(r"ETA at its last logged rate \([\d.]+ [kM]B/s\): \d+s for the 0\.000 GB left", out), out
     # an explicit selection: files never planned show an unknown size
     assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status", "--speakers", "3-4"]) == 0
@@ -655,8 +677,11 @@ def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # updated just now (within 3 x --progress-every): a run whose lock this machine cannot see (NFS)
     assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"download: running by its state file \(pid \d+ on \S+, --jobs 2; its lock is not visible "
-                     r"from here\); rate 50\.0 MB/s \(logged 0s ago\); ETA 1m20s for the 4\.000 GB left", out), out
+    assert re.search(
+        r"download: running by its state file \(pid \d+ on \S+, --jobs 2; its lock is not visible "
+        r"from here\); rate 50\.0 MB/s \(logged 0s ago\); ETA 1m20s for the 4\.000 GB left",
+        out,
+    ), out
     # not updated for 10 minutes: killed
     st.data["run"]["updated"] -= 600
     st.write()
@@ -670,7 +695,9 @@ def test_status_of_a_killed_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with dl.folder_lock(tmp_path):
         assert dl.main(["speakingfaces", "--out", str(tmp_path), "--status"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"download: running \(pid \d+ on host \S+ since [\d: -]+\); it has not written its state yet", out), out
+    assert re.search(
+        r"download: running \(pid \d+ on host \S+ since [\d: -]+\); it has not written its state yet", out
+    ), out
     assert "ETA at the rate the run before logged (50.0 MB/s): 1m20s for the 4.000 GB left" in out
 
 
@@ -688,8 +715,13 @@ def test_token_only_over_https_or_to_loopback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--endpoint http://<this machine's LAN address> with a token: refused before any request reaches the server."""
-    for ok in ("https://huggingface.co", "http://127.0.0.1:8000", "http://127.5.0.1", "http://localhost:1",
-               "http://[::1]:80"):
+    for ok in (
+        "https://huggingface.co",
+        "http://127.0.0.1:8000",
+        "http://127.5.0.1",
+        "http://localhost:1",
+        "http://[::1]:80",
+    ):
         dl.check_token_transport(ok, TOKEN)
     dl.check_token_transport("http://mirror.example.org", None)  # no token, nothing to leak
     for bad in ("http://mirror.example.org", "http://10.1.2.3:8080", "ftp://x.org"):
@@ -722,12 +754,15 @@ def test_token_only_over_https_or_to_loopback(
         assert state.requests == []
 
 
-def test_zenodo_endpoint_variable(server: tuple[FakeServer, str], tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zenodo_endpoint_variable(
+    server: tuple[FakeServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """$TAVSE_ZENODO_ENDPOINT replaces https://zenodo.org; files come from Zenodo's own /records/<id>/files/ path."""
     state, url = server
     monkeypatch.setenv(dl.ZENODO_ENDPOINT_ENV, url)
     assert dl.main(["demand", "--out", str(tmp_path), "--envs", "NPARK", "--backoff", "0.01"]) == 0
     assert (tmp_path / "NPARK_16k.zip").read_bytes() == state.demand["NPARK_16k.zip"]
-    assert [p for m, p, _, _ in state.requests if m == "GET"] == ["/api/records/1227121",
-                                                                  "/records/1227121/files/NPARK_16k.zip"]
+    assert [p for m, p, _, _ in state.requests if m == "GET"] == [
+        "/api/records/1227121",
+        "/records/1227121/files/NPARK_16k.zip",
+    ]

@@ -28,8 +28,13 @@ def s3_endpoint(monkeypatch):
     """moto's S3 server on a free local port, with fake AWS credentials in the environment."""
     import boto3
     import moto.server as server_mod
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -42,8 +47,14 @@ def s3_endpoint(monkeypatch):
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAVSE_", "DVC_"))}
-    env.update(DVC_NO_ANALYTICS="1", PYTHONPATH=str(ROOT), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        PYTHONPATH=str(ROOT),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     return env
 
 
@@ -124,7 +135,7 @@ def test_push_pull_roundtrip_through_s3(tmp_path, s3_endpoint):
     _run(["git", "check-ignore", "-q", ".dvc/config.local"], repo, outputs)
     status = _run(["git", "status", "--porcelain", "--untracked-files=all"], repo, [])
     assert "config.local" not in status
-    local = (repo / ".dvc" / "config.local")
+    local = repo / ".dvc" / "config.local"
     assert SECRET in local.read_text() and local.stat().st_mode & 0o077 == 0
     for text in [*outputs, committed.decode()]:
         assert SECRET not in text and KEY_ID not in text
@@ -139,7 +150,9 @@ def test_env_file_parsing_and_precedence(tmp_path):
     assert merged == {"TAVSE_DATA_ROOT": "/override", "TAVSE_S3_PREFIX": "p"}
     with pytest.raises(cs.ClusterSetupError, match="TAVSE_S3_BUCKET is empty"):
         cs.settings_from(merged, tmp_path)
-    settings = cs.settings_from({"TAVSE_DATA_ROOT": "rel", "TAVSE_S3_BUCKET": "b", "TAVSE_S3_PREFIX": "/x/y/"}, tmp_path)
+    settings = cs.settings_from(
+        {"TAVSE_DATA_ROOT": "rel", "TAVSE_S3_BUCKET": "b", "TAVSE_S3_PREFIX": "/x/y/"}, tmp_path
+    )
     assert settings.data_root == tmp_path / "rel" and settings.remote_url == "s3://b/x/y"
 
 

@@ -38,10 +38,22 @@ WIDTH = 120  # a terminal
 
 def _rows(system: str, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"mix_id": f"m{k}", "utt_id": f"s121_t1_p1_c{k:04d}", "speaker": 121, "snr_db": float(snr),
-             "noise_env": "PRESTO", "noise_kind": "babble", "system": system, "condition": condition,
-             "failures": {}, **{m: float(rng.normal(3, 1)) for m in METRICS}}
-            for k, snr in enumerate(s for s in SNRS for _ in range(2)) for condition in ("full", "no_rgb")]
+    return [
+        {
+            "mix_id": f"m{k}",
+            "utt_id": f"s121_t1_p1_c{k:04d}",
+            "speaker": 121,
+            "snr_db": float(snr),
+            "noise_env": "PRESTO",
+            "noise_kind": "babble",
+            "system": system,
+            "condition": condition,
+            "failures": {},
+            **{m: float(rng.normal(3, 1)) for m in METRICS},
+        }
+        for k, snr in enumerate(s for s in SNRS for _ in range(2))
+        for condition in ("full", "no_rgb")
+    ]
 
 
 def _write_training_outputs(repo: Path, variant: str, seed: int) -> None:
@@ -68,11 +80,18 @@ def views_repo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("views")
     repo = tmp / "repo"
     repo.mkdir()
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_TEST="1", DVC_SITE_CACHE_DIR=str(tmp / "site"),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=str(ROOT))  # this checkout's tavse, for python -m
+    env = dict(
+        os.environ,
+        DVC_NO_ANALYTICS="1",
+        DVC_TEST="1",
+        DVC_SITE_CACHE_DIR=str(tmp / "site"),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(ROOT),
+    )  # this checkout's tavse, for python -m
     dvc = _dvc()
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -167,29 +186,50 @@ def test_exp_table_fits_a_terminal(views_repo):
     test = json.loads((repo / RESULTS / VARIANTS[0] / "metrics.json").read_text())
     val = json.loads((repo / LIVE_DIR / VARIANTS[0] / "metrics.json").read_text())
     assert rows[0][:2] == ["workspace", VARIANTS[0]]
-    assert rows[0][2:] == [f"{val['si_snri']:.2f}", f"{val['si_snri_active']:.2f}", f"{test['si_snri']:.2f}",
-                           f"{test[lowest_snr_key(SNRS)]:.2f}", f"{test['si_snri_active']:.2f}",
-                           f"{test['pesq_wb']:.2f}", f"{test['estoi']:.3f}"]
+    assert rows[0][2:] == [
+        f"{val['si_snri']:.2f}",
+        f"{val['si_snri_active']:.2f}",
+        f"{test['si_snri']:.2f}",
+        f"{test[lowest_snr_key(SNRS)]:.2f}",
+        f"{test['si_snri_active']:.2f}",
+        f"{test['pesq_wb']:.2f}",
+        f"{test['estoi']:.3f}",
+    ]
     assert "workspace (vs " in proc.stdout and "variants.audio_rgb_thermal.modality_dropout=0.25" in proc.stdout
 
 
 def test_exp_table_marks_results_of_another_model_and_failed_runs():
     def data(seed: int, model_hash: str, scored_hash: str) -> dict:
-        params = {"variants": {"audio_only": [], "audio_thermal": ["thermal"]}, "train": {"seed": seed},
-                  "evaluation": {"snrs_db": [-5, 0]}}
+        params = {
+            "variants": {"audio_only": [], "audio_thermal": ["thermal"]},
+            "train": {"seed": seed},
+            "evaluation": {"snrs_db": [-5, 0]},
+        }
         metrics = {}
         for v in params["variants"]:
             metrics[f"dvclive/{v}/metrics.json"] = {"data": {"si_snri": 5.0 + seed, "si_snri_active": 4.0, "step": 9}}
-            metrics[f"results/{v}/metrics.json"] = {"data": {"si_snri": 6.0, "si_snri_active": 3.5, "si_snri_snr-5": 7.0,
-                                                             "pesq_wb": 1.4, "estoi": 0.7}}
-        return {"params": {"params.yaml": {"data": params}}, "metrics": metrics,
-                "outs": {f"models/{v}": {"hash": model_hash} for v in params["variants"]},
-                "deps": {f"models/{v}": {"hash": scored_hash} for v in params["variants"]}}
+            metrics[f"results/{v}/metrics.json"] = {
+                "data": {"si_snri": 6.0, "si_snri_active": 3.5, "si_snri_snr-5": 7.0, "pesq_wb": 1.4, "estoi": 0.7}
+            }
+        return {
+            "params": {"params.yaml": {"data": params}},
+            "metrics": metrics,
+            "outs": {f"models/{v}": {"hash": model_hash} for v in params["variants"]},
+            "deps": {f"models/{v}": {"hash": scored_hash} for v in params["variants"]},
+        }
 
-    shown = [{"rev": "workspace", "name": None, "data": data(1, "a", "a"), "experiments": None},
-             {"rev": "0123456789abcdef", "name": "main", "data": data(1, "a", "a"), "experiments": [
-                 {"revs": [{"rev": "fedcba9876543210", "name": "trained-only", "data": data(2, "b", "a")}]},
-                 {"revs": [{"rev": "aaaaaaaaaaaaaaaa", "name": "broken", "data": None, "error": {"msg": "failed"}}]}]}]
+    shown = [
+        {"rev": "workspace", "name": None, "data": data(1, "a", "a"), "experiments": None},
+        {
+            "rev": "0123456789abcdef",
+            "name": "main",
+            "data": data(1, "a", "a"),
+            "experiments": [
+                {"revs": [{"rev": "fedcba9876543210", "name": "trained-only", "data": data(2, "b", "a")}]},
+                {"revs": [{"rev": "aaaaaaaaaaaaaaaa", "name": "broken", "data": None, "error": {"msg": "failed"}}]},
+            ],
+        },
+    ]
     text = exp_table(shown)
     lines = text.splitlines()
     assert max(map(len, lines)) <= WIDTH

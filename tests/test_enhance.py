@@ -40,14 +40,23 @@ def write_mp4v(path: Path, frames: list[np.ndarray], fps: float, size: tuple[int
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     assert vw.isOpened()
     for f in frames:
-        vw.write(cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) if size != (w, h) else f,
-                              cv2.COLOR_RGB2BGR))
+        vw.write(
+            cv2.cvtColor(
+                cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) if size != (w, h) else f, cv2.COLOR_RGB2BGR
+            )
+        )
     vw.release()
     return path
 
 
-def write_av(path: Path, frames: list[np.ndarray], fps: int, codec: str = "ffv1", audio: np.ndarray | None = None,
-             sample_rate: int = 44100) -> Path:
+def write_av(
+    path: Path,
+    frames: list[np.ndarray],
+    fps: int,
+    codec: str = "ffv1",
+    audio: np.ndarray | None = None,
+    sample_rate: int = 44100,
+) -> Path:
     """A video through FFmpeg (PyAV): ``ffv1`` is lossless RGB (in .mkv); ``audio`` (mono float) adds an AAC track."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
@@ -59,7 +68,9 @@ def write_av(path: Path, frames: list[np.ndarray], fps: int, codec: str = "ffv1"
         c.mux(v.encode())
         if a is not None:
             for s in range(0, len(audio), 1024):
-                fr = av.AudioFrame.from_ndarray(audio[None, s:s + 1024].astype(np.float32), format="flt", layout="mono")
+                fr = av.AudioFrame.from_ndarray(
+                    audio[None, s : s + 1024].astype(np.float32), format="flt", layout="mono"
+                )
                 fr.sample_rate, fr.pts = sample_rate, s
                 c.mux(a.encode(fr))
             c.mux(a.encode())
@@ -86,8 +97,12 @@ def variant_checkpoint(trained: Path, modalities: list[str], out: Path) -> Path:
     variant = VariantConfig(list(modalities), (ckpt["config"]["variant"]["fusion"] or "film") if modalities else None)
     model = TAVSE(section_from_dict(ModelConfig, ckpt["config"]["model"], "model"), variant, ckpt["roi_size"])
     name = "audio_" + ("_".join(modalities) or "only")
-    ckpt.update(state_dict=model.state_dict(), modalities=list(modalities), variant=name,
-                config={**ckpt["config"], "variant": dataclasses.asdict(variant)})
+    ckpt.update(
+        state_dict=model.state_dict(),
+        modalities=list(modalities),
+        variant=name,
+        config={**ckpt["config"], "variant": dataclasses.asdict(variant)},
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out)
     return out
@@ -97,9 +112,11 @@ def variant_checkpoint(trained: Path, modalities: list[str], out: Path) -> Path:
 def models(tiny_trained, tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("variants")
     trained = tiny_trained / "models" / TRAINED_VARIANT / "best.pt"
-    return {TRAINED_VARIANT: trained,
-            "audio_rgb": variant_checkpoint(trained, ["rgb"], d / "audio_rgb" / "best.pt"),
-            "audio_only": variant_checkpoint(trained, [], d / "audio_only" / "best.pt")}
+    return {
+        TRAINED_VARIANT: trained,
+        "audio_rgb": variant_checkpoint(trained, ["rgb"], d / "audio_rgb" / "best.pt"),
+        "audio_only": variant_checkpoint(trained, [], d / "audio_only" / "best.pt"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +180,7 @@ def test_video_crops_equal_ingest_crops_and_enhance_like_the_frames(tmp_path, ti
     assert torch.equal(visual["rgb"], torch.from_numpy(rgb_ref).permute(0, 3, 1, 2).float() / 255)
     assert torch.equal(visual["thermal"], torch.from_numpy(thr_ref).unsqueeze(1).float() / 255)
 
-    noisy = write_wav(tmp_path / "noisy.wav", utt.audio[:n * 44100 // 28])
+    noisy = write_wav(tmp_path / "noisy.wav", utt.audio[: n * 44100 // 28])
     archive = Path(tiny_data.data.speakingfaces_dir) / "sub_121_ia.zip"
     by_frames = enh(Recording("f", noisy, frames=archive, utterance=utt.key.utt_id), tmp_path / "frames.wav")
     rgb = write_av(tmp_path / "rgb56.mkv", [f for f in rgb_frames for _ in range(2)], 56)
@@ -183,9 +200,28 @@ def test_mp4_rgb_and_thermal_with_a_wav_through_the_command_line(tmp_path, model
     thr = write_mp4v(tmp_path / "me_thermal.mp4", utt.thermal, 30, (640, 480))
     noisy = write_wav(tmp_path / "me.wav", utt.audio)
     out = tmp_path / "enhanced.wav"
-    res = subprocess.run([sys.executable, "-m", "tavse.enhance", "--model", str(models[TRAINED_VARIANT]),
-                          "--video", str(rgb), "--thermal-video", str(thr), "--audio", str(noisy), "--out", str(out),
-                          "--device", "cpu"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tavse.enhance",
+            "--model",
+            str(models[TRAINED_VARIANT]),
+            "--video",
+            str(rgb),
+            "--thermal-video",
+            str(thr),
+            "--audio",
+            str(noisy),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "real-time factor" in res.stdout and "video at 30.00 fps resampled to 28 fps, 640x480" in res.stdout
     x, sr = sf.read(out)
@@ -197,8 +233,9 @@ def test_mp4_rgb_and_thermal_with_a_wav_through_the_command_line(tmp_path, model
 def test_mp4_rgb_with_a_wav_for_audio_rgb(tmp_path, models, utt, capsys) -> None:
     rgb = write_mp4v(tmp_path / "me.mp4", utt.rgb, 28)
     noisy = write_wav(tmp_path / "me.wav", utt.audio, 44100)
-    rc, out, err = enhance_cli(capsys, "--model", models["audio_rgb"], "--video", rgb, "--audio", noisy,
-                               "--out", tmp_path / "e.wav")
+    rc, out, err = enhance_cli(
+        capsys, "--model", models["audio_rgb"], "--video", rgb, "--audio", noisy, "--out", tmp_path / "e.wav"
+    )
     assert rc == 0, err
     assert "by audio_rgb" in out and "as recorded" in out and "real-time factor" in out
     assert sf.info(tmp_path / "e.wav").frames == expected_samples(len(utt.rgb), len(utt.audio), 44100)
@@ -208,8 +245,9 @@ def test_audio_from_the_videos_own_track_and_a_video_without_one(tmp_path, model
     rgb = write_av(tmp_path / "talk.mp4", utt.rgb, 28, codec="libx264", audio=utt.audio, sample_rate=44100)
     thr = write_mp4v(tmp_path / "talk_thermal.mp4", utt.thermal, 28)
     assert read_audio(rgb).sample_rate == 44100
-    rc, out, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--thermal-video", thr,
-                               "--out", tmp_path / "e.wav")
+    rc, out, err = enhance_cli(
+        capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--thermal-video", thr, "--out", tmp_path / "e.wav"
+    )
     assert rc == 0, err
     assert sf.info(tmp_path / "e.wav").frames == expected_samples(len(utt.rgb), len(utt.audio), 44100)
     silent = write_mp4v(tmp_path / "silent.mp4", utt.rgb, 28)
@@ -240,8 +278,9 @@ def test_audio_only_needs_no_frames(tmp_path, models, utt, capsys) -> None:
 
 def test_real_fixture_frames_as_an_archive_and_as_videos(tmp_path, models, capsys) -> None:
     archive = write_real_layout_archive(tmp_path / "sub_7_ia.zip", frames=12, utterances=((1, 1, 40, None),))
-    rc, out, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--frames", archive,
-                               "--out", tmp_path / "e_frames.wav")
+    rc, out, err = enhance_cli(
+        capsys, "--model", models[TRAINED_VARIANT], "--frames", archive, "--out", tmp_path / "e_frames.wav"
+    )
     assert rc == 0, err
     assert "12 frames of s007_t1_p1_c0040" in out and "audio: 7_1_2_1_40_1.wav" in out
     assert sf.info(tmp_path / "e_frames.wav").frames == round(12 * 16000 / 28)
@@ -251,8 +290,19 @@ def test_real_fixture_frames_as_an_archive_and_as_videos(tmp_path, models, capsy
     v = write_mp4v(tmp_path / "real.mp4", moving_rgb, 25)
     t = write_mp4v(tmp_path / "real.thermal.mp4", moving_thr, 25)
     a = write_wav(tmp_path / "real.wav", 0.1 * np.sin(2 * np.pi * 220 * np.arange(44100) / 44100), 44100)
-    rc, out, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--video", v, "--thermal-video", t,
-                               "--audio", a, "--out", tmp_path / "e_video.wav")
+    rc, out, err = enhance_cli(
+        capsys,
+        "--model",
+        models[TRAINED_VARIANT],
+        "--video",
+        v,
+        "--thermal-video",
+        t,
+        "--audio",
+        a,
+        "--out",
+        tmp_path / "e_video.wav",
+    )
     assert rc == 0, err
     assert "video at 25.00 fps resampled to 28 fps, 464x348" in out
     assert sf.info(tmp_path / "e_video.wav").frames == expected_samples(31, 44100, 44100)
@@ -302,8 +352,9 @@ def test_a_visual_variant_without_video_says_what_it_needs(tmp_path, models, utt
     assert rc == 1 and f"{noisy}: the model" in err and "needs the rgb and thermal video" in err
     assert "only an audio_only model enhances audio alone" in err
     rgb = write_mp4v(tmp_path / "v.mp4", utt.rgb, 28)
-    rc, _, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--audio", noisy,
-                             "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--audio", noisy, "--out", tmp_path / "e.wav"
+    )
     assert rc == 1 and f"{rgb}: the model" in err and "needs the thermal video too" in err
 
 
@@ -311,38 +362,65 @@ def test_no_face_wrong_palette_and_unreadable_video_fail_naming_the_file(tmp_pat
     noisy = write_wav(tmp_path / "n.wav", utt.audio)
     rng = np.random.default_rng(0)
     blank = write_mp4v(tmp_path / "wall.mp4", [rng.integers(0, 255, utt.rgb[0].shape, np.uint8)] * 20, 28)
-    rc, _, err = enhance_cli(capsys, "--model", models["audio_rgb"], "--video", blank, "--audio", noisy,
-                             "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys, "--model", models["audio_rgb"], "--video", blank, "--audio", noisy, "--out", tmp_path / "e.wav"
+    )
     assert rc == 1 and f"{blank}: FaceMesh found no face in any frame" in err and "[no_face]" in err
     grey = [np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2) for f in utt.thermal]
     rgb = write_mp4v(tmp_path / "v.mp4", utt.rgb, 28)
     thr = write_mp4v(tmp_path / "grey.thermal.mp4", grey, 28)
-    rc, _, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--thermal-video", thr,
-                             "--audio", noisy, "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys,
+        "--model",
+        models[TRAINED_VARIANT],
+        "--video",
+        rgb,
+        "--thermal-video",
+        thr,
+        "--audio",
+        noisy,
+        "--out",
+        tmp_path / "e.wav",
+    )
     assert rc == 1 and f"{thr}: thermal frames are not FLIR Iron pseudo-colour" in err
     small = write_mp4v(tmp_path / "small.thermal.mp4", utt.thermal, 28, (320, 240))
-    rc, _, err = enhance_cli(capsys, "--model", models[TRAINED_VARIANT], "--video", rgb, "--thermal-video", small,
-                             "--audio", noisy, "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys,
+        "--model",
+        models[TRAINED_VARIANT],
+        "--video",
+        rgb,
+        "--thermal-video",
+        small,
+        "--audio",
+        noisy,
+        "--out",
+        tmp_path / "e.wav",
+    )
     assert rc == 1 and f"{small}: thermal frames 320x240 but RGB frames 464x348" in err
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all")
-    rc, _, err = enhance_cli(capsys, "--model", models["audio_rgb"], "--video", junk, "--audio", noisy,
-                             "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys, "--model", models["audio_rgb"], "--video", junk, "--audio", noisy, "--out", tmp_path / "e.wav"
+    )
     assert rc == 1 and f"{junk}: not a readable video or audio file" in err
-    rc, _, err = enhance_cli(capsys, "--model", models["audio_only"], "--audio", tmp_path / "absent.wav",
-                             "--out", tmp_path / "e.wav")
+    rc, _, err = enhance_cli(
+        capsys, "--model", models["audio_only"], "--audio", tmp_path / "absent.wav", "--out", tmp_path / "e.wav"
+    )
     assert rc == 1 and f"{tmp_path / 'absent.wav'}: file not found" in err
     assert not (tmp_path / "e.wav").exists()
 
 
 def test_device_choice(tmp_path, models, utt, capsys) -> None:
     noisy = write_wav(tmp_path / "n.wav", utt.audio)
-    rc, out, err = enhance_cli(capsys, "--model", models["audio_only"], "--audio", noisy, "--out", tmp_path / "a.wav",
-                               "--device", "auto")
+    rc, out, err = enhance_cli(
+        capsys, "--model", models["audio_only"], "--audio", noisy, "--out", tmp_path / "a.wav", "--device", "auto"
+    )
     assert rc == 0, err
     assert f"on {'cuda' if torch.cuda.is_available() else 'cpu'}" in out
-    rc, out, err = enhance_cli(capsys, "--model", models["audio_only"], "--audio", noisy, "--out", tmp_path / "c.wav",
-                               "--device", "cuda")
+    rc, out, err = enhance_cli(
+        capsys, "--model", models["audio_only"], "--audio", noisy, "--out", tmp_path / "c.wav", "--device", "cuda"
+    )
     if torch.cuda.is_available():
         assert rc == 0 and "on cuda" in out
         a, c = sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "c.wav")[0]

@@ -34,7 +34,8 @@ def leftovers(scratch: Path) -> list[str]:
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -126,8 +127,9 @@ def test_ctrl_c_stops_ingest_in_one_line_and_the_rerun_logs_cleanly(ingested, tm
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(tmp_path / "scratch"), PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-W", "error", "-m", "stages.ingest"]
     with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=log, start_new_session=True,
-                                preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stderr=log, start_new_session=True, preexec_fn=default_sigint
+        )
     deadline = time.time() + 120
     while not list((tmp_path / "scratch" / "ingest").glob("*/result.json")) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "first.log").read_text()
@@ -159,8 +161,16 @@ def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_pa
     cfg = _stage_folder(ingested, tmp_path)
     scratch = tmp_path / "scratch"
     env = dict(os.environ, TAVSE_SCRATCH_DIR=str(scratch), PYTHONPATH=str(ROOT))
-    tasks = [subprocess.Popen([sys.executable, "-m", "stages.ingest", "--shard", f"{i}/2"], cwd=tmp_path, env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stages.ingest", "--shard", f"{i}/2"],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = [t.communicate(timeout=300)[1] for t in tasks]
     assert [t.returncode for t in tasks] == [0, 0], logs
     archives = sorted(Path(cfg.data.speakingfaces_dir).glob("sub_*_ia.zip"), key=lambda p: int(p.name.split("_")[1]))
@@ -174,7 +184,11 @@ def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_pa
     # Built shards are reused, not rebuilt; the same keys as the stage's.
     ing = with_ingest(cfg, out_dir=str(tmp_path / "ingest"), report=str(tmp_path / "report.json"), workers=1)
     assert build_shards(ing.ingest, ing.data, 1, 2, work_dir=scratch / "ingest") == {
-        "built": [], "reused": [a.name for a in archives[1::2]], "busy": [], "unsplit": []}
+        "built": [],
+        "reused": [a.name for a in archives[1::2]],
+        "busy": [],
+        "unsplit": [],
+    }
     with caplog.at_level("INFO", logger="tavse.ingest"):
         run_ingest(ing.ingest, ing.data, work_dir=scratch / "ingest")
     assert "4 archives: 0 shards to build, 4 reused" in caplog.text
@@ -183,15 +197,18 @@ def test_shards_built_as_two_tasks_then_merge_is_byte_identical(ingested, tmp_pa
     assert (tmp_path / "report.json").read_bytes() == Path(cfg.ingest.report).read_bytes()
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("3/2", r"shard 3/2: INDEX must be in 0\.\.1"),
-    ("2/2", r"shard 2/2: INDEX must be in 0\.\.1"),
-    ("0/0", r"shard 0/0: COUNT must be at least 1"),
-    ("a/b", r"shard 'a/b': expected INDEX/COUNT with whole numbers"),
-    ("1", r"shard '1': expected INDEX/COUNT"),
-    ("-1/2", r"shard '-1/2': expected INDEX/COUNT"),
-    ("1.0/2", r"expected INDEX/COUNT with whole numbers"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("3/2", r"shard 3/2: INDEX must be in 0\.\.1"),
+        ("2/2", r"shard 2/2: INDEX must be in 0\.\.1"),
+        ("0/0", r"shard 0/0: COUNT must be at least 1"),
+        ("a/b", r"shard 'a/b': expected INDEX/COUNT with whole numbers"),
+        ("1", r"shard '1': expected INDEX/COUNT"),
+        ("-1/2", r"shard '-1/2': expected INDEX/COUNT"),
+        ("1.0/2", r"expected INDEX/COUNT with whole numbers"),
+    ],
+)
 def test_bad_shard_spec_is_refused(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_shard(spec)
@@ -205,14 +222,24 @@ def test_bad_shard_fails_clearly(tiny_corpus, tmp_path):
         build_shards(cfg.ingest, cfg.data, "0", 2, work_dir=tmp_path)
     assert not tmp_path.joinpath("sub_1").exists() and list(tmp_path.iterdir()) == []
     # The stage's command line: exit 2, the reason on stderr, nothing built.
-    res = subprocess.run([sys.executable, "-m", "stages.ingest", "--shard", "0/0"], cwd=tmp_path, capture_output=True,
-                         text=True, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT), TAVSE_SCRATCH_DIR=str(tmp_path)))
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.ingest", "--shard", "0/0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TAVSE_SCRATCH_DIR=str(tmp_path)),
+    )
     assert res.returncode == 2 and "--shard: shard 0/0: COUNT must be at least 1" in res.stderr, res.stderr
     # A missing archive folder: its path, and the stage that writes it.
     import dataclasses
+
     gone = dataclasses.replace(cfg.data, speakingfaces_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/nowhere: SpeakingFaces archive folder not found.*"
-                                                r"`dvc repro synth_corpus`"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"{tmp_path}/nowhere: SpeakingFaces archive folder not found.*"
+        r"`dvc repro synth_corpus`",
+    ):
         build_shards(cfg.ingest, gone, 0, 2, work_dir=tmp_path)
 
 
@@ -234,43 +261,64 @@ def bad_corpus(tmp_path_factory, tiny_corpus):
     short = blank_utt(4, command=5, size=(464, 348))
     short.thermal = short.thermal[:1]
     no_face = _face_utt(command=2)
-    no_face.rgb = blank_utt(len(no_face.rgb), size=(464, 348)).rgb                  # grey RGB frames: no face
+    no_face.rgb = blank_utt(len(no_face.rgb), size=(464, 348)).rgb  # grey RGB frames: no face
     grey_thermal = _face_utt(command=7)
-    grey_thermal.thermal = [np.repeat(f.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2) for f in grey_thermal.thermal]
-    write_archive(corpus / "sub_3_ia.zip", 3, [
-        _face_utt(command=1),
-        no_face,
-        _face_utt(command=3, audio=None),                                  # missing audio
-        _face_utt(command=4, audio=wav(np.zeros((8 * 1575, 2), np.float32))),  # stereo
-        short,                                                             # 4 RGB vs 1 thermal
-        _face_utt(command=6, rgb_bytes={2: b"not a png"}),                 # unreadable PNG
-        grey_thermal,                                                      # greyscale thermal
-    ], extra={"../../evil/trial_1/thr_image_cmd/3_1_2_1_1_1_1.png": b"x"})
+    grey_thermal.thermal = [
+        np.repeat(f.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2) for f in grey_thermal.thermal
+    ]
+    write_archive(
+        corpus / "sub_3_ia.zip",
+        3,
+        [
+            _face_utt(command=1),
+            no_face,
+            _face_utt(command=3, audio=None),  # missing audio
+            _face_utt(command=4, audio=wav(np.zeros((8 * 1575, 2), np.float32))),  # stereo
+            short,  # 4 RGB vs 1 thermal
+            _face_utt(command=6, rgb_bytes={2: b"not a png"}),  # unreadable PNG
+            grey_thermal,  # greyscale thermal
+        ],
+        extra={"../../evil/trial_1/thr_image_cmd/3_1_2_1_1_1_1.png": b"x"},
+    )
     write_archive(corpus / "sub_101_ia.zip", 101, [_face_utt(command=1)])  # val and test: one good utterance each
     write_archive(corpus / "sub_121_ia.zip", 121, [_face_utt(command=1)])
     from tavse.corpus.manifest import make_manifest
-    make_manifest(corpus, "speakingfaces", {"type": "local"})              # listed as they are: ingest reports them
+
+    make_manifest(corpus, "speakingfaces", {"type": "local"})  # listed as they are: ingest reports them
     broken = d / "broken"
     broken.mkdir()
     (broken / "sub_4_ia.zip").write_bytes(b"PK\x03\x04 truncated garbage")  # corrupt zip
     good = (corpus / "sub_3_ia.zip").read_bytes()
-    (broken / "sub_121_ia.zip").write_bytes(good[: len(good) // 2])        # truncated zip
+    (broken / "sub_121_ia.zip").write_bytes(good[: len(good) // 2])  # truncated zip
     make_manifest(broken, "speakingfaces", {"type": "local"})
     return d
 
 
 def _bad_cfg(tiny_corpus, d: Path, on_error: str, folder: str = "corpus", **ingest):
-    cfg = with_ingest(tiny_corpus, out_dir=str(d / on_error / "ingest"), report=str(d / on_error / "report.json"),
-                      on_error=on_error, workers=1, **ingest)
+    cfg = with_ingest(
+        tiny_corpus,
+        out_dir=str(d / on_error / "ingest"),
+        report=str(d / on_error / "report.json"),
+        on_error=on_error,
+        workers=1,
+        **ingest,
+    )
     import dataclasses
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(d / folder), subjects_csv=""))
+
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(d / folder), subjects_csv="")
+    )
 
 
 def test_bad_input_is_skipped_counted_and_listed(bad_corpus, tiny_corpus):
     cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip", max_skip_ratio=1.0)
     report = run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch")
     assert report["skipped"] == {
-        "frame_count_mismatch": 1, "missing_audio": 1, "no_face": 1, "stereo_audio": 1, "thermal_not_iron": 1,
+        "frame_count_mismatch": 1,
+        "missing_audio": 1,
+        "no_face": 1,
+        "stereo_audio": 1,
+        "thermal_not_iron": 1,
         "unreadable_image": 1,
     }
     assert report["ignored_members"] == {"unsafe_member_name": 1}
@@ -300,10 +348,13 @@ def test_unreadable_archives_fail_naming_each_speaker(bad_corpus, tiny_corpus):
     from tavse.ingest import IngestError
 
     cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip", folder="broken")
-    with pytest.raises(IngestError, match=r"2 speaker\(s\) yielded no utterance:\n"
-                                          r"  speaker 4 \(sub_4_ia.zip, split train\): no utterance ingested, 1 skipped "
-                                          r"\(corrupt_archive x1\); e.g. .*sub_4_ia.zip: not a readable zip archive.*\n"
-                                          r"  speaker 121 \(sub_121_ia.zip, split test\): .*corrupt_archive x1"):
+    with pytest.raises(
+        IngestError,
+        match=r"2 speaker\(s\) yielded no utterance:\n"
+        r"  speaker 4 \(sub_4_ia.zip, split train\): no utterance ingested, 1 skipped "
+        r"\(corrupt_archive x1\); e.g. .*sub_4_ia.zip: not a readable zip archive.*\n"
+        r"  speaker 121 \(sub_121_ia.zip, split test\): .*corrupt_archive x1",
+    ):
         run_ingest(cfg.ingest, cfg.data, work_dir=bad_corpus / "scratch_broken")
 
 

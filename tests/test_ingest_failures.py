@@ -51,15 +51,15 @@ def patch_member(path: Path, name: str, method: int | None = None, encrypted: bo
     raw, central = name.encode(), None
     i = data.find(b"PK\x01\x02")
     while i != -1:
-        n = int.from_bytes(data[i + 28:i + 30], "little")
-        if data[i + 46:i + 46 + n] == raw:
+        n = int.from_bytes(data[i + 28 : i + 30], "little")
+        if data[i + 46 : i + 46 + n] == raw:
             central = i
             break
         i = data.find(b"PK\x01\x02", i + 1)
     assert central is not None
     for flag_at, method_at in ((local + 6, local + 8), (central + 8, central + 10)):
         if method is not None:
-            data[method_at:method_at + 2] = method.to_bytes(2, "little")
+            data[method_at : method_at + 2] = method.to_bytes(2, "little")
         if encrypted:
             data[flag_at] |= 1
     path.write_bytes(bytes(data))
@@ -97,8 +97,14 @@ def stage_env(tmp: Path, marker: str = "") -> dict:
 
 def run_stage(tmp: Path, *args: str, marker: str = "") -> tuple[int, float, str]:
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "stages.ingest", *args], cwd=tmp, env=stage_env(tmp, marker),
-                         capture_output=True, text=True, timeout=TIMEOUT)
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.ingest", *args],
+        cwd=tmp,
+        env=stage_env(tmp, marker),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     return res.returncode, time.monotonic() - t0, res.stderr
 
 
@@ -106,7 +112,7 @@ def failure(stderr: str) -> str:
     """The stage's failure message (its first two lines) from its stderr."""
     lines = stderr.splitlines()
     at = next((i for i, ln in enumerate(lines) if "ingest failed: " in ln), None)
-    return "(no failure message)" if at is None else " / ".join(lines[at:at + 2])[:400]
+    return "(no failure message)" if at is None else " / ".join(lines[at : at + 2])[:400]
 
 
 def marked_processes(marker: str) -> list[int]:
@@ -142,8 +148,12 @@ def _bad_speaker(tmp: Path, case: str) -> Path:
     elif case in ("deflate64_member", "encrypted_member"):
         corpus(sf, {2: [face_utt()]})
         arc = sf / "sub_2_ia.zip"
-        patch_member(arc, member(arc, "thr_image_cmd"), method=9 if case == "deflate64_member" else None,
-                     encrypted=case == "encrypted_member")
+        patch_member(
+            arc,
+            member(arc, "thr_image_cmd"),
+            method=9 if case == "deflate64_member" else None,
+            encrypted=case == "encrypted_member",
+        )
     elif case == "empty_corpus_folder":
         sf.mkdir()  # nothing in it, no manifest.json either
         return sf
@@ -152,12 +162,12 @@ def _bad_speaker(tmp: Path, case: str) -> Path:
 
 EXPECTED = {
     "missing_aligned_folder": r"speaker 2 \(sub_2_ia.zip, split train\): no utterance ingested, 1 skipped \(missing_frames x1\)"
-                              r".*no rgb_image_cmd_aligned frames",
+    r".*no rgb_image_cmd_aligned frames",
     "missing_audio_folder": r"speaker 2 .*no utterance ingested, 2 skipped \(missing_audio x2\)",
     "greyscale_thermal": r"speaker 2 .*\(thermal_not_iron x1\).*not FLIR Iron pseudo-colour: median distance to the Iron "
-                         r"palette \d+\.\d RGB units > ingest.max_palette_residual 6",
+    r"palette \d+\.\d RGB units > ingest.max_palette_residual 6",
     "deflate64_member": r"speaker 2 .*\(unsupported_compression x1\).*thr_image_cmd/2_1_2_1_1_1_1\.png: cannot read member: "
-                        r"That compression method is not supported",
+    r"That compression method is not supported",
     "encrypted_member": r"speaker 2 .*\(encrypted_member x1\).*is encrypted, password required",
     "empty_corpus_folder": r"sf/manifest.json: no manifest in the corpus folder \(data.speakingfaces_dir\)",
 }
@@ -175,21 +185,35 @@ def test_stage_fails_naming_the_speaker_and_the_reason(case, tmp_path):
 
 def test_greyscale_thermal_is_a_named_bad_input_and_iron_is_not(tmp_path, tiny_corpus):
     sf = _bad_speaker(tmp_path, "greyscale_thermal")
-    cfg = with_ingest(tiny_corpus, on_error="fail", workers=1, out_dir=str(tmp_path / "out"), report=str(tmp_path / "r.json"))
+    cfg = with_ingest(
+        tiny_corpus, on_error="fail", workers=1, out_dir=str(tmp_path / "out"), report=str(tmp_path / "r.json")
+    )
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(sf), subjects_csv=""))
-    with pytest.raises(BadInput, match=r"sub_2_ia.zip:s002_t1_p1_c0001: thermal frames are not FLIR Iron.*\[thermal_not_iron\]"):
+    with pytest.raises(
+        BadInput, match=r"sub_2_ia.zip:s002_t1_p1_c0001: thermal frames are not FLIR Iron.*\[thermal_not_iron\]"
+    ):
         run_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
     # The margins of the default threshold: real Iron ~1.4, synthetic 0, greyscale/other palettes far above 6.
     from tavse.ingest import palette_residual
 
-    comp = cv2.cvtColor(cv2.imread(str(ROOT.parent / "shared/fixtures/speakingfaces-real/aligned_session_one.png")),
-                        cv2.COLOR_BGR2RGB) if (ROOT.parent / "shared/fixtures").is_dir() else None
+    comp = (
+        cv2.cvtColor(
+            cv2.imread(str(ROOT.parent / "shared/fixtures/speakingfaces-real/aligned_session_one.png")),
+            cv2.COLOR_BGR2RGB,
+        )
+        if (ROOT.parent / "shared/fixtures").is_dir()
+        else None
+    )
     if comp is not None:
         real = np.ascontiguousarray(comp[:, 464:928])
         g = cv2.cvtColor(real, cv2.COLOR_RGB2GRAY)
         inferno = cv2.cvtColor(cv2.applyColorMap(g, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-        figures = {"real": palette_residual([real]), "greyscale": palette_residual(grey([real])),
-                   "inferno": palette_residual([inferno]), "natural RGB": palette_residual([np.ascontiguousarray(comp[:, :464])])}
+        figures = {
+            "real": palette_residual([real]),
+            "greyscale": palette_residual(grey([real])),
+            "inferno": palette_residual([inferno]),
+            "natural RGB": palette_residual([np.ascontiguousarray(comp[:, :464])]),
+        }
         print("\npalette residual:", figures)
         assert figures["real"] < 3 and min(figures["greyscale"], figures["inferno"], figures["natural RGB"]) > 12
 
@@ -198,15 +222,20 @@ def test_split_left_empty_and_too_many_skips_fail(tmp_path, tiny_corpus):
     base = with_ingest(tiny_corpus, workers=1, out_dir=str(tmp_path / "out"), report=str(tmp_path / "r.json"))
 
     def cfg_for(sf: Path):
-        return dataclasses.replace(base, data=dataclasses.replace(base.data, speakingfaces_dir=str(sf), subjects_csv=""))
+        return dataclasses.replace(
+            base, data=dataclasses.replace(base.data, speakingfaces_dir=str(sf), subjects_csv="")
+        )
 
     one = listed(corpus(tmp_path / "one", {1: [face_utt()]}))
     with pytest.raises(IngestError, match=r"split\(s\) val, test ended with no utterance \(1 ingested in all\)"):
         run_ingest(base.ingest, cfg_for(one).data, work_dir=tmp_path / "s1")
     bad = [face_utt(command=c, audio=None) for c in (2, 3, 4, 5)]
     many = listed(corpus(tmp_path / "many", {1: [face_utt(), *bad], 101: [face_utt()], 121: [face_utt()]}))
-    with pytest.raises(IngestError, match=r"4 of 7 utterances skipped \(57% > ingest.max_skip_ratio 50%\): missing_audio x4; "
-                                          r"most from sub_1_ia.zip \(4\)"):
+    with pytest.raises(
+        IngestError,
+        match=r"4 of 7 utterances skipped \(57% > ingest.max_skip_ratio 50%\): missing_audio x4; "
+        r"most from sub_1_ia.zip \(4\)",
+    ):
         run_ingest(base.ingest, cfg_for(many).data, work_dir=tmp_path / "s2")
     assert not (tmp_path / "out").exists()
     lenient = with_ingest(base, max_skip_ratio=0.6)
@@ -216,13 +245,24 @@ def test_split_left_empty_and_too_many_skips_fail(tmp_path, tiny_corpus):
 
 def test_fail_with_two_workers_and_three_archives_exits_instead_of_hanging(tmp_path):
     """on_error: fail, 2 workers, 3 archives: the first bad input ends the stage (exit 1), no worker outlives it."""
-    sf = listed(corpus(tmp_path / "sf", {1: [face_utt(), face_utt(command=2, audio=None)],
-                                         2: [face_utt(), face_utt(command=2)], 3: [face_utt(), face_utt(command=2)]}))
+    sf = listed(
+        corpus(
+            tmp_path / "sf",
+            {
+                1: [face_utt(), face_utt(command=2, audio=None)],
+                2: [face_utt(), face_utt(command=2)],
+                3: [face_utt(), face_utt(command=2)],
+            },
+        )
+    )
     marker = uuid.uuid4().hex
     code, seconds, err = run_stage(stage_dir(tmp_path, sf, on_error="fail", workers=2), marker=marker)
     print(f"\non_error fail, 2 workers, 3 archives: exit {code} after {seconds:.1f} s: {failure(err)}")
     assert code == 1, err
-    assert "ingest failed: " in err and "sub_1_ia.zip:s001_t1_p1_c0002: no mic1 WAV for this command [missing_audio]" in err
+    assert (
+        "ingest failed: " in err
+        and "sub_1_ia.zip:s001_t1_p1_c0002: no mic1 WAV for this command [missing_audio]" in err
+    )
     time.sleep(1.5)
     assert marked_processes(marker) == [], "worker processes outlived the stage"
     assert not list((tmp_path / "scratch" / "ingest").glob(".sub_*.tmp")), "half-written shard left behind"
@@ -236,8 +276,14 @@ def ingest_writing_a_shard(tmp_path: Path, marker: str, stderr=subprocess.PIPE) 
     """
     sf = listed(corpus(tmp_path / "sf", {s: [face_utt(command=c, n=84) for c in range(1, 5)] for s in (1, 2, 3)}))
     d = stage_dir(tmp_path, sf, workers=2)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d, marker),
-                            stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.ingest"],
+        cwd=d,
+        env=stage_env(d, marker),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
     scratch = tmp_path / "scratch" / "ingest"
     deadline = time.monotonic() + TIMEOUT
     while not list(scratch.glob(".sub_*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
@@ -301,20 +347,32 @@ def test_concurrent_shard_builders_and_ingests(tmp_path):
         code, seconds, err = run_stage(d, "--shard", "0/1")
         print(f"\nshard builder while another builds sub_1: exit {code} after {seconds:.1f} s")
         assert code == 0, err
-        assert ("sub_1_ia.zip: its shard is being built by another process (pid "
-                f"{os.getpid()} on host test-host since now): skipped here (busy)") in err
+        assert (
+            "sub_1_ia.zip: its shard is being built by another process (pid "
+            f"{os.getpid()} on host test-host since now): skipped here (busy)"
+        ) in err
         assert "built 2, reused 0, busy 1" in err and not plan.done(first)
     finally:
         os.close(fd)
 
     # Two real builders of the same task at once: each exits 0, every shard built once.
     t0 = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "stages.ingest", "--shard", "0/1"], cwd=d, env=stage_env(d),
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stages.ingest", "--shard", "0/1"],
+            cwd=d,
+            env=stage_env(d),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
     said = [re.search(r"done: built (\d+), reused (\d+), busy (\d+)", log) for log in logs]
-    print(f"two concurrent builders: exit {[p.returncode for p in procs]} after {time.monotonic() - t0:.1f} s; "
-          f"(built, reused, busy) {[m.groups() if m else None for m in said]}")
+    print(
+        f"two concurrent builders: exit {[p.returncode for p in procs]} after {time.monotonic() - t0:.1f} s; "
+        f"(built, reused, busy) {[m.groups() if m else None for m in said]}"
+    )
     assert [p.returncode for p in procs] == [0, 0], logs
     assert all(plan.done(a) for a in plan.shards)
 
@@ -330,8 +388,12 @@ def test_concurrent_shard_builders_and_ingests(tmp_path):
 
     # Two real full ingests at once: one merges, the other fails clearly or finds the work done; outputs intact.
     t0 = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d),
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stages.ingest"], cwd=d, env=stage_env(d), stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
     codes = [p.returncode for p in procs]
     print(f"two concurrent ingests: exit {codes} after {time.monotonic() - t0:.1f} s")
@@ -346,5 +408,7 @@ def test_build_shards_names_a_speaker_without_utterances(tmp_path, tiny_corpus):
     sf = listed(corpus(tmp_path / "sf", {1: [face_utt(rgb=[])], 101: [face_utt()]}))
     cfg = with_ingest(tiny_corpus, workers=1)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, speakingfaces_dir=str(sf), subjects_csv=""))
-    with pytest.raises(IngestError, match=r"1 speaker\(s\) yielded no utterance:\n  speaker 1 \(sub_1_ia.zip, split train\)"):
+    with pytest.raises(
+        IngestError, match=r"1 speaker\(s\) yielded no utterance:\n  speaker 1 \(sub_1_ia.zip, split train\)"
+    ):
         build_shards(cfg.ingest, cfg.data, 0, 2, work_dir=tmp_path / "scratch")

@@ -62,8 +62,9 @@ def real_params(folder: Path, **data: object) -> Path:
     return folder / "params.yaml"
 
 
-def test_real_layout_archive_report_is_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_layout_archive_report_is_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     write_real_layout_archive(tmp_path / "sub_7_ia.zip")
     real_params(tmp_path)
@@ -74,43 +75,55 @@ def test_real_layout_archive_report_is_frozen(tmp_path: Path, monkeypatch: pytes
     # --full decodes every frame as ingest does: the same verdict and counts
     assert insp.main(["sub_7_ia.zip", "--params", "params.yaml", "--full", "--faces", "0"]) == 0
     full = capsys.readouterr().out
-    assert "reader check (every utterance decoded as ingest does): 3 of 4 utterance(s) load; would be skipped: " \
-           "missing_frames 1" in full
+    assert (
+        "reader check (every utterance decoded as ingest does): 3 of 4 utterance(s) load; would be skipped: "
+        "missing_frames 1" in full
+    )
     assert full.splitlines()[-3:] == EXPECTED.splitlines()[-3:]
 
 
-def test_bad_archive_no_aligned_folder_greyscale_thermal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_archive_no_aligned_folder_greyscale_thermal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """No rgb_image_cmd_aligned and greyscale thermal frames: REJECTED, each reason saying that no param fixes it."""
     monkeypatch.chdir(tmp_path)
-    write_real_layout_archive(tmp_path / "sub_7_ia.zip", aligned=False, thermal="grey",
-                              utterances=((1, 1, 40, None), (1, 2, 41, None)))
+    write_real_layout_archive(
+        tmp_path / "sub_7_ia.zip", aligned=False, thermal="grey", utterances=((1, 1, 40, None), (1, 2, 41, None))
+    )
     real_params(tmp_path)
     assert insp.main(["sub_7_ia.zip", "--params", "params.yaml"]) == 1
     out = capsys.readouterr().out
     assert "used by ingest: rgb_image_cmd_aligned (MISSING), thr_image_cmd (found), mic1_audio_cmd_trim (found)" in out
     assert "greyscale pixels 100% -> GREYSCALE (R = G = B), not Iron" in out
-    assert "reader check (member lists and WAVs; --full decodes every frame): 0 of 2 utterance(s) load; would be " \
-           "skipped: missing_frames 2" in out
-    verdict = out[out.index("verdict:"):]
+    assert (
+        "reader check (member lists and WAVs; --full decodes every frame): 0 of 2 utterance(s) load; would be "
+        "skipped: missing_frames 2" in out
+    )
+    verdict = out[out.index("verdict:") :]
     assert verdict.startswith("verdict: REJECTED - ingest will not use this archive as it is:\n")
-    assert ("  - no rgb_image_cmd_aligned folder: nothing can be ingested (ingest finds the mouth on the aligned RGB "
-            "frames") in verdict
+    assert (
+        "  - no rgb_image_cmd_aligned folder: nothing can be ingested (ingest finds the mouth on the aligned RGB frames"
+    ) in verdict
     assert "No param changes this: the reader looks for trial_{t}/rgb_image_cmd_aligned/" in verdict
-    assert ("  - thermal frames are not FLIR Iron pseudo-colour: single-channel (greyscale) thermal images. ingest maps "
-            "each Iron colour back to its temperature (iron_to_temperature)") in verdict
+    assert (
+        "  - thermal frames are not FLIR Iron pseudo-colour: single-channel (greyscale) thermal images. ingest maps "
+        "each Iron colour back to its temperature (iron_to_temperature)"
+    ) in verdict
     assert verdict.count("\n  - ") >= 2 and "none of the" not in verdict  # no third, redundant reason
 
 
-def test_params_decide_split_tolerance_on_error_and_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_params_decide_split_tolerance_on_error_and_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A speaker outside the chosen split, on_error fail, a frame-count difference over the tolerance, no metadata."""
     monkeypatch.chdir(tmp_path)
     ok, off = blank_utt(6, command=1), blank_utt(6, command=2)
     off.thermal = off.thermal[:3]  # 6 RGB vs 3 thermal frames
     write_archive(tmp_path / "sub_130_ia.zip", 130, [ok, off])
-    splits = {"official": {"train": [1, 100], "val": [101, 120], "test": [121, 129]},
-              "tavse_legacy": {"train": [1, 100], "val": [101, 114], "test": [115, 142]}}
+    splits = {
+        "official": {"train": [1, 100], "val": [101, 120], "test": [121, 129]},
+        "tavse_legacy": {"train": [1, 100], "val": [101, 114], "test": [115, 142]},
+    }
     real_params(tmp_path, speaker_splits=splits, subjects_csv="")
     p = yaml.safe_load((tmp_path / "params.yaml").read_text())
     p["ingest"]["on_error"] = "fail"
@@ -118,12 +131,16 @@ def test_params_decide_split_tolerance_on_error_and_metadata(tmp_path: Path, mon
     assert insp.main(["sub_130_ia.zip", "--params", "params.yaml", "--faces", "0"]) == 1
     out = capsys.readouterr().out
     assert "|RGB - thermal| frame counts: max 3; 1 over ingest.frame_tolerance 2" in out
-    assert ("speaker 130 is outside every split of data.speaker_split official (train 1-100, val 101-120, test "
-            "121-129): ingest leaves the archive out; change data.speaker_split or its ranges in data.speaker_splits") in out
+    assert (
+        "speaker 130 is outside every split of data.speaker_split official (train 1-100, val 101-120, test "
+        "121-129): ingest leaves the archive out; change data.speaker_split or its ranges in data.speaker_splits"
+    ) in out
     assert "ingest.on_error is fail and 1 utterance(s) would be skipped" in out and "set ingest.on_error: skip" in out
     assert "1 utterance(s) disagree in frame counts (RGB/thermal/audio) by up to 3: ingest.frame_tolerance: 3" in out
-    assert ("speaker metadata (age, gender, ethnicity) will be empty for 1 of 1 speaker(s) (130): data.subjects_csv is "
-            "empty; for the real SpeakingFaces corpus set data.subjects_csv: data/real/subjects.csv") in out
+    assert (
+        "speaker metadata (age, gender, ethnicity) will be empty for 1 of 1 speaker(s) (130): data.subjects_csv is "
+        "empty; for the real SpeakingFaces corpus set data.subjects_csv: data/real/subjects.csv"
+    ) in out
     # the same archive with the tolerance the report asked for: that utterance loads
     p["ingest"].update(frame_tolerance=3, on_error="skip")
     p["data"]["speaker_splits"]["official"]["test"] = [121, 142]
@@ -151,8 +168,10 @@ def test_speaker_metadata_warning(tmp_path: Path) -> None:
     subjects = {1: {"age": "30", "gender": "Male", "ethnicity": "Asian"}}
     assert sfc.speaker_metadata_warning(str(csv), subjects, [1, 1]) is None
     msg = sfc.speaker_metadata_warning(str(csv), subjects, [1, 2, 3])
-    assert msg.startswith(f"speaker metadata (age, gender, ethnicity) will be empty for 2 of 3 speaker(s) (2, 3): "
-                          f"data.subjects_csv {csv} has no row for them;")
+    assert msg.startswith(
+        f"speaker metadata (age, gender, ethnicity) will be empty for 2 of 3 speaker(s) (2, 3): "
+        f"data.subjects_csv {csv} has no row for them;"
+    )
     assert "file not found" in sfc.speaker_metadata_warning(str(tmp_path / "x.csv"), {}, [1])
     assert "(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...)" in sfc.speaker_metadata_warning("", {}, range(1, 20))
     # the vendored table covers every speaker of the corpus

@@ -25,8 +25,13 @@ LONGEST_LINE = 300  # characters: what a log line may take, so that a file or SL
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter with warnings as errors; stdout/stderr as text, line ends kept as written."""
-    res = subprocess.run([sys.executable, "-W", "error", "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT), **env), timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
+        timeout=300,
+    )
     res.stdout, res.stderr = res.stdout.decode(), res.stderr.decode()
     return res
 
@@ -62,9 +67,11 @@ def test_native_noise_is_dropped_and_everything_else_passes_in_order():
         os.write(2, b"\nafter: INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
     """)
     assert res.returncode == 0, res.stderr
-    assert res.stderr == ("before\nE0000 00:00:1796173435.105269    4868 calculator_graph.cc:887] a real error\n"
-                          "python stderr\nbar 1/2\rbar 2/2\rno newline at the end\n"
-                          "after: INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert res.stderr == (
+        "before\nE0000 00:00:1796173435.105269    4868 calculator_graph.cc:887] a real error\n"
+        "python stderr\nbar 1/2\rbar 2/2\rno newline at the end\n"
+        "after: INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+    )
 
 
 def test_facemesh_starts_silently():
@@ -89,13 +96,15 @@ def test_the_warmup_face_is_found():
     import cv2
 
     from tavse.vision import mouth_roi
+
     with mouth_roi._new_face_mesh(True) as mesh:
         found = mesh.process(cv2.cvtColor(cv2.imread(str(mouth_roi.WARMUP_FACE)), cv2.COLOR_BGR2RGB))
     assert found.multi_face_landmarks
 
 
 def test_progress_off_a_terminal_is_a_line_every_n_seconds():
-    res = _python("""
+    res = _python(
+        """
         import time
         from tavse.common.logs import setup_logging
         from tavse.common.progress import progress
@@ -108,7 +117,9 @@ def test_progress_off_a_terminal_is_a_line_every_n_seconds():
         bar.close()
         for _ in progress(range(3), desc="quiet", leave=False):
             pass
-    """, TAVSE_PROGRESS_EVERY="0.3")
+    """,
+        TAVSE_PROGRESS_EVERY="0.3",
+    )
     assert res.returncode == 0, res.stderr
     assert_readable_log(res.stderr)
     lines = res.stderr.splitlines()
@@ -134,8 +145,14 @@ def test_progress_on_a_terminal_is_a_tqdm_bar():
     """)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=slave, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     os.close(slave)
     out, deadline = b"", time.time() + 120
     while time.time() < deadline:
@@ -170,18 +187,37 @@ def test_progress_every_comes_from_the_environment(monkeypatch):
 
 def test_ctrl_c_outside_training_is_one_line_and_status_130():
     """What ``setup_logging`` gives every stage: no traceback, the process ends by SIGINT (a shell's 130)."""
-    proc = subprocess.Popen([sys.executable, "-c", "from tavse.common.logs import setup_logging\nsetup_logging()\n"
-                             "import time\nprint('ready', flush=True)\ntime.sleep(60)"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tavse.common.logs import setup_logging\nsetup_logging()\n"
+            "import time\nprint('ready', flush=True)\ntime.sleep(60)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        preexec_fn=default_sigint,
+    )
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT
-    shell = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "from tavse.common.logs import setup_logging; '
-                            'setup_logging(); import os, signal; os.kill(os.getpid(), signal.SIGINT)"; echo $?'],
-                           cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                           preexec_fn=default_sigint)
+    shell = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"{sys.executable}" -c "from tavse.common.logs import setup_logging; '
+            'setup_logging(); import os, signal; os.kill(os.getpid(), signal.SIGINT)"; echo $?',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        preexec_fn=default_sigint,
+    )
     assert shell.stdout == "130\n"
     for text in (err, shell.stderr):
         assert "Traceback" not in text and len(text.splitlines()) == 1, text

@@ -32,7 +32,9 @@ def set_params(repo: Path, **dotted) -> None:
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TAVSE_SCRATCH_DIR=str(repo / ".tavse" / "scratch"))
+    env = dict(
+        os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TAVSE_SCRATCH_DIR=str(repo / ".tavse" / "scratch")
+    )
     res = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
@@ -79,7 +81,12 @@ def test_repro_produces_every_output(tiny_repo):
     for d in ("dvclive", "results"):
         assert len({tuple(sorted(shown[f"{d}/{v}/metrics.json"]["data"])) for v in variants}) == 1, d
     assert set(shown["results/audio_rgb/metrics.json"]["data"]) == {
-        "si_snri", "si_snri_snr-5", "si_snri_active", "pesq_wb", "estoi"}
+        "si_snri",
+        "si_snri_snr-5",
+        "si_snri_active",
+        "pesq_wb",
+        "estoi",
+    }
     assert max(map(len, dvc(tiny_repo, "metrics", "show").stdout.splitlines())) <= 120
     for path in ("reports/ingest.json", "results/compare.json", "results/reference/metrics.json"):
         assert (tiny_repo / path).is_file(), path
@@ -106,9 +113,18 @@ def test_report_page_in_headless_chromium(tiny_repo, tmp_path):
     assert all(img["complete"] and img["width"] > 100 for img in seen["images"])
     assert seen["svgs"] == 5 and seen["scripts"] == 0  # SNR, environment, training, gate and per-mixture gate charts
     text = seen["text"]
-    for heading in ("The answer", "All systems on the test mixtures", "Worse than the noisy input", "Per input SNR",
-                    "Per noise environment", "Paired tests", "Stream zeroing", "Training curves", "Gate values",
-                    "Listen"):
+    for heading in (
+        "The answer",
+        "All systems on the test mixtures",
+        "Worse than the noisy input",
+        "Per input SNR",
+        "Per noise environment",
+        "Paired tests",
+        "Stream zeroing",
+        "Training curves",
+        "Gate values",
+        "Listen",
+    ):
         assert f"\n{heading}\n" in text, heading
     assert "Does thermal video of the mouth help remove noise" in text and "Bonferroni-corrected Wilcoxon p = " in text
     assert "audio_thermal − audio_only: " in text and "audio_thermal − audio_rgb: " in text
@@ -137,8 +153,10 @@ def test_report_names_the_input_that_does_not_fit(tiny_repo, tmp_path, monkeypat
     theirs.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=f"{re.escape(str(results / 'audio_thermal' / 'gates.json'))}: missing"):
         write_report_page(cfg)
-    assert not (results / "report.html").exists() or (results / "report.html").read_bytes() == (
-        tiny_repo / "results" / "report.html").read_bytes()
+    assert (
+        not (results / "report.html").exists()
+        or (results / "report.html").read_bytes() == (tiny_repo / "results" / "report.html").read_bytes()
+    )
 
 
 def test_second_repro_is_a_no_op_and_outputs_are_clean(tiny_repo):
@@ -167,12 +185,18 @@ def test_plots_show_all_variants_offline(tiny_repo, tmp_path):
 def test_smoke_reproduces_from_scratch_the_same_bytes_in_a_copy(tiny_reproduced, tmp_path):
     """`make smoke` (the smoke profile's `dvc repro` in a copy of the working tree) leaves the workspace as it
     was, and its second run of the whole pipeline from scratch gives every output the same hash."""
+
     def status() -> str:
         return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
     before = status()
-    res = subprocess.run([sys.executable, "-m", "tavse.smoke", "--dir", str(tmp_path / "smoke")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=1800)
+    res = subprocess.run(
+        [sys.executable, "-m", "tavse.smoke", "--dir", str(tmp_path / "smoke")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "the whole pipeline ran in" in res.stdout and "Running stage 'train@audio_rgb_thermal'" in res.stdout
     run = tmp_path / "smoke"

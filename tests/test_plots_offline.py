@@ -89,9 +89,16 @@ def plots_repo(tmp_path):
     """A tiny git + DVC repo with one dvclive-style TSV, a top-level plot and this project's template setting."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_TEST="1", DVC_SITE_CACHE_DIR=str(tmp_path / "site"),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env = dict(
+        os.environ,
+        DVC_NO_ANALYTICS="1",
+        DVC_TEST="1",
+        DVC_SITE_CACHE_DIR=str(tmp_path / "site"),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     dvc = _dvc()
 
     def run(*args: str) -> str:
@@ -110,11 +117,7 @@ def plots_repo(tmp_path):
     tsv.parent.mkdir(parents=True)
     tsv.write_text("step\tsi_snri\n" + "".join(f"{s}\t{v}\n" for s, v in ROWS))
     (repo / "dvc.yaml").write_text(
-        "plots:\n"
-        "  - Validation SI-SNRi (dB):\n"
-        "      x: step\n"
-        "      y:\n"
-        f"        {TSV}: si_snri\n"
+        f"plots:\n  - Validation SI-SNRi (dB):\n      x: step\n      y:\n        {TSV}: si_snri\n"
     )
     return repo, run, dvc
 

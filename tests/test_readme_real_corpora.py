@@ -29,7 +29,7 @@ def readme_block() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("\n## Using the real corpora\n")
     end = text.find("\n## ", start + 1)
-    section = text[start:end if end > 0 else None]
+    section = text[start : end if end > 0 else None]
     m = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert m, "README: no ```bash block in 'Using the real corpora'"
     return m.group(1)
@@ -53,17 +53,33 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")
     with serve(state) as (_, url):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TAVSE_"))}
-        env.update(HF_ENDPOINT=url, TAVSE_ZENODO_ENDPOINT=url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf"),
-                   CORPORA=str(tmp_path / "corpora"), PYTHONPATH=str(ROOT),
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=600, check=False)
+        env.update(
+            HF_ENDPOINT=url,
+            TAVSE_ZENODO_ENDPOINT=url,
+            HF_TOKEN=TOKEN,
+            HF_HOME=str(tmp_path / "hf"),
+            CORPORA=str(tmp_path / "corpora"),
+            PYTHONPATH=str(ROOT),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        )
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     out, err = proc.stdout, proc.stderr
     assert proc.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
     assert TOKEN not in out + err
     # inspect on the first archive: the real layout is accepted
     assert "archive: " + str(tmp_path / "corpora" / "speakingfaces" / "sub_1_ia.zip") in out
-    assert "thermal Iron residual" in out and "verdict: ACCEPTED - ingest will take 1 of 2 utterance(s) of speaker 1" in out
+    assert (
+        "thermal Iron residual" in out
+        and "verdict: ACCEPTED - ingest will take 1 of 2 utterance(s) of speaker 1" in out
+    )
     # everything downloaded, verified and listed; --status says so without the network
     sf = json.loads((tmp_path / "corpora" / "speakingfaces" / "manifest.json").read_text())
     assert sf["source"]["commit"] == COMMIT and len(sf["files"]) == 142

@@ -57,7 +57,9 @@ def imported_names(path: Path, module: str) -> set[str]:
 
 def in_subpackage(path: Path, package_dir: Path) -> bool:
     """Whether ``path`` lies in a Python package below ``package_dir`` (a module there is imported on its own)."""
-    return any((package_dir / d / "__init__.py").is_file() for d in path.relative_to(package_dir).parents if d != Path("."))
+    return any(
+        (package_dir / d / "__init__.py").is_file() for d in path.relative_to(package_dir).parents if d != Path(".")
+    )
 
 
 @cache
@@ -78,9 +80,13 @@ def closure(module: str) -> frozenset[Path]:
     # sub-folder of it) is read by the module of that package that names it.
     for package_dir in {f.parent for f in files}:
         sources = "".join(f.read_text() for f in files if f.parent == package_dir)
-        files.update(f for f in code_files([package_dir.relative_to(ROOT).as_posix()])
-                     if f.suffix != ".py" and not in_subpackage(f, package_dir)
-                     and f.relative_to(package_dir).parts[0] in sources)
+        files.update(
+            f
+            for f in code_files([package_dir.relative_to(ROOT).as_posix()])
+            if f.suffix != ".py"
+            and not in_subpackage(f, package_dir)
+            and f.relative_to(package_dir).parts[0] in sources
+        )
     return frozenset(files)
 
 
@@ -123,7 +129,9 @@ def test_the_closure_sees_imports_inside_functions(tmp_path):
     """A check that cannot fail is no check: a function-level import must enter the closure."""
     files = closure("stages.train")
     assert ROOT / "tavse/training/loop.py" in files and ROOT / "tavse/common/__init__.py" in files
-    lazy = [n for n in imported_names(ROOT / "tavse/download.py", "tavse.download") if n.startswith("tavse.common.logs")]
+    lazy = [
+        n for n in imported_names(ROOT / "tavse/download.py", "tavse.download") if n.startswith("tavse.common.logs")
+    ]
     assert lazy, "tavse/download.py imports setup_logging inside main()"
 
 
@@ -134,12 +142,16 @@ def test_bytecode_does_not_change_dvc_status(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     before = subprocess.run(["dvc", "status", "--json"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert before.returncode == 0, before.stderr
-    code = "import importlib, pkgutil, tavse, stages\n" \
-           "for pkg in (tavse, stages):\n" \
-           "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n" \
-           "        importlib.import_module(m.name)\n"
+    code = (
+        "import importlib, pkgutil, tavse, stages\n"
+        "for pkg in (tavse, stages):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=env)
-    assert list((ROOT / "tavse" / "training").glob("__pycache__/*.pyc")), "no bytecode was written: the test saw nothing"
+    assert list((ROOT / "tavse" / "training").glob("__pycache__/*.pyc")), (
+        "no bytecode was written: the test saw nothing"
+    )
     after = subprocess.run(["dvc", "status", "--json"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout

@@ -21,7 +21,9 @@ def frame_bounds(n_frames: int, sample_rate: int, fps: int) -> np.ndarray:
     return np.round(np.arange(n_frames + 1) * sample_rate / fps).astype(np.int64)
 
 
-def frame_loudness_db(audio: np.ndarray, sample_rate: int, fps: int, n_frames: int, floor_db: float = -80.0) -> np.ndarray:
+def frame_loudness_db(
+    audio: np.ndarray, sample_rate: int, fps: int, n_frames: int, floor_db: float = -80.0
+) -> np.ndarray:
     """RMS level in dBFS of the audio under each of ``n_frames`` video frames."""
     b = frame_bounds(n_frames, sample_rate, fps)
     if b[-1] > len(audio):

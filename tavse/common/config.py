@@ -22,8 +22,15 @@ class ConfigError(ValueError):
     """A params.yaml value is missing, unknown, of the wrong type or out of range."""
 
 
-def bounded(lo: float | None = None, hi: float | None = None, *, above: float | None = None,
-            below: float | None = None, nonempty: bool = False, default: Any = dataclasses.MISSING) -> Any:
+def bounded(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    nonempty: bool = False,
+    default: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field whose value (each item, for a list) must be in range; checked in :func:`_build`.
 
     ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``nonempty`` for lists.
@@ -40,11 +47,22 @@ def _check_range(where: str, value: Any, meta: Any) -> None:
     lo, hi, above, below = meta["range"]
     for i, v in enumerate(value if isinstance(value, list) else [value]):
         at = f"{where}[{i}]" if isinstance(value, list) else where
-        if (lo is not None and v < lo) or (hi is not None and v > hi) or (above is not None and v <= above) \
-                or (below is not None and v >= below):
-            allowed = " and ".join(t for t in (
-                lo is not None and f">= {lo:g}", above is not None and f"> {above:g}",
-                hi is not None and f"<= {hi:g}", below is not None and f"< {below:g}") if t)
+        if (
+            (lo is not None and v < lo)
+            or (hi is not None and v > hi)
+            or (above is not None and v <= above)
+            or (below is not None and v >= below)
+        ):
+            allowed = " and ".join(
+                t
+                for t in (
+                    lo is not None and f">= {lo:g}",
+                    above is not None and f"> {above:g}",
+                    hi is not None and f"<= {hi:g}",
+                    below is not None and f"< {below:g}",
+                )
+                if t
+            )
             raise ConfigError(f"{at}: {v!r} is out of range (must be {allowed})")
 
 
@@ -110,8 +128,15 @@ class IngestConfig:
     # The keys that shape what a model is trained on: train@ declares and stores them (best.pt),
     # so that `enhance` crops a user's video exactly as ingest cropped the training data.
     MODEL_INPUT_KEYS: ClassVar[tuple[str, ...]] = (
-        "roi_size", "box_scale", "smooth_frames", "landmark_stride", "min_detection_ratio", "frame_tolerance",
-        "sample_rate", "fps")
+        "roi_size",
+        "box_scale",
+        "smooth_frames",
+        "landmark_stride",
+        "min_detection_ratio",
+        "frame_tolerance",
+        "sample_rate",
+        "fps",
+    )
 
     out_dir: str
     report: str
@@ -122,11 +147,13 @@ class IngestConfig:
     min_detection_ratio: float = bounded(0.0, 1.0)
     frame_tolerance: int = bounded(0)
     on_error: Literal["skip", "fail"]
-    max_skip_ratio: float = bounded(0.0, 1.0)        # skipped / (skipped + ingested) utterances above this: ingest fails
-    max_palette_residual: float = bounded(above=0.0)  # thermal median distance to the Iron palette above this: thermal_not_iron
+    max_skip_ratio: float = bounded(0.0, 1.0)  # skipped / (skipped + ingested) utterances above this: ingest fails
+    max_palette_residual: float = bounded(
+        above=0.0
+    )  # thermal median distance to the Iron palette above this: thermal_not_iron
     workers: int = bounded(1)
     sample_rate: int = bounded(16000, 16000)  # the models, mixtures and PESQ/STOI assume 16 kHz
-    fps: int = bounded(28, 28)                # SpeakingFaces video rate; 7 frames = 4000 samples
+    fps: int = bounded(28, 28)  # SpeakingFaces video rate; 7 frames = 4000 samples
 
 
 @dataclass(frozen=True)
@@ -145,10 +172,10 @@ class ModelSize:
 
     unet_channels: list[int] = bounded(1, nonempty=True)  # encoder widths, one per U-Net level
     visual_trunk: Literal["resnet18", "compact"]  # torchvision ResNet-18, or a narrow ResNet for CPUs
-    visual_width: int = bounded(1)                # base width of the compact trunk (resnet18: 64)
-    gru_hidden: int = bounded(1)                  # visual BiGRU, per direction
+    visual_width: int = bounded(1)  # base width of the compact trunk (resnet18: 64)
+    gru_hidden: int = bounded(1)  # visual BiGRU, per direction
     gru_layers: int = bounded(1)
-    audio_gru_hidden: int = bounded(1)            # the audio bottleneck's one-layer BiGRU, per direction (every variant)
+    audio_gru_hidden: int = bounded(1)  # the audio bottleneck's one-layer BiGRU, per direction (every variant)
     fusion_dim: int = bounded(1)
     fusion_heads: int = bounded(1)
 
@@ -180,19 +207,19 @@ class VariantConfig:
     """
 
     streams: list[Literal["rgb", "thermal"]]  # visual streams, in STREAMS order; [] for audio only
-    fusion: FusionType | None = None          # how the streams enter the audio bottleneck (visual variants)
+    fusion: FusionType | None = None  # how the streams enter the audio bottleneck (visual variants)
     modality_dropout: float = bounded(0.0, below=1.0, default=0.0)  # training-time probability of zeroing
-                                              # each stream, never all at once (two or more streams)
+    # each stream, never all at once (two or more streams)
 
 
 @dataclass(frozen=True)
 class BabbleConfig:
     """Training-time babble from other training speakers in a room (``tavse.data.babble``)."""
 
-    prob: float = bounded(0.0, 1.0)                # share of training samples whose noise is babble
-    talkers: list[int] = bounded(1, 32)            # [min, max] simultaneous talkers
-    gain_db: list[float] = bounded(-40.0, 20.0)    # [min, max] per-talker gain
-    rt60_s: list[float] = bounded(0.05, 3.0)       # [min, max] room reverberation time
+    prob: float = bounded(0.0, 1.0)  # share of training samples whose noise is babble
+    talkers: list[int] = bounded(1, 32)  # [min, max] simultaneous talkers
+    gain_db: list[float] = bounded(-40.0, 20.0)  # [min, max] per-talker gain
+    rt60_s: list[float] = bounded(0.05, 3.0)  # [min, max] room reverberation time
 
 
 @dataclass(frozen=True)
@@ -216,36 +243,38 @@ class ValidationConfig:
 class TrainConfig:
     """The one training recipe of every variant (identical steps, batch and warm-up)."""
 
-    seed: int = bounded(0)            # weights, sample order, augmentation draws; the corpus and lists keep the top-level seed
+    seed: int = bounded(0)  # weights, sample order, augmentation draws; the corpus and lists keep the top-level seed
     segment_frames: int = bounded(7)  # 70 = 2.5 s; a multiple of 7 so segments land on whole 16 kHz samples
     batch_size: int = bounded(1)
-    grad_accum: int = bounded(1)      # effective batch = batch_size x grad_accum, split over the GPUs (any count)
-    max_steps: int = bounded(1)       # optimiser steps
+    grad_accum: int = bounded(1)  # effective batch = batch_size x grad_accum, split over the GPUs (any count)
+    max_steps: int = bounded(1)  # optimiser steps
     warmup_steps: int = bounded(0)
     lr: float = bounded(above=0.0)
     min_lr_ratio: float = bounded(0.0, 1.0)  # cosine decays to lr x this
     weight_decay: float = bounded(0.0)
     grad_clip: float = bounded(above=0.0)
-    precision: Literal["auto", "fp32", "bf16"]  # autocast: auto = bf16 on GPUs (fp16 + scaler without bf16) and on CPUs with bf16 units
-    eval_every: int = bounded(1)      # optimiser steps between validations
-    patience: int = bounded(1)        # validations without improvement before early stop
+    precision: Literal[
+        "auto", "fp32", "bf16"
+    ]  # autocast: auto = bf16 on GPUs (fp16 + scaler without bf16) and on CPUs with bf16 units
+    eval_every: int = bounded(1)  # optimiser steps between validations
+    patience: int = bounded(1)  # validations without improvement before early stop
     checkpoint_every: int = bounded(1)  # optimiser steps between resumable-state saves
     num_workers: int = bounded(0)
-    out_dir: str                 # models/<variant>/ : best.pt, summary.json
-    dvclive_dir: str             # dvclive/<variant>/
+    out_dir: str  # models/<variant>/ : best.pt, summary.json
+    dvclive_dir: str  # dvclive/<variant>/
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Frozen whole-utterance test mixtures, metrics, statistics and listening samples."""
 
-    test_mixtures: str           # the frozen test list, shared by every variant and experiment
+    test_mixtures: str  # the frozen test list, shared by every variant and experiment
     mixtures_per_utterance: int = bounded(1)
     snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
-    out_dir: str                 # results/<variant>/, results/reference/, results/compare.*
-    workers: int = bounded(1)    # metric processes
+    out_dir: str  # results/<variant>/, results/reference/, results/compare.*
+    workers: int = bounded(1)  # metric processes
     bootstrap: int = bounded(100)  # resamples for the 95% CIs
-    samples: int = bounded(0)    # test mixtures to listen to (FLAC, spectrograms, mouth crops) per system
+    samples: int = bounded(0)  # test mixtures to listen to (FLAC, spectrograms, mouth crops) per system
 
 
 @dataclass(frozen=True)
@@ -280,8 +309,11 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {names}")
-        missing = [f.name for f in dataclasses.fields(tp) if f.name not in value
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(tp)
+            if f.name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}")
         built = {}
@@ -327,9 +359,7 @@ def _check(cfg: Config) -> None:
     if cfg.synth.preset not in cfg.synth.presets:
         raise ConfigError(f"synth.preset: {cfg.synth.preset!r} not in {sorted(cfg.synth.presets)}")
     if cfg.data.speaker_split not in cfg.data.speaker_splits:
-        raise ConfigError(
-            f"data.speaker_split: {cfg.data.speaker_split!r} not in {sorted(cfg.data.speaker_splits)}"
-        )
+        raise ConfigError(f"data.speaker_split: {cfg.data.speaker_split!r} not in {sorted(cfg.data.speaker_splits)}")
     for name, ranges in cfg.data.speaker_splits.items():
         if sorted(ranges) != ["test", "train", "val"]:
             raise ConfigError(f"data.speaker_splits.{name}: needs exactly train, val and test")
@@ -344,11 +374,15 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"model.size: {cfg.model.size!r} not in {sorted(cfg.model.sizes)}")
     for name, size in cfg.model.sizes.items():
         if size.fusion_dim % size.fusion_heads:
-            raise ConfigError(f"model.sizes.{name}.fusion_dim: {size.fusion_dim} is not a multiple of "
-                              f"fusion_heads ({size.fusion_heads})")
+            raise ConfigError(
+                f"model.sizes.{name}.fusion_dim: {size.fusion_dim} is not a multiple of "
+                f"fusion_heads ({size.fusion_heads})"
+            )
     m = cfg.model
     if not m.hop_length <= m.win_length <= m.n_fft:
-        raise ConfigError(f"model: need hop_length <= win_length <= n_fft, got {m.hop_length}, {m.win_length}, {m.n_fft}")
+        raise ConfigError(
+            f"model: need hop_length <= win_length <= n_fft, got {m.hop_length}, {m.win_length}, {m.n_fft}"
+        )
     lag = cfg.synth.mouth_lag_frames
     if len(lag) != 2 or lag[0] > lag[1]:
         raise ConfigError(f"synth.mouth_lag_frames: expected [min, max] with min <= max, got {lag}")
@@ -364,29 +398,37 @@ def _check(cfg: Config) -> None:
         raise ConfigError("variants: must declare at least one variant")
     for name, v in cfg.variants.items():
         if v.streams != [m for m in STREAMS if m in v.streams] or len(set(v.streams)) != len(v.streams):
-            raise ConfigError(f"variants.{name}.streams: each of {list(STREAMS)} at most once, in that order; "
-                              f"got {v.streams}")
+            raise ConfigError(
+                f"variants.{name}.streams: each of {list(STREAMS)} at most once, in that order; got {v.streams}"
+            )
         if v.streams and v.fusion is None:
-            raise ConfigError(f"variants.{name}.fusion: required for a variant with visual streams "
-                              f"({' | '.join(typing.get_args(FusionType))})")
+            raise ConfigError(
+                f"variants.{name}.fusion: required for a variant with visual streams "
+                f"({' | '.join(typing.get_args(FusionType))})"
+            )
         if not v.streams and v.fusion is not None:
             raise ConfigError(f"variants.{name}.fusion: {v.fusion!r} given, but an audio-only variant has no fusion")
         if v.modality_dropout and len(v.streams) < 2:
-            raise ConfigError(f"variants.{name}.modality_dropout: {v.modality_dropout:g} needs two or more streams "
-                              "(it zeroes streams, never all of them)")
+            raise ConfigError(
+                f"variants.{name}.modality_dropout: {v.modality_dropout:g} needs two or more streams "
+                "(it zeroes streams, never all of them)"
+            )
     for key in ("talkers", "gain_db", "rt60_s"):
         pair = getattr(cfg.mix.babble, key)
         if len(pair) != 2 or pair[0] > pair[1]:
             raise ConfigError(f"mix.babble.{key}: expected [min, max] with min <= max, got {pair}")
     tc = cfg.train
     if tc.segment_frames % 7:
-        raise ConfigError(f"train.segment_frames: {tc.segment_frames} is not a multiple of 7 "
-                          "(7 frames = 4000 samples at 16 kHz)")
+        raise ConfigError(
+            f"train.segment_frames: {tc.segment_frames} is not a multiple of 7 (7 frames = 4000 samples at 16 kHz)"
+        )
     if tc.warmup_steps >= tc.max_steps:
         raise ConfigError(f"train.warmup_steps: {tc.warmup_steps} must be below train.max_steps ({tc.max_steps})")
     if tc.eval_every > tc.max_steps:
-        raise ConfigError(f"train.eval_every: {tc.eval_every} exceeds train.max_steps ({tc.max_steps}): "
-                          "the run would never validate, so no best model could be chosen")
+        raise ConfigError(
+            f"train.eval_every: {tc.eval_every} exceeds train.max_steps ({tc.max_steps}): "
+            "the run would never validate, so no best model could be chosen"
+        )
 
 
 def config_from_dict(params: dict[str, Any]) -> Config:
@@ -426,8 +468,10 @@ class StageParams:
             return value
         if any(d.startswith(path + ".") for d in self._declared):
             return StageParams(value, path, self._stage, self._declared)
-        raise ConfigError(f"stage {self._stage} reads params.yaml key {path!r}, which dvc.yaml does not declare "
-                          "for it: add it to the stage's params (or the stage reads something it should not)")
+        raise ConfigError(
+            f"stage {self._stage} reads params.yaml key {path!r}, which dvc.yaml does not declare "
+            "for it: add it to the stage's params (or the stage reads something it should not)"
+        )
 
     def __getattr__(self, name: str) -> Any:
         value = self._value

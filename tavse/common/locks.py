@@ -46,8 +46,11 @@ class FileLock:
         except BlockingIOError:
             return False
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()} since "
-                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            self.fd,
+            f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
         return True
 
     def close(self, unlink: bool = False) -> None:

@@ -54,10 +54,12 @@ def _interrupted_hook(previous):
         if issubclass(exc_type, KeyboardInterrupt):
             args = getattr(sys, "orig_argv", sys.argv)[1:]
             command = " ".join(["python", *(a if len(a) <= 60 and "\n" not in a else "..." for a in args)])
-            logging.getLogger("tavse").error("interrupted (Ctrl-C): `%s` stopped before finishing; run it again",
-                                             command)
+            logging.getLogger("tavse").error(
+                "interrupted (Ctrl-C): `%s` stopped before finishing; run it again", command
+            )
             return
         previous(exc_type, exc, tb)
+
     hook.tavse_interrupt_hook = True  # type: ignore[attr-defined]
     return hook
 
@@ -134,7 +136,7 @@ class _Fd2Filter:
 
 def _write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 _filter_lock = threading.Lock()

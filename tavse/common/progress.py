@@ -23,7 +23,9 @@ log = logging.getLogger("tavse.progress")
 
 PROGRESS_EVERY_ENV = "TAVSE_PROGRESS_EVERY"
 DEFAULT_PROGRESS_EVERY_S = 30.0
-_LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%), {elapsed} elapsed, ETA {remaining}, {rate_fmt}{postfix}"
+_LINE_FORMAT = (
+    "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%), {elapsed} elapsed, ETA {remaining}, {rate_fmt}{postfix}"
+)
 _END_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} in {elapsed} ({rate_fmt}){postfix}"
 
 
@@ -44,8 +46,17 @@ def progress_every() -> float:
 class LogProgress:
     """The part of tqdm's interface the project uses, reported as log lines."""
 
-    def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-                 unit: str = "it", initial: int = 0, leave: bool = True, every: float | None = None):
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        initial: int = 0,
+        leave: bool = True,
+        every: float | None = None,
+    ):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -76,10 +87,17 @@ class LogProgress:
     def _line(self, fmt: str) -> str:
         elapsed = time.monotonic() - self.start
         done = self.n - self.initial
-        return tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, unit=self.unit,
-                                 rate=done / elapsed if done and elapsed > 0 else None, initial=self.initial,
-                                 postfix=self.postfix or None, bar_format=fmt if self.total else
-                                 "{desc}: {n_fmt} {unit}, {elapsed} elapsed, {rate_fmt}{postfix}")
+        return tqdm.format_meter(
+            self.n,
+            self.total,
+            elapsed,
+            prefix=self.desc,
+            unit=self.unit,
+            rate=done / elapsed if done and elapsed > 0 else None,
+            initial=self.initial,
+            postfix=self.postfix or None,
+            bar_format=fmt if self.total else "{desc}: {n_fmt} {unit}, {elapsed} elapsed, {rate_fmt}{postfix}",
+        )
 
     def update(self, k: int = 1) -> None:
         self.n += k
@@ -99,8 +117,16 @@ class LogProgress:
             log.info(self._line(_END_FORMAT))
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             initial: int = 0, leave: bool = True, disable: bool = False) -> Any:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    leave: bool = True,
+    disable: bool = False,
+) -> Any:
     """A tqdm bar when stderr is a terminal, else a :class:`LogProgress`; ``disable`` gives a silent one.
 
     Either supports iteration, ``update``, ``set_postfix``, ``close`` and ``with``.

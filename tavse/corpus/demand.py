@@ -76,7 +76,9 @@ class DemandSource:
         return f"{self.env}/ch{channel:02d}.wav"
 
 
-def discover_demand(source_dir: str | os.PathLike, listed: Collection[str] | None = None) -> dict[str, list[DemandSource]]:
+def discover_demand(
+    source_dir: str | os.PathLike, listed: Collection[str] | None = None
+) -> dict[str, list[DemandSource]]:
     """All DEMAND recordings in ``source_dir``: env name -> candidate sources, best first.
 
     With ``listed`` (paths relative to ``source_dir``, as its ``manifest.json`` lists them) only
@@ -88,12 +90,19 @@ def discover_demand(source_dir: str | os.PathLike, listed: Collection[str] | Non
     if not root.is_dir():
         raise FileNotFoundError(f"DEMAND source folder {root} does not exist or is not a folder")
     found: dict[str, list[DemandSource]] = {}
-    entries = sorted(root.iterdir()) if listed is None else [root / n for n in sorted({r.split("/")[0] for r in listed})]
+    entries = (
+        sorted(root.iterdir()) if listed is None else [root / n for n in sorted({r.split("/")[0] for r in listed})]
+    )
     for entry in entries:
         if entry.is_file() and (m := _ZIP_RE.match(entry.name)) and (listed is None or entry.name in listed):
             src = DemandSource(m["env"], entry, "zip", int(m["khz"]) * 1000)
-        elif entry.is_dir() and _ENV_RE.match(entry.name) and any(
-            _CHANNEL_RE.match(p.name) and (listed is None or f"{entry.name}/{p.name}" in listed) for p in entry.iterdir()
+        elif (
+            entry.is_dir()
+            and _ENV_RE.match(entry.name)
+            and any(
+                _CHANNEL_RE.match(p.name) and (listed is None or f"{entry.name}/{p.name}" in listed)
+                for p in entry.iterdir()
+            )
         ):
             src = DemandSource(entry.name, entry, "folder", None)
         else:
@@ -119,8 +128,12 @@ def _check_member_names(zip_path: Path, names: list[str]) -> None:
     """Refuse archives with absolute or parent-escaping member names (zip-slip)."""
     for name in names:
         posix, windows = PurePosixPath(name), PureWindowsPath(name)
-        if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")) or (
-            ".." in posix.parts or ".." in windows.parts
+        if (
+            posix.is_absolute()
+            or windows.is_absolute()
+            or windows.drive
+            or name.startswith(("/", "\\"))
+            or (".." in posix.parts or ".." in windows.parts)
         ):
             raise ValueError(f"{zip_path}: unsafe member name {name!r} (absolute path or '..')")
 
@@ -128,7 +141,9 @@ def _check_member_names(zip_path: Path, names: list[str]) -> None:
 def _decode_wav(data: bytes | Path, label: str, expected_rates: tuple[int, ...], why: str) -> tuple[np.ndarray, int]:
     """Decode and validate one mono DEMAND channel; errors name ``label`` and the problem."""
     try:
-        audio, rate = sf.read(io.BytesIO(data) if isinstance(data, bytes) else str(data), dtype="float64", always_2d=True)
+        audio, rate = sf.read(
+            io.BytesIO(data) if isinstance(data, bytes) else str(data), dtype="float64", always_2d=True
+        )
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ValueError(f"{label}: not a readable WAV file ({exc})") from exc
     if audio.shape[0] == 0:
@@ -219,16 +234,22 @@ def prepare_noise(
     """
     owner = _validate_splits(splits)
     kinds = {env: kind_of(env) for env in sorted(owner)}  # ValueError naming an environment of no known kind
-    if not channels or len(set(channels)) != len(channels) or any(
-        not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels
+    if (
+        not channels
+        or len(set(channels)) != len(channels)
+        or any(not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels)
     ):
         raise ValueError(f"channels must be distinct integers 1-99 (DEMAND ch01..ch16), got {channels!r}")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
-        raise FileNotFoundError(f"DEMAND source folder {source_dir} does not exist or is not a folder (params.yaml data.demand_dir)")
-    listed = {p.relative_to(source_dir).as_posix() for p in corpus_manifest.checked_files(source_dir, "demand", verify=verify)}
+        raise FileNotFoundError(
+            f"DEMAND source folder {source_dir} does not exist or is not a folder (params.yaml data.demand_dir)"
+        )
+    listed = {
+        p.relative_to(source_dir).as_posix() for p in corpus_manifest.checked_files(source_dir, "demand", verify=verify)
+    }
     found = discover_demand(source_dir, listed)
     missing = sorted(set(owner) - set(found))
     if missing:
@@ -240,20 +261,30 @@ def prepare_noise(
         )
     unused = sorted(set(found) - set(owner))
     if unused:
-        log.info("%d DEMAND environment(s) in %s not in any split, left out: %s", len(unused), source_dir, ", ".join(unused))
+        log.info(
+            "%d DEMAND environment(s) in %s not in any split, left out: %s", len(unused), source_dir, ", ".join(unused)
+        )
 
     rows: list[dict[str, str]] = []
     env_report: dict[str, dict] = {}
     split_report = {
-        s: {"environments": sorted(envs), "files": 0, "seconds": 0.0,
+        s: {
+            "environments": sorted(envs),
+            "files": 0,
+            "seconds": 0.0,
             "kinds": {k: sorted(e for e in envs if kinds[e] == k) for k in KINDS},
-            "missing_kinds": [k for k in KINDS if not any(kinds[e] == k for e in envs)]}
+            "missing_kinds": [k for k in KINDS if not any(kinds[e] == k for e in envs)],
+        }
         for s, envs in sorted(splits.items())
     }
     for s, entry in split_report.items():
         if entry["missing_kinds"]:
-            log.warning("noise split %r has no %s noise (environments: %s); its mixtures will not cover that kind",
-                        s, " or ".join(entry["missing_kinds"]), ", ".join(entry["environments"]))
+            log.warning(
+                "noise split %r has no %s noise (environments: %s); its mixtures will not cover that kind",
+                s,
+                " or ".join(entry["missing_kinds"]),
+                ", ".join(entry["environments"]),
+            )
     total_clipped = 0
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -262,7 +293,9 @@ def prepare_noise(
             for env in sorted(splits[split]):
                 src = found[env][0]
                 if len(found[env]) > 1:
-                    log.info("%s: using %s (also present: %s)", env, src.name, ", ".join(s.name for s in found[env][1:]))
+                    log.info(
+                        "%s: using %s (also present: %s)", env, src.name, ", ".join(s.name for s in found[env][1:])
+                    )
                 source_rates = set()
                 for ch in channels:
                     rel_src = f"{env}/ch{ch:02d}.wav"
@@ -284,17 +317,19 @@ def prepare_noise(
                     rel = f"{split}/{env}_ch{ch:02d}.wav"
                     (tmp / rel).write_bytes(wav_bytes(pcm, sample_rate, "PCM_16"))
                     rms = math.sqrt(float(np.mean(np.square(pcm / 32768.0))))
-                    rows.append({
-                        "split": split,
-                        "env": env,
-                        "kind": kinds[env],
-                        "channel": str(ch),
-                        "path": rel,
-                        "n_samples": str(pcm.size),
-                        "duration_s": f"{pcm.size / sample_rate:.6f}",
-                        "rms_dbfs": f"{20 * math.log10(rms):.2f}" if rms > 0 else "-inf",
-                        "source": label,
-                    })
+                    rows.append(
+                        {
+                            "split": split,
+                            "env": env,
+                            "kind": kinds[env],
+                            "channel": str(ch),
+                            "path": rel,
+                            "n_samples": str(pcm.size),
+                            "duration_s": f"{pcm.size / sample_rate:.6f}",
+                            "rms_dbfs": f"{20 * math.log10(rms):.2f}" if rms > 0 else "-inf",
+                            "source": label,
+                        }
+                    )
                     split_report[split]["files"] += 1
                     split_report[split]["seconds"] += pcm.size / sample_rate
                 env_report[env] = {
@@ -313,8 +348,12 @@ def prepare_noise(
 
     for entry in split_report.values():
         entry["seconds"] = round(entry["seconds"], 6)
-    log.info("noise done: %s (%d Hz): %s", out_dir, sample_rate, ", ".join(
-        f"{split} {e['files']} file(s), {e['seconds']:.0f} s" for split, e in split_report.items()))
+    log.info(
+        "noise done: %s (%d Hz): %s",
+        out_dir,
+        sample_rate,
+        ", ".join(f"{split} {e['files']} file(s), {e['seconds']:.0f} s" for split, e in split_report.items()),
+    )
     return {
         "sample_rate": sample_rate,
         "channels": [int(c) for c in channels],

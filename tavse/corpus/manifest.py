@@ -154,7 +154,9 @@ def hash_file(path: str | os.PathLike, algorithms: Sequence[str] = ("sha256",)) 
     return {a: d.hexdigest() for a, d in digests.items()}
 
 
-def entry_for(folder: Path, rel: str, algorithms: Sequence[str] = ("sha256",), remote_path: str | None = None) -> FileEntry:
+def entry_for(
+    folder: Path, rel: str, algorithms: Sequence[str] = ("sha256",), remote_path: str | None = None
+) -> FileEntry:
     """A :class:`FileEntry` of ``folder/rel`` with its size and the given hashes."""
     path = folder / rel
     digests = hash_file(path, algorithms)
@@ -178,9 +180,11 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
 def _how_to_make(corpus: str | None, folder: Path) -> str:
     name = corpus if corpus in CORPORA else "speakingfaces|demand"
     stage = _SYNTH_STAGE.get(corpus or "", "synth_corpus synth_noise")
-    return (f"make one by downloading into this folder (`python -m tavse.download {name} --out {folder}`), "
-            f"with `python -m tavse.download manifest {folder}` for archives obtained elsewhere, or, for the "
-            f"synthetic default, with `dvc repro {stage}`")
+    return (
+        f"make one by downloading into this folder (`python -m tavse.download {name} --out {folder}`), "
+        f"with `python -m tavse.download manifest {folder}` for archives obtained elsewhere, or, for the "
+        f"synthetic default, with `dvc repro {stage}`"
+    )
 
 
 def read_manifest(folder: str | os.PathLike, corpus: str | None = None) -> Manifest:
@@ -195,8 +199,10 @@ def read_manifest(folder: str | os.PathLike, corpus: str | None = None) -> Manif
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: corpus folder not found{where}")
     if not path.is_file():
-        raise ManifestMissing(f"{path}: no manifest in the corpus folder{where}: the stages read the list of "
-                              f"archives from it; {_how_to_make(corpus, folder)}")
+        raise ManifestMissing(
+            f"{path}: no manifest in the corpus folder{where}: the stages read the list of "
+            f"archives from it; {_how_to_make(corpus, folder)}"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -210,18 +216,23 @@ def read_manifest(folder: str | os.PathLike, corpus: str | None = None) -> Manif
             raise ValueError("source must be an object with a 'type'")
         files = []
         for item in raw["files"]:
-            entry = FileEntry(str(item["path"]), int(item["size"]), item.get("sha256"), item.get("md5"),
-                              item.get("remote_path"))
+            entry = FileEntry(
+                str(item["path"]), int(item["size"]), item.get("sha256"), item.get("md5"), item.get("remote_path")
+            )
             _check_entry(entry)
             files.append(entry)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); {_how_to_make(corpus, folder)}") from None
+        raise ManifestError(
+            f"{path}: malformed manifest ({type(exc).__name__}: {exc}); {_how_to_make(corpus, folder)}"
+        ) from None
     if len({f.path for f in files}) != len(files):
         raise ManifestError(f"{path}: a path is listed twice")
     manifest = Manifest(raw["corpus"], raw["source"], files)
     if corpus is not None and manifest.corpus != corpus:
-        raise ManifestError(f"{path}: describes a {manifest.corpus} corpus, expected {corpus}: does {_PARAM[corpus]} "
-                            "point at the right folder?")
+        raise ManifestError(
+            f"{path}: describes a {manifest.corpus} corpus, expected {corpus}: does {_PARAM[corpus]} "
+            "point at the right folder?"
+        )
     return manifest
 
 
@@ -271,8 +282,10 @@ def detect_corpus(folder: str | os.PathLike) -> str:
     if len(has) == 1:
         return has[0]
     if not has:
-        raise ManifestError(f"{folder}: no corpus archives found (expected sub_{{id}}_ia.zip for SpeakingFaces, or "
-                            "{ENV}_16k.zip / {ENV}_48k.zip / {ENV}/chNN.wav for DEMAND)")
+        raise ManifestError(
+            f"{folder}: no corpus archives found (expected sub_{{id}}_ia.zip for SpeakingFaces, or "
+            "{ENV}_16k.zip / {ENV}_48k.zip / {ENV}/chNN.wav for DEMAND)"
+        )
     raise ManifestError(f"{folder}: holds both SpeakingFaces and DEMAND archives; name the corpus (--corpus)")
 
 
@@ -282,8 +295,13 @@ def unlisted_files(folder: str | os.PathLike, manifest: Manifest) -> list[str]:
     return [rel for rel in _all_files(Path(folder)) if rel not in listed]
 
 
-def make_manifest(folder: str | os.PathLike, corpus: str, source: dict, files: Iterable[str] | None = None,
-                  algorithms: Sequence[str] | None = None) -> Manifest:
+def make_manifest(
+    folder: str | os.PathLike,
+    corpus: str,
+    source: dict,
+    files: Iterable[str] | None = None,
+    algorithms: Sequence[str] | None = None,
+) -> Manifest:
     """Hash ``files`` (default: :func:`corpus_files`) of ``folder`` and write its manifest; return it.
 
     ``algorithms`` default: :data:`ALGORITHMS` of the corpus.
@@ -320,9 +338,11 @@ def checked_files(folder: str | os.PathLike, corpus: str, *, verify: bool = Fals
     folder = Path(folder)
     manifest = read_manifest(folder, corpus)
     path = manifest_path(folder)
-    fix = ("run the download again to complete or replace it, or, if the folder's content is "
-           "intended, rewrite the manifest with `python -m tavse.download manifest "
-           f"{folder}`")
+    fix = (
+        "run the download again to complete or replace it, or, if the folder's content is "
+        "intended, rewrite the manifest with `python -m tavse.download manifest "
+        f"{folder}`"
+    )
     problems = []
     for entry in manifest.files:
         p = folder / entry.path
@@ -360,8 +380,10 @@ def verify_folder(folder: str | os.PathLike, manifest: Manifest | None = None) -
             raise ManifestError(f"{p}: size {size} bytes, but {path} lists {entry.size} bytes")
         expected = {a: getattr(entry, a) for a in ("sha256", "md5") if getattr(entry, a)}
         if not expected:
-            raise ManifestError(f"{p}: {path} records no hash for it; rewrite the manifest "
-                                f"(`python -m tavse.download manifest {folder}`)")
+            raise ManifestError(
+                f"{p}: {path} records no hash for it; rewrite the manifest "
+                f"(`python -m tavse.download manifest {folder}`)"
+            )
         actual = hash_file(p, tuple(expected))
         for algorithm, want in expected.items():
             if actual[algorithm] != want:

@@ -189,12 +189,17 @@ def _read(zf, archive: str, name: str) -> bytes:
     try:
         return zf.read(name)
     except NotImplementedError as exc:
-        raise BadInput("unsupported_compression", where,
-                       f"cannot read member: {exc} (re-pack the archive with plain Deflate or no compression, "
-                       "e.g. `zip -r` or Python's zipfile)") from exc
+        raise BadInput(
+            "unsupported_compression",
+            where,
+            f"cannot read member: {exc} (re-pack the archive with plain Deflate or no compression, "
+            "e.g. `zip -r` or Python's zipfile)",
+        ) from exc
     except RuntimeError as exc:
         if "encrypt" in str(exc) or "password" in str(exc):
-            raise BadInput("encrypted_member", where, f"cannot read member: {exc} (the archive must not be encrypted)") from exc
+            raise BadInput(
+                "encrypted_member", where, f"cannot read member: {exc} (the archive must not be encrypted)"
+            ) from exc
         raise BadInput("corrupt_member", where, f"cannot read member: {exc}") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
         raise BadInput("corrupt_member", where, f"cannot read member: {exc}") from exc
@@ -208,8 +213,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 def _is_plain_rgb8(data: bytes) -> bool:
     """A non-interlaced 8-bit truecolour PNG (IHDR right after the signature): what both cameras write."""
-    return (len(data) > 33 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-            and data[24] == 8 and data[25] == 2 and data[28] == 0)
+    return (
+        len(data) > 33
+        and data[:8] == b"\x89PNG\r\n\x1a\n"
+        and data[12:16] == b"IHDR"
+        and data[24] == 8
+        and data[25] == 2
+        and data[28] == 0
+    )
 
 
 def decode_png(data: bytes, where: str) -> np.ndarray:
@@ -271,8 +282,9 @@ def _load_png(zf, archive: str, name: str) -> np.ndarray:
     return decode_png(_read(zf, archive, name), f"{archive}:{name}")
 
 
-def load_frames(zf, archive: str, u: UtteranceMembers, n: int,
-                pool: Executor | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_frames(
+    zf, archive: str, u: UtteranceMembers, n: int, pool: Executor | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Decode the first ``n`` aligned-RGB and thermal frames of an utterance (RGB uint8 each).
 
     With ``pool`` (threads), the frames are read and decoded concurrently: ``zipfile`` reads of
@@ -295,14 +307,16 @@ def load_frames(zf, archive: str, u: UtteranceMembers, n: int,
         thermal.append(decoded[2 * f - 1])
         if rgb[-1].shape != thermal[-1].shape:
             raise BadInput(
-                "image_size_mismatch", f"{archive}:{u.thermal[f]}",
+                "image_size_mismatch",
+                f"{archive}:{u.thermal[f]}",
                 f"thermal {thermal[-1].shape[1]}x{thermal[-1].shape[0]} vs aligned RGB {rgb[-1].shape[1]}x{rgb[-1].shape[0]}",
             )
     return rgb, thermal
 
 
-def load_utterance(zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int,
-                   pool: Executor | None = None) -> Utterance:
+def load_utterance(
+    zf: zipfile.ZipFile, archive: str, u: UtteranceMembers, tolerance: int, pool: Executor | None = None
+) -> Utterance:
     """Decode one utterance, trimmed to min(int(fps * duration), frames recorded) frames.
 
     ``pool``: threads to decode the frames with (see :func:`load_frames`).
@@ -341,7 +355,8 @@ def check_audio_frames(where: str, n_frames: int, n_samples: int, tolerance: int
     audio_frames = int(FPS * n_samples / SAMPLE_RATE)
     if audio_frames < n_frames - tolerance:
         raise BadInput(
-            "audio_frame_mismatch", where,
+            "audio_frame_mismatch",
+            where,
             f"audio covers {audio_frames} frames ({n_samples / SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
         )
     n = min(n_frames, audio_frames)
@@ -350,8 +365,9 @@ def check_audio_frames(where: str, n_frames: int, n_samples: int, tolerance: int
     return n
 
 
-def speaker_metadata_warning(csv_path: str, subjects: Mapping[int, Mapping[str, str]],
-                             speakers: Iterable[int]) -> str | None:
+def speaker_metadata_warning(
+    csv_path: str, subjects: Mapping[int, Mapping[str, str]], speakers: Iterable[int]
+) -> str | None:
     """The one warning to log when speaker metadata (age, gender, ethnicity) comes out empty; None if none is.
 
     ``subjects`` is what was read from ``csv_path`` (``data.subjects_csv``); ``speakers`` the IDs
@@ -369,6 +385,8 @@ def speaker_metadata_warning(csv_path: str, subjects: Mapping[int, Mapping[str, 
         why = f"data.subjects_csv {csv_path}: file not found"
     else:
         why = f"data.subjects_csv {csv_path} has no row for them"
-    return (f"speaker metadata (age, gender, ethnicity) will be empty for {len(missing)} of {len(wanted)} speaker(s) "
-            f"({shown}): {why}; for the real SpeakingFaces corpus set data.subjects_csv: {REAL_SUBJECTS_CSV} "
-            "(the dataset's own table, in the repository)")
+    return (
+        f"speaker metadata (age, gender, ethnicity) will be empty for {len(missing)} of {len(wanted)} speaker(s) "
+        f"({shown}): {why}; for the real SpeakingFaces corpus set data.subjects_csv: {REAL_SUBJECTS_CSV} "
+        "(the dataset's own table, in the repository)"
+    )

@@ -34,7 +34,9 @@ def key(utt_id: str, part: str) -> bytes:
     return f"{utt_id}/{part}".encode()
 
 
-def utterance_items(utt_id: str, meta: dict, rgb: np.ndarray, thr: np.ndarray, wav: np.ndarray) -> list[tuple[bytes, bytes]]:
+def utterance_items(
+    utt_id: str, meta: dict, rgb: np.ndarray, thr: np.ndarray, wav: np.ndarray
+) -> list[tuple[bytes, bytes]]:
     """The key/value pairs of one utterance, in key order."""
     assert rgb.dtype == np.uint8 and thr.dtype == np.uint8 and wav.dtype == np.float32
     meta = dict(meta, n_frames=int(rgb.shape[0]), roi_size=int(rgb.shape[1]), n_samples=int(wav.shape[0]))
@@ -167,7 +169,9 @@ class UtteranceStore:
             if buf is None:
                 raise KeyError(f"{self.path}: no key {utt_id}/{part}")
             # Copy only the requested rows out of the memory map.
-            out = np.frombuffer(buf, dtype, count=(stop - start) * item // np.dtype(dtype).itemsize, offset=start * item)
+            out = np.frombuffer(
+                buf, dtype, count=(stop - start) * item // np.dtype(dtype).itemsize, offset=start * item
+            )
             return out.reshape((stop - start, *item_shape)).copy()
 
     def frames(self, utt_id: str, stream: str, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -22,12 +22,20 @@ from typing import Any
 
 # (file, key, header): file "val" = the training's dvclive metrics, "test" = evaluate's.
 # The key "si_snri_snr" stands for the lowest input SNR's (si_snri_snr-5 by default).
-COLUMNS = (("val", "si_snri", "SI-SNRi"), ("val", "si_snri_active", "active"),
-           ("test", "si_snri", "SI-SNRi"), ("test", "si_snri_snr", "@{snr} dB"), ("test", "si_snri_active", "active"),
-           ("test", "pesq_wb", "PESQ-WB"), ("test", "estoi", "ESTOI"))
-LEGEND = ("SI-SNRi in dB. active: SI-SNRi on the target's speech-active samples (training keeps the checkpoint\n"
-          "with the best validation figure). @: at the lowest input SNR. validation: dvclive/<variant>/metrics.json,\n"
-          "test: results/<variant>/metrics.json.")
+COLUMNS = (
+    ("val", "si_snri", "SI-SNRi"),
+    ("val", "si_snri_active", "active"),
+    ("test", "si_snri", "SI-SNRi"),
+    ("test", "si_snri_snr", "@{snr} dB"),
+    ("test", "si_snri_active", "active"),
+    ("test", "pesq_wb", "PESQ-WB"),
+    ("test", "estoi", "ESTOI"),
+)
+LEGEND = (
+    "SI-SNRi in dB. active: SI-SNRi on the target's speech-active samples (training keeps the checkpoint\n"
+    "with the best validation figure). @: at the lowest input SNR. validation: dvclive/<variant>/metrics.json,\n"
+    "test: results/<variant>/metrics.json."
+)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,8 +69,10 @@ def rows_of(name: str, data: dict) -> list[dict]:
     out_dir = params.get("evaluation", {}).get("out_dir", "results")
     rows = []
     for variant in params.get("variants") or {}:
-        files = {"val": _metrics_file(data, f"{live_dir}/{variant}/metrics.json"),
-                 "test": _metrics_file(data, f"{out_dir}/{variant}/metrics.json")}
+        files = {
+            "val": _metrics_file(data, f"{live_dir}/{variant}/metrics.json"),
+            "test": _metrics_file(data, f"{out_dir}/{variant}/metrics.json"),
+        }
         # dvc.lock: the model evaluate@ scored (its dep) is not the one train@ wrote (its out), as in
         # an experiment that only trained: the test figures in the commit are another model's.
         model = f"{model_dir}/{variant}"
@@ -71,8 +81,11 @@ def rows_of(name: str, data: dict) -> list[dict]:
         if stale:
             files["test"] = {}
         low = _lowest_snr_key(files["test"])
-        row = {"experiment": name, "variant": variant + ("*" if stale else ""),
-               "snr": low[len("si_snri_snr"):] if low else "?"}
+        row = {
+            "experiment": name,
+            "variant": variant + ("*" if stale else ""),
+            "snr": low[len("si_snri_snr") :] if low else "?",
+        }
         for i, (file, key, _) in enumerate(COLUMNS):
             row[i] = files[file].get(low if key == "si_snri_snr" else key)
         rows.append(row)
@@ -109,20 +122,35 @@ def exp_table(shown: list[dict]) -> str:
                     changes.append(f"{run_name} (vs {name}): {', '.join(diff)}")
     snr = next((r["snr"] for r in rows if r["snr"] != "?"), "?")
     headers = ["experiment", "variant", *(h.format(snr=snr) for _, _, h in COLUMNS)]
-    cells = [[r["experiment"], r["variant"], *("-" if r[i] is None else f"{r[i]:.2f}" if k != "estoi" else
-                                               f"{r[i]:.3f}" for i, (_, k, _) in enumerate(COLUMNS))] for r in rows]
+    cells = [
+        [
+            r["experiment"],
+            r["variant"],
+            *(
+                "-" if r[i] is None else f"{r[i]:.2f}" if k != "estoi" else f"{r[i]:.3f}"
+                for i, (_, k, _) in enumerate(COLUMNS)
+            ),
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(c[j])) for c in [headers, *cells]) for j in range(len(headers))]
     n_val = sum(f == "val" for f, _, _ in COLUMNS)
-    val_w = sum(widths[2:2 + n_val]) + 2 * (n_val - 1)
-    group = " " * (widths[0] + widths[1] + 4) + "validation".center(val_w) + "  " + "test".center(
-        sum(widths[2 + n_val:]) + 2 * (len(COLUMNS) - n_val - 1))
+    val_w = sum(widths[2 : 2 + n_val]) + 2 * (n_val - 1)
+    group = (
+        " " * (widths[0] + widths[1] + 4)
+        + "validation".center(val_w)
+        + "  "
+        + "test".center(sum(widths[2 + n_val :]) + 2 * (len(COLUMNS) - n_val - 1))
+    )
 
     def line(cols: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(cols, widths))).rstrip()
 
     text = [group.rstrip(), line(headers), *(line(c) for c in cells), "", LEGEND]
     if any(r["variant"].endswith("*") for r in rows):
-        text.append("*: not evaluated since it was trained (evaluate@ scored another model); dvc repro evaluate@<variant>.")
+        text.append(
+            "*: not evaluated since it was trained (evaluate@ scored another model); dvc repro evaluate@<variant>."
+        )
     if changes:
         text += ["", "Params changed:", *(f"  {c}" for c in changes)]
     return "\n".join(text) + "\n"

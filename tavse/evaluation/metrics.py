@@ -45,6 +45,7 @@ ITEM_FAILURES: tuple[type[Exception], ...] = (ValueError, ArithmeticError, np.li
 
 # ---------------------------------------------------------------- input checks
 
+
 def _signal(x: Any, name: str) -> np.ndarray:
     """``x`` as a finite, non-empty 1-D float64 array, or ``ValueError`` naming ``name``."""
     a = np.asarray(x, dtype=np.float64)
@@ -78,6 +79,7 @@ def _check_rate(sr: int, metric: str) -> None:
 
 
 # ---------------------------------------------------------------- metric wrappers
+
 
 def _pesq(ref: Any, deg: Any, sr: int, mode: str) -> float:
     """ITU-T P.862 MOS-LQO from the ``pesq`` package; package errors propagate with their message."""
@@ -118,8 +120,7 @@ def _stoi(ref: Any, deg: Any, sr: int, extended: bool) -> float:
         value = float(pystoi.stoi(r, d, sr, extended=extended))
     for w in caught:
         if "Not enough STFT frames" in str(w.message):  # 1e-5 is a sentinel, not a score
-            raise ValueError("(E)STOI undefined: too few non-silent frames for one 30-frame (~384 ms) "
-                             "analysis segment")
+            raise ValueError("(E)STOI undefined: too few non-silent frames for one 30-frame (~384 ms) analysis segment")
     return value
 
 
@@ -191,6 +192,7 @@ def sdr(ref: Any, est: Any, filter_length: int = SDR_FILTER_LENGTH) -> float:
 
 
 # ---------------------------------------------------------------- one item
+
 
 class ItemMetrics(NamedTuple):
     """All METRICS of one item: ``values[m]`` is None exactly when ``failures[m]`` says why."""
@@ -277,8 +279,9 @@ def input_row(pair: tuple[Any, Any], sr: int = SAMPLE_RATE) -> dict[str, Any]:
     return {**result.values, "failures": result.failures}
 
 
-def item_metrics(clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE,
-                 inputs: ItemMetrics | dict[str, Any] | None = None) -> ItemMetrics:
+def item_metrics(
+    clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE, inputs: ItemMetrics | dict[str, Any] | None = None
+) -> ItemMetrics:
     """Every metric in METRICS for one (clean, noisy, enhanced) item.
 
     ``si_snri`` is si_snr(clean, enhanced) − si_snr(clean, noisy); ``si_snri_active`` the same
@@ -313,12 +316,14 @@ def item_metrics(clean: Any, noisy: Any, enhanced: Any, sr: int = SAMPLE_RATE,
 
     def change(name: str, enhanced_key: str, input_key: str, label: str) -> Callable[[], float]:
         """Enhanced minus input score; either failure is carried over as the reason."""
+
         def fn() -> float:
             if values[enhanced_key] is None:
                 raise ValueError(f"enhanced {label} failed ({failures[enhanced_key]})")
             if in_values.get(input_key) is None:
                 raise ValueError(f"noisy input {label} failed ({in_failures.get(input_key, 'not computed')})")
             return values[enhanced_key] - in_values[input_key]
+
         return fn
 
     # An output identical to the input (the "noisy" reference system) takes the input's scores, so its
@@ -366,6 +371,7 @@ def metrics_row(item: tuple[Any, ...], sr: int = SAMPLE_RATE) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- many items
 
+
 @contextmanager
 def _single_thread_env() -> Iterator[None]:
     """Temporarily set the thread-count variables so spawned children inherit them at startup.
@@ -387,8 +393,9 @@ def _single_thread_env() -> Iterator[None]:
 
 def _spawn_pool(workers: int) -> ProcessPoolExecutor:
     """A spawn-context pool whose workers run single-threaded (see :func:`_single_thread_env`)."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                               initializer=limit_worker_threads)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=limit_worker_threads
+    )
 
 
 @contextmanager
@@ -409,8 +416,9 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def evaluate_items(items: Sequence[T], compute: Callable[[T], dict], workers: int, desc: str,
-                   pool: ProcessPoolExecutor | None = None) -> list[dict]:
+def evaluate_items(
+    items: Sequence[T], compute: Callable[[T], dict], workers: int, desc: str, pool: ProcessPoolExecutor | None = None
+) -> list[dict]:
     """``[compute(item) for item in items]``, over ``workers`` processes, in input order.
 
     Results are placed by the item's position, never by completion order, so a slow or

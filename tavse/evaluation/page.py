@@ -32,18 +32,32 @@ from tavse.common.config import Config
 from tavse.common.io import atomic_path
 from tavse.corpus.manifest import read_manifest
 from tavse.corpus.noise_kinds import NOISE_KINDS
-from tavse.evaluation.report import (EXPLANATION, NOISY, ORACLE, WORSE_BELOW_ZERO, is_worse, noise_kinds,
-                                     worse_than_input)
+from tavse.evaluation.report import (
+    EXPLANATION,
+    NOISY,
+    ORACLE,
+    WORSE_BELOW_ZERO,
+    is_worse,
+    noise_kinds,
+    worse_than_input,
+)
 from tavse.evaluation.results import read_items
 from tavse.evaluation.samples import colour_range, read_audio, read_samples_json, spectrogram_image
 from tavse.evaluation.stats import ALPHA
 
 PRIMARY = "si_snri_active"  # the study's measure of noise removal: gating silence cannot raise it
 # (metric, header, unit) of the headline table; * marks a change against the noisy input.
-HEADLINE = (("si_snri", "SI-SNRi", "dB"), ("si_snri_active", "SI-SNRi speech-active", "dB"),
-            ("silence_atten_db", "silence atten.", "dB"), ("pesq_wb", "PESQ-WB", ""),
-            ("delta_pesq_wb", "ΔPESQ-WB", ""), ("estoi", "ESTOI", ""), ("delta_estoi", "ΔESTOI", ""),
-            ("stoi", "STOI", ""), ("sdr", "SDR", "dB"))
+HEADLINE = (
+    ("si_snri", "SI-SNRi", "dB"),
+    ("si_snri_active", "SI-SNRi speech-active", "dB"),
+    ("silence_atten_db", "silence atten.", "dB"),
+    ("pesq_wb", "PESQ-WB", ""),
+    ("delta_pesq_wb", "ΔPESQ-WB", ""),
+    ("estoi", "ESTOI", ""),
+    ("delta_estoi", "ΔESTOI", ""),
+    ("stoi", "STOI", ""),
+    ("sdr", "SDR", "dB"),
+)
 PAIRED = ("si_snri_active", "si_snri", "delta_pesq_wb", "delta_estoi")
 ZEROING = ("si_snri_active", "si_snri", "delta_pesq_wb", "delta_estoi")
 LABEL = {m: h for m, h, _ in HEADLINE}
@@ -57,6 +71,7 @@ class ReportError(ValueError):
 
 # ----------------------------------------------------------------------------- the answer in words
 
+
 @dataclass(frozen=True)
 class Roles:
     """Which variant plays which part in the study's question (found by their streams)."""
@@ -69,8 +84,9 @@ class Roles:
 
 def roles(variants: Mapping[str, Sequence[str]]) -> Roles:
     by_streams = {tuple(sorted(s)): name for name, s in variants.items()}
-    return Roles(by_streams.get(()), by_streams.get(("rgb",)), by_streams.get(("thermal",)),
-                 by_streams.get(("rgb", "thermal")))
+    return Roles(
+        by_streams.get(()), by_streams.get(("rgb",)), by_streams.get(("thermal",)), by_streams.get(("rgb", "thermal"))
+    )
 
 
 def paired(tests: Mapping[str, Mapping[str, Any]], a: str, b: str) -> dict[str, Any] | None:
@@ -82,9 +98,13 @@ def paired(tests: Mapping[str, Mapping[str, Any]], a: str, b: str) -> dict[str, 
         return None
     t = dict(tests[f"{b}_vs_{a}"])
     neg = lambda v: None if v is None else -v
-    t.update(mean_difference=neg(t.get("mean_difference")), median_difference=neg(t.get("median_difference")),
-             effect_size=neg(t.get("effect_size")), diff_ci95_low=neg(t.get("diff_ci95_high")),
-             diff_ci95_high=neg(t.get("diff_ci95_low")))
+    t.update(
+        mean_difference=neg(t.get("mean_difference")),
+        median_difference=neg(t.get("median_difference")),
+        effect_size=neg(t.get("effect_size")),
+        diff_ci95_low=neg(t.get("diff_ci95_high")),
+        diff_ci95_high=neg(t.get("diff_ci95_low")),
+    )
     return t
 
 
@@ -99,7 +119,7 @@ def _num(v: float | None, digits: int = 2, sign: str = "") -> str:
     a true minus sign; "–" for None."""
     if v is None:
         return "–"
-    text = f"{v:{sign}.{digits}f}" if v == 0 or abs(v) >= 0.5 * 10 ** -digits else f"{v:{sign}.2g}"
+    text = f"{v:{sign}.{digits}f}" if v == 0 or abs(v) >= 0.5 * 10**-digits else f"{v:{sign}.2g}"
     return text.replace("-", "−")
 
 
@@ -125,11 +145,13 @@ def describe_test(a_label: str, b_label: str, t: Mapping[str, Any] | None) -> st
     if t.get("p_adjusted") is None:
         return f"{a_label} vs {b_label}: identical outputs on every paired mixture, nothing to test."
     verdict = "significant" if t["significant"] else "not significant"
-    return (f"{a_label} − {b_label}: {_signed(t.get('mean_difference'))} dB mean paired difference "
-            f"[95% CI {_signed(t.get('diff_ci95_low'))}, {_signed(t.get('diff_ci95_high'))}], "
-            f"median {_signed(t.get('median_difference'))} dB, rank-biserial r = {_signed(t.get('effect_size'))}, "
-            f"Bonferroni-corrected Wilcoxon p = {fmt_p(t['p_adjusted'])} over {t['n_pairs']} paired mixtures: "
-            f"{verdict} at α = {ALPHA:g}.")
+    return (
+        f"{a_label} − {b_label}: {_signed(t.get('mean_difference'))} dB mean paired difference "
+        f"[95% CI {_signed(t.get('diff_ci95_low'))}, {_signed(t.get('diff_ci95_high'))}], "
+        f"median {_signed(t.get('median_difference'))} dB, rank-biserial r = {_signed(t.get('effect_size'))}, "
+        f"Bonferroni-corrected Wilcoxon p = {fmt_p(t['p_adjusted'])} over {t['n_pairs']} paired mixtures: "
+        f"{verdict} at α = {ALPHA:g}."
+    )
 
 
 def verdict_sentence(vs_audio: Mapping[str, Any] | None, vs_rgb: Mapping[str, Any] | None) -> str:
@@ -147,35 +169,50 @@ def verdict_sentence(vs_audio: Mapping[str, Any] | None, vs_rgb: Mapping[str, An
     if vs_rgb is None:
         return "Yes over audio alone: thermal video of the mouth significantly improves noise removal (no RGB variant to compare)."
     if d_rgb > 0:
-        return ("Yes: thermal video of the mouth significantly improves noise removal over audio alone and over "
-                "ordinary RGB video of the mouth.")
+        return (
+            "Yes: thermal video of the mouth significantly improves noise removal over audio alone and over "
+            "ordinary RGB video of the mouth."
+        )
     if d_rgb < 0:
-        return ("Thermal video of the mouth significantly improves noise removal over audio alone, but significantly "
-                "less than RGB video does.")
-    return ("Thermal video of the mouth significantly improves noise removal over audio alone, but not measurably "
-            "more than ordinary RGB video does: the difference between the thermal and the RGB variant is not "
-            "significant.")
+        return (
+            "Thermal video of the mouth significantly improves noise removal over audio alone, but significantly "
+            "less than RGB video does."
+        )
+    return (
+        "Thermal video of the mouth significantly improves noise removal over audio alone, but not measurably "
+        "more than ordinary RGB video does: the difference between the thermal and the RGB variant is not "
+        "significant."
+    )
 
 
 def corpus_caveat(speakingfaces_source: str, demand_source: str) -> str | None:
     """The warning that the numbers come from the embedded synthetic corpus (None for real recordings)."""
     parts = []
     if speakingfaces_source == "synthetic":
-        parts.append("the speakers are synthetic, not SpeakingFaces recordings (espeak-ng voices; rendered faces whose "
-                     "lips open with the speech's loudness and a thermal map whose warm breath region follows the "
-                     "speech, so both video streams carry the speech envelope by construction)")
+        parts.append(
+            "the speakers are synthetic, not SpeakingFaces recordings (espeak-ng voices; rendered faces whose "
+            "lips open with the speech's loudness and a thermal map whose warm breath region follows the "
+            "speech, so both video streams carry the speech envelope by construction)"
+        )
     if demand_source == "synthetic":
         parts.append("the noise is synthesised in DEMAND's layout, not DEMAND's recordings")
     if not parts:
         return None
-    return ("Caveat: these results come from the embedded synthetic corpus: " + "; ".join(parts) + ". They show "
-            "that the pipeline works and how the variants compare on that corpus; they do not tell whether thermal "
-            "video helps on real people. Point data.speakingfaces_dir and data.demand_dir at the real corpora to "
-            "answer that.")
+    return (
+        "Caveat: these results come from the embedded synthetic corpus: " + "; ".join(parts) + ". They show "
+        "that the pipeline works and how the variants compare on that corpus; they do not tell whether thermal "
+        "video helps on real people. Point data.speakingfaces_dir and data.demand_dir at the real corpora to "
+        "answer that."
+    )
 
 
-def answer_paragraph(tests: Mapping[str, Mapping[str, Any]], overall: Mapping[str, Mapping[str, Any]],
-                     variants: Mapping[str, Sequence[str]], caveat: str | None, n_flagged_full: int = 0) -> str:
+def answer_paragraph(
+    tests: Mapping[str, Mapping[str, Any]],
+    overall: Mapping[str, Mapping[str, Any]],
+    variants: Mapping[str, Sequence[str]],
+    caveat: str | None,
+    n_flagged_full: int = 0,
+) -> str:
     """The answer to the study's question in one paragraph of plain text, with its numbers.
 
     ``tests``: compare.json's entry for :data:`PRIMARY` (pair -> test); ``overall``: system ->
@@ -184,8 +221,9 @@ def answer_paragraph(tests: Mapping[str, Mapping[str, Any]], overall: Mapping[st
     than its noisy input.
     """
     r = roles(variants)
-    ranked = sorted((v for v in variants if overall.get(v, {}).get("mean") is not None),
-                    key=lambda v: -overall[v]["mean"])
+    ranked = sorted(
+        (v for v in variants if overall.get(v, {}).get("mean") is not None), key=lambda v: -overall[v]["mean"]
+    )
     out = ["Does thermal video of the mouth help remove noise, compared with audio only and with RGB video? "]
     vs_audio = paired(tests, r.thermal, r.audio_only) if r.thermal and r.audio_only else None
     vs_rgb = paired(tests, r.thermal, r.rgb) if r.thermal and r.rgb else None
@@ -194,13 +232,16 @@ def answer_paragraph(tests: Mapping[str, Mapping[str, Any]], overall: Mapping[st
         best = ranked[0]
         s = overall[best]
         others = ", ".join(f"{v} {_num(overall[v]['mean'])}" for v in ranked[1:])
-        out.append(f"On speech-active SI-SNRi (the improvement on the samples where the target speaks, which muting "
-                   f"silence cannot raise), {best} is best with {_num(s['mean'])} dB "
-                   f"[95% CI {_num(s['ci95_low'])}, {_num(s['ci95_high'])}]"
-                   + (f" (then {others} dB" if others else ""))
+        out.append(
+            f"On speech-active SI-SNRi (the improvement on the samples where the target speaks, which muting "
+            f"silence cannot raise), {best} is best with {_num(s['mean'])} dB "
+            f"[95% CI {_num(s['ci95_low'])}, {_num(s['ci95_high'])}]" + (f" (then {others} dB" if others else "")
+        )
         if ORACLE in overall and overall[ORACLE].get("mean") is not None:
-            out.append(f"{'; ' if others else ' ('}the oracle ceiling is {_num(overall[ORACLE]['mean'])} dB, the "
-                       "noisy input 0)")
+            out.append(
+                f"{'; ' if others else ' ('}the oracle ceiling is {_num(overall[ORACLE]['mean'])} dB, the "
+                "noisy input 0)"
+            )
         elif others:
             out.append(")")
         if len(ranked) > 1:
@@ -213,18 +254,23 @@ def answer_paragraph(tests: Mapping[str, Mapping[str, Any]], overall: Mapping[st
     if vs_rgb is not None:
         out.append(describe_test(r.thermal, r.rgb, vs_rgb) + " ")
     if r.rgb_thermal and r.rgb:
-        out.append("Adding thermal to RGB: " + describe_test(r.rgb_thermal, r.rgb, paired(tests, r.rgb_thermal, r.rgb))
-                   + " ")
-    out.append("No variant with all its streams is worse than its noisy input (on ΔESTOI, ΔPESQ-WB or speech-active "
-               "SI-SNRi) overall, per noise kind or per input SNR. " if n_flagged_full == 0 else
-               f"In {n_flagged_full} (metric, condition) cell(s) a variant with all its streams is worse than its noisy "
-               "input (flagged below). ")
+        out.append(
+            "Adding thermal to RGB: " + describe_test(r.rgb_thermal, r.rgb, paired(tests, r.rgb_thermal, r.rgb)) + " "
+        )
+    out.append(
+        "No variant with all its streams is worse than its noisy input (on ΔESTOI, ΔPESQ-WB or speech-active "
+        "SI-SNRi) overall, per noise kind or per input SNR. "
+        if n_flagged_full == 0
+        else f"In {n_flagged_full} (metric, condition) cell(s) a variant with all its streams is worse than its noisy "
+        "input (flagged below). "
+    )
     if caveat:
         out.append(caveat)
     return "".join(out).strip()
 
 
 # ----------------------------------------------------------------------------- inputs
+
 
 @dataclass
 class Inputs:
@@ -233,14 +279,14 @@ class Inputs:
     variants: dict[str, list[str]]
     snrs: list[str]
     compare: dict
-    summaries: dict[str, dict]           # system key (noisy, variants, x/no_y, oracle) -> summary
-    items: dict[str, dict[str, dict]]    # system key -> mix_id -> item row (full condition)
-    gates: dict[str, dict]               # variant -> gates.json
-    trained: dict[str, dict]             # variant -> models/<variant>/summary.json
+    summaries: dict[str, dict]  # system key (noisy, variants, x/no_y, oracle) -> summary
+    items: dict[str, dict[str, dict]]  # system key -> mix_id -> item row (full condition)
+    gates: dict[str, dict]  # variant -> gates.json
+    trained: dict[str, dict]  # variant -> models/<variant>/summary.json
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # variant -> metric -> (steps, values)
-    samples: list[dict]                  # reference samples.json entries, with "folders" of each system
-    sample_dirs: dict[str, Path]         # "reference" / variant -> its samples folder
-    sources: tuple[str, str]             # manifest source types of SpeakingFaces and DEMAND
+    samples: list[dict]  # reference samples.json entries, with "folders" of each system
+    sample_dirs: dict[str, Path]  # "reference" / variant -> its samples folder
+    sources: tuple[str, str]  # manifest source types of SpeakingFaces and DEMAND
     test_list: str
     zeroed: dict[str, dict[str, dict]] = field(default_factory=dict)  # "x/no_y" -> mix_id -> item row
 
@@ -270,8 +316,11 @@ def read_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
-CURVES = {"val/si_snri_active": "validation SI-SNRi speech-active (dB)", "val/si_snri": "validation SI-SNRi (dB)",
-          "train/train_loss": "training loss (−SI-SNR, dB)"}
+CURVES = {
+    "val/si_snri_active": "validation SI-SNRi speech-active (dB)",
+    "val/si_snri": "validation SI-SNRi (dB)",
+    "train/train_loss": "training loss (−SI-SNR, dB)",
+}
 
 
 def load_inputs(cfg: Config) -> Inputs:
@@ -309,14 +358,31 @@ def load_inputs(cfg: Config) -> Inputs:
     for v in variants:
         theirs = read_samples_json(sample_dirs[v])["samples"]
         if [s["mix_id"] for s in theirs] != ids:
-            raise ReportError(f"{sample_dirs[v] / 'samples.json'}: samples {[s['mix_id'] for s in theirs]} differ "
-                              f"from the reference's {ids} (re-run evaluate@{v} and reference with the same params)")
+            raise ReportError(
+                f"{sample_dirs[v] / 'samples.json'}: samples {[s['mix_id'] for s in theirs]} differ "
+                f"from the reference's {ids} (re-run evaluate@{v} and reference with the same params)"
+            )
         for mine, their in zip(reference, theirs):
             mine.setdefault("variants", {})[v] = their
-    sources = (read_manifest(cfg.data.speakingfaces_dir, "speakingfaces").source["type"],
-               read_manifest(cfg.data.demand_dir, "demand").source["type"])
-    return Inputs(variants, [f"{s:+g}" for s in cfg.evaluation.snrs_db], compare, summaries, items, gates, trained,
-                  curves, reference, sample_dirs, sources, cfg.evaluation.test_mixtures, zeroed)
+    sources = (
+        read_manifest(cfg.data.speakingfaces_dir, "speakingfaces").source["type"],
+        read_manifest(cfg.data.demand_dir, "demand").source["type"],
+    )
+    return Inputs(
+        variants,
+        [f"{s:+g}" for s in cfg.evaluation.snrs_db],
+        compare,
+        summaries,
+        items,
+        gates,
+        trained,
+        curves,
+        reference,
+        sample_dirs,
+        sources,
+        cfg.evaluation.test_mixtures,
+        zeroed,
+    )
 
 
 # ----------------------------------------------------------------------------- charts (inline SVG)
@@ -345,7 +411,7 @@ def svg(fig) -> str:
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     _plt().close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _errorbars(ax, xs, stats: Sequence[dict | None], colour_: str, label: str, offset: float = 0.0, **kw) -> None:
@@ -367,8 +433,15 @@ def snr_chart(inp: Inputs) -> str:
     for ax, metric in zip(axes, ("si_snri_active", "si_snri")):
         for k, system in enumerate(systems):
             by = inp.summaries[system][metric]["by_snr"]
-            _errorbars(ax, xs, [by.get(s) for s in inp.snrs], colour(system, inp.variants), system,
-                       offset=(k - (len(systems) - 1) / 2) * 0.18, ls="--" if system in (NOISY, ORACLE) else "-")
+            _errorbars(
+                ax,
+                xs,
+                [by.get(s) for s in inp.snrs],
+                colour(system, inp.variants),
+                system,
+                offset=(k - (len(systems) - 1) / 2) * 0.18,
+                ls="--" if system in (NOISY, ORACLE) else "-",
+            )
         ax.axhline(0, color="#bbbbbb", lw=0.8)
         ax.set_xticks(xs)
         ax.set_xlabel("input SNR (dB)")
@@ -400,8 +473,16 @@ def environment_chart(inp: Inputs) -> str:
         means = [by[e]["mean"] if e in by and by[e]["mean"] is not None else np.nan for e in envs]
         lo = [m - by[e]["ci95_low"] if e in by and by[e]["mean"] is not None else 0 for m, e in zip(means, envs)]
         hi = [by[e]["ci95_high"] - m if e in by and by[e]["mean"] is not None else 0 for m, e in zip(means, envs)]
-        ax.barh(ys, means, height=height, xerr=[lo, hi], color=colour(system, inp.variants), label=system,
-                capsize=2, error_kw={"lw": 0.8})
+        ax.barh(
+            ys,
+            means,
+            height=height,
+            xerr=[lo, hi],
+            color=colour(system, inp.variants),
+            label=system,
+            capsize=2,
+            error_kw={"lw": 0.8},
+        )
     ax.axvline(0, color="#444444", lw=0.8)
     ax.set_yticks(np.arange(len(envs)), [env_label(e) for e in envs])
     ax.invert_yaxis()
@@ -461,11 +542,16 @@ def gate_item_chart(inp: Inputs) -> str | None:
         full, zero = inp.items[v], inp.zeroed.get(f"{v}/no_{s}", {})
         for kind in kinds:
             sel = [r for r in rows if r["noise_kind"] == kind]
-            axes[0, col].scatter([r["snr_db"] for r in sel], [r[s] for r in sel], s=14, marker=markers[kind],
-                                 label=kind, alpha=0.7)
-            cost = [(r[s], full[r["mix_id"]][PRIMARY] - zero[r["mix_id"]][PRIMARY]) for r in sel
-                    if r["mix_id"] in zero and full[r["mix_id"]][PRIMARY] is not None
-                    and zero[r["mix_id"]][PRIMARY] is not None]
+            axes[0, col].scatter(
+                [r["snr_db"] for r in sel], [r[s] for r in sel], s=14, marker=markers[kind], label=kind, alpha=0.7
+            )
+            cost = [
+                (r[s], full[r["mix_id"]][PRIMARY] - zero[r["mix_id"]][PRIMARY])
+                for r in sel
+                if r["mix_id"] in zero
+                and full[r["mix_id"]][PRIMARY] is not None
+                and zero[r["mix_id"]][PRIMARY] is not None
+            ]
             if cost:
                 axes[1, col].scatter(*zip(*cost), s=14, marker=markers[kind], label=kind, alpha=0.7)
         axes[0, col].set_title(f"{v}: {s} gate", fontsize=9)
@@ -486,13 +572,17 @@ e = html.escape
 def _ci(s: Mapping[str, Any] | None, digits: int = 2) -> str:
     if not s or s.get("mean") is None:
         return "–"
-    return f"{_num(s['mean'], digits)}<br><small>[{_num(s['ci95_low'], digits)}, {_num(s['ci95_high'], digits)}]</small>"
+    return (
+        f"{_num(s['mean'], digits)}<br><small>[{_num(s['ci95_low'], digits)}, {_num(s['ci95_high'], digits)}]</small>"
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     """An HTML table; cells are HTML already (escape text before)."""
     head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f'<div class="wide"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -513,8 +603,13 @@ def markdown_inline(text: str) -> str:
 def headline_table(inp: Inputs) -> str:
     rows = []
     for system, s in inp.summaries.items():
-        rows.append([e(system), *(cell(m, s[m]["overall"], system, 3 if unit == "" else 2) for m, _, unit in HEADLINE),
-                     str(s[PRIMARY]["overall"]["n"])])
+        rows.append(
+            [
+                e(system),
+                *(cell(m, s[m]["overall"], system, 3 if unit == "" else 2) for m, _, unit in HEADLINE),
+                str(s[PRIMARY]["overall"]["n"]),
+            ]
+        )
     headers = [f"{h}{f' ({u})' if u else ''}" for _, h, u in HEADLINE]
     return table(["system", *headers, "n"], rows, "num")
 
@@ -523,8 +618,12 @@ def snr_table(inp: Inputs) -> str:
     rows = []
     for system in [NOISY, *inp.variants, ORACLE]:
         s = inp.summaries[system]
-        rows.append([e(system), *(cell(m, s[m]["by_snr"].get(snr), system) for m in ("si_snri_active", "si_snri")
-                                  for snr in inp.snrs)])
+        rows.append(
+            [
+                e(system),
+                *(cell(m, s[m]["by_snr"].get(snr), system) for m in ("si_snri_active", "si_snri") for snr in inp.snrs),
+            ]
+        )
     headers = [f"{LABEL[m]} @ {snr} dB" for m in ("si_snri_active", "si_snri") for snr in inp.snrs]
     return table(["system", *headers], rows, "num")
 
@@ -543,12 +642,22 @@ def environment_table(inp: Inputs) -> str:
 def flags_table(flags: list[dict]) -> str:
     if not flags:
         return "<p>No system is worse than its noisy input on ΔESTOI, ΔPESQ-WB or SI-SNRi speech-active, in any condition.</p>"
-    rows = [[e(f["system"]), e(f["metric"]), e(f["condition"]),
-             f'<td class="worse">{_num(f["mean"], 3)} <small>[{_num(f["ci95_low"], 3)}, {_num(f["ci95_high"], 3)}]</small></td>',
-             "yes" if f["ci_below_zero"] else "no", str(f["n"])] for f in flags]
-    return (f'<p class="flag">▼ {len(flags)} (system, metric, condition) cells where a system is worse than its noisy '
-            "input (mean below 0; <em>CI below 0</em>: the whole 95% CI is).</p>"
-            + table(["system", "metric", "condition", "mean [95% CI]", "CI below 0", "n"], rows, "num"))
+    rows = [
+        [
+            e(f["system"]),
+            e(f["metric"]),
+            e(f["condition"]),
+            f'<td class="worse">{_num(f["mean"], 3)} <small>[{_num(f["ci95_low"], 3)}, {_num(f["ci95_high"], 3)}]</small></td>',
+            "yes" if f["ci_below_zero"] else "no",
+            str(f["n"]),
+        ]
+        for f in flags
+    ]
+    return (
+        f'<p class="flag">▼ {len(flags)} (system, metric, condition) cells where a system is worse than its noisy '
+        "input (mean below 0; <em>CI below 0</em>: the whole 95% CI is).</p>"
+        + table(["system", "metric", "condition", "mean [95% CI]", "CI below 0", "n"], rows, "num")
+    )
 
 
 def paired_table(inp: Inputs) -> str:
@@ -556,18 +665,40 @@ def paired_table(inp: Inputs) -> str:
     variants = list(inp.variants)
     for metric in PAIRED:
         for i, a in enumerate(variants):
-            for b in variants[i + 1:]:
+            for b in variants[i + 1 :]:
                 t = paired(inp.compare.get(metric, {}), b, a)  # later variant minus earlier: visual minus fewer streams
                 if t is None:
                     continue
                 sig = "yes" if t.get("significant") else "no"
-                rows.append([e(LABEL.get(metric, metric)), f"{e(b)} − {e(a)}",
-                             f"{_signed(t.get('mean_difference'), 3)} <small>[{_signed(t.get('diff_ci95_low'), 3)}, "
-                             f"{_signed(t.get('diff_ci95_high'), 3)}]</small>", _signed(t.get("median_difference"), 3),
-                             _signed(t.get("effect_size")), fmt_p(t.get("p_value")), fmt_p(t.get("p_adjusted")),
-                             f'<td class="{"sig" if sig == "yes" else ""}">{sig}</td>', str(t.get("n_pairs", "–"))])
-    return table(["metric", "difference", "mean [95% CI]", "median", "rank-biserial r", "p", "p (Bonferroni)",
-                  "significant", "pairs"], rows, "num")
+                rows.append(
+                    [
+                        e(LABEL.get(metric, metric)),
+                        f"{e(b)} − {e(a)}",
+                        f"{_signed(t.get('mean_difference'), 3)} <small>[{_signed(t.get('diff_ci95_low'), 3)}, "
+                        f"{_signed(t.get('diff_ci95_high'), 3)}]</small>",
+                        _signed(t.get("median_difference"), 3),
+                        _signed(t.get("effect_size")),
+                        fmt_p(t.get("p_value")),
+                        fmt_p(t.get("p_adjusted")),
+                        f'<td class="{"sig" if sig == "yes" else ""}">{sig}</td>',
+                        str(t.get("n_pairs", "–")),
+                    ]
+                )
+    return table(
+        [
+            "metric",
+            "difference",
+            "mean [95% CI]",
+            "median",
+            "rank-biserial r",
+            "p",
+            "p (Bonferroni)",
+            "significant",
+            "pairs",
+        ],
+        rows,
+        "num",
+    )
 
 
 def zeroing_table(inp: Inputs) -> str:
@@ -583,8 +714,11 @@ def zeroing_table(inp: Inputs) -> str:
             cells = []
             for m in ZEROING:
                 cells.append(cell(m, s[m]["overall"], key))
-                change = (None if key == v or s[m]["overall"]["mean"] is None or full[m]["overall"]["mean"] is None
-                          else s[m]["overall"]["mean"] - full[m]["overall"]["mean"])
+                change = (
+                    None
+                    if key == v or s[m]["overall"]["mean"] is None or full[m]["overall"]["mean"] is None
+                    else s[m]["overall"]["mean"] - full[m]["overall"]["mean"]
+                )
                 cells.append("" if key == v else _signed(change))
             rows.append([e(key if key != v else f"{v} (all streams)"), *cells])
     headers = [h for m in ZEROING for h in (e(LABEL[m]), "change")]
@@ -604,9 +738,18 @@ def gates_table(inp: Inputs) -> str | None:
             rows.append([e(v), e(s), _num(best.get(f"gate_{s}"), 3), _ci(g[s]["overall"], 3), *conds, *kinds])
     if not rows:
         return None
-    return table(["variant", "stream", "validation, best step", "test, overall",
-                  *(f"test @ {snr} dB" for snr in inp.snrs), *(f"test, {k}" for k in noise_kinds(inp.summaries))],
-                 rows, "num")
+    return table(
+        [
+            "variant",
+            "stream",
+            "validation, best step",
+            "test, overall",
+            *(f"test @ {snr} dB" for snr in inp.snrs),
+            *(f"test, {k}" for k in noise_kinds(inp.summaries)),
+        ],
+        rows,
+        "num",
+    )
 
 
 def data_uri(mime: str, data: bytes) -> str:
@@ -634,23 +777,38 @@ def sample_card(inp: Inputs, k: int, s: dict) -> str:
     for key, data in audio.items():
         system = REF_SYSTEM.get(key, key)
         item = inp.items.get(system, {}).get(s["mix_id"]) if key != "clean" else None
-        score = ("" if item is None else
-                 f"SI-SNRi speech-active {_signed(item['si_snri_active'])} dB, ΔPESQ-WB {_signed(item['delta_pesq_wb'], 3)}, "
-                 f"ΔESTOI {_signed(item['delta_estoi'], 3)}")
+        score = (
+            ""
+            if item is None
+            else f"SI-SNRi speech-active {_signed(item['si_snri_active'])} dB, ΔPESQ-WB {_signed(item['delta_pesq_wb'], 3)}, "
+            f"ΔESTOI {_signed(item['delta_estoi'], 3)}"
+        )
         gates = s["variants"].get(key, {}).get("gates") or {}
         if gates:
             score += "; gates " + ", ".join(f"{m} {g:.2f}" for m, g in gates.items())
-        spec = spectrogram_image({f"{names[key]}: {s['mix_id']}, {where}": signals[key]}, "", vlim,
-                                 width_in=7.2, row_in=1.6, dpi=80, fmt="jpeg")
-        rows.append(f'<div class="system"><div class="who"><strong>{e(names[key])}</strong><br><small>{e(score)}</small>'
-                    f'<br><audio controls preload="metadata" src="{data_uri("audio/flac", data)}"></audio></div>'
-                    f'<img alt="spectrogram of {e(names[key])} for {e(s["mix_id"])}" src="{data_uri("image/jpeg", spec)}">'
-                    "</div>")
+        spec = spectrogram_image(
+            {f"{names[key]}: {s['mix_id']}, {where}": signals[key]},
+            "",
+            vlim,
+            width_in=7.2,
+            row_in=1.6,
+            dpi=80,
+            fmt="jpeg",
+        )
+        rows.append(
+            f'<div class="system"><div class="who"><strong>{e(names[key])}</strong><br><small>{e(score)}</small>'
+            f'<br><audio controls preload="metadata" src="{data_uri("audio/flac", data)}"></audio></div>'
+            f'<img alt="spectrogram of {e(names[key])} for {e(s["mix_id"])}" src="{data_uri("image/jpeg", spec)}">'
+            "</div>"
+        )
     mouth = _file(ref_dir, s["mouth"])
-    return (f'<section class="sample" id="sample-{k}"><h3>{k}. {e(s["mix_id"])}: speaker {s["speaker"]}, {e(where)}, '
-            f'{s["duration_s"]:.2f} s</h3>'
-            f'<img class="mouth" alt="RGB and thermal mouth crops of {e(s["utt_id"])}" src="{data_uri("image/png", mouth)}">'
-            + "".join(rows) + "</section>")
+    return (
+        f'<section class="sample" id="sample-{k}"><h3>{k}. {e(s["mix_id"])}: speaker {s["speaker"]}, {e(where)}, '
+        f"{s['duration_s']:.2f} s</h3>"
+        f'<img class="mouth" alt="RGB and thermal mouth crops of {e(s["utt_id"])}" src="{data_uri("image/png", mouth)}">'
+        + "".join(rows)
+        + "</section>"
+    )
 
 
 STYLE = """
@@ -685,55 +843,88 @@ def render(inp: Inputs, extra: Sequence[tuple[str, str, str]] = ()) -> str:
     sections = [
         ("answer", "The answer", f'<p class="answer">{answer_html}</p>'),
         *extra,
-        ("headline", "All systems on the test mixtures",
-         f"<p>Mean <small>[95% bootstrap CI]</small> over {n_items} frozen test mixtures (<code>{e(inp.test_list)}</code>); "
-         "<code>x/no_rgb</code> = variant x with that stream zeroed at test time; ▼ red: worse than the noisy input.</p>"
-         + headline_table(inp) + f"<p><small>{markdown_inline(EXPLANATION)}</small></p>"),
+        (
+            "headline",
+            "All systems on the test mixtures",
+            f"<p>Mean <small>[95% bootstrap CI]</small> over {n_items} frozen test mixtures (<code>{e(inp.test_list)}</code>); "
+            "<code>x/no_rgb</code> = variant x with that stream zeroed at test time; ▼ red: worse than the noisy input.</p>"
+            + headline_table(inp)
+            + f"<p><small>{markdown_inline(EXPLANATION)}</small></p>",
+        ),
         ("worse", "Worse than the noisy input", flags_table(flags)),
         ("snr", "Per input SNR", snr_chart(inp) + snr_table(inp)),
-        ("environment", "Per noise environment",
-         f"<p>{e(LABEL[PRIMARY])} per test environment (its noise kind in brackets).</p>"
-         + environment_chart(inp) + environment_table(inp)),
-        ("paired", "Paired tests",
-         f"<p>Wilcoxon signed-rank tests paired by mixture, Bonferroni-corrected over the "
-         f"{len(inp.variants) * (len(inp.variants) - 1) // 2} variant pairs of each metric "
-         "(<code>results/compare.json</code>); the difference is the later variant minus the earlier one; "
-         "the CI is the 95% bootstrap CI of the mean paired difference.</p>" + paired_table(inp)),
-        ("zeroing", "Stream zeroing",
-         "<p>Each variant with one visual stream replaced by zeros at test time (mean <small>[95% CI]</small>; "
-         "<em>change</em>: against the same variant with all its streams). A large drop means the model relies on "
-         "that stream.</p>" + zeroing_table(inp)),
-        ("training", "Training curves",
-         "<p>Validation on the frozen validation list every <code>train.eval_every</code> steps; ★ the checkpoint "
-         "kept (best validation SI-SNRi speech-active).</p>" + training_chart(inp)),
-        ("gates", "Gate values",
-         ("<p>The learned sigmoid gate of each visual stream (0: the stream is shut out of the fusion, 1: fully "
-          "used): on the validation list during training, and on the test mixtures (mean <small>[95% CI]</small>). "
-          "A gate sees only its own stream's video, not the audio: where every utterance is mixed at every input "
-          "SNR, its per-SNR means are the same.</p>"
-          + (gates_svg or "") + (gates_tab or "")
-          + ("<p>Per test mixture: each gate against the input SNR, and against what zeroing that stream costs "
-             "on that mixture (SI-SNRi speech-active with all streams minus with that one zeroed): a gate that "
-             "tracks reliance rises with the cost.</p>" + gates_items if gates_items else "")) if gates_tab else
-         "<p>No variant has gates (a gate per stream exists only with two or more visual streams).</p>"),
-        ("samples", "Listen",
-         f"<p>{len(inp.samples)} test mixtures spread over speakers, input SNRs and noise environments (the same for "
-         "every system; chosen by <code>tavse.evaluation.samples.select_samples</code>). Audio: 16-bit FLAC at 16 kHz, "
-         "every signal of a mixture at one gain. Spectrograms of a mixture share one colour scale, from the clean "
-         "target's loudest bin down 80 dB. Each strip shows the mouth crops the models see: RGB above, thermal "
-         "(temperature order, inferno colours) below.</p>" + samples),
+        (
+            "environment",
+            "Per noise environment",
+            f"<p>{e(LABEL[PRIMARY])} per test environment (its noise kind in brackets).</p>"
+            + environment_chart(inp)
+            + environment_table(inp),
+        ),
+        (
+            "paired",
+            "Paired tests",
+            f"<p>Wilcoxon signed-rank tests paired by mixture, Bonferroni-corrected over the "
+            f"{len(inp.variants) * (len(inp.variants) - 1) // 2} variant pairs of each metric "
+            "(<code>results/compare.json</code>); the difference is the later variant minus the earlier one; "
+            "the CI is the 95% bootstrap CI of the mean paired difference.</p>" + paired_table(inp),
+        ),
+        (
+            "zeroing",
+            "Stream zeroing",
+            "<p>Each variant with one visual stream replaced by zeros at test time (mean <small>[95% CI]</small>; "
+            "<em>change</em>: against the same variant with all its streams). A large drop means the model relies on "
+            "that stream.</p>" + zeroing_table(inp),
+        ),
+        (
+            "training",
+            "Training curves",
+            "<p>Validation on the frozen validation list every <code>train.eval_every</code> steps; ★ the checkpoint "
+            "kept (best validation SI-SNRi speech-active).</p>" + training_chart(inp),
+        ),
+        (
+            "gates",
+            "Gate values",
+            (
+                "<p>The learned sigmoid gate of each visual stream (0: the stream is shut out of the fusion, 1: fully "
+                "used): on the validation list during training, and on the test mixtures (mean <small>[95% CI]</small>). "
+                "A gate sees only its own stream's video, not the audio: where every utterance is mixed at every input "
+                "SNR, its per-SNR means are the same.</p>"
+                + (gates_svg or "")
+                + (gates_tab or "")
+                + (
+                    "<p>Per test mixture: each gate against the input SNR, and against what zeroing that stream costs "
+                    "on that mixture (SI-SNRi speech-active with all streams minus with that one zeroed): a gate that "
+                    "tracks reliance rises with the cost.</p>" + gates_items
+                    if gates_items
+                    else ""
+                )
+            )
+            if gates_tab
+            else "<p>No variant has gates (a gate per stream exists only with two or more visual streams).</p>",
+        ),
+        (
+            "samples",
+            "Listen",
+            f"<p>{len(inp.samples)} test mixtures spread over speakers, input SNRs and noise environments (the same for "
+            "every system; chosen by <code>tavse.evaluation.samples.select_samples</code>). Audio: 16-bit FLAC at 16 kHz, "
+            "every signal of a mixture at one gain. Spectrograms of a mixture share one colour scale, from the clean "
+            "target's loudest bin down 80 dB. Each strip shows the mouth crops the models see: RGB above, thermal "
+            "(temperature order, inferno colours) below.</p>" + samples,
+        ),
     ]
     nav = "".join(f'<a href="#{k}">{e(title)}</a>' for k, title, _ in sections)
     body = "".join(f'<h2 id="{k}">{e(title)}</h2>{content}' for k, title, content in sections)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<title>TAVSE report: does thermal video of the mouth help remove noise?</title>"
-            f"<style>{STYLE}</style></head><body>"
-            "<h1>TAVSE: does thermal video of the mouth help remove noise?</h1>"
-            f"<p><small>Audio only vs audio+RGB vs audio+thermal vs audio+RGB+thermal, one architecture and one training "
-            f"recipe. Generated by the <code>report</code> stage from <code>results/</code>, <code>dvclive/</code> and "
-            f"<code>models/*/summary.json</code>; self-contained (no script, no external file).</small></p>"
-            f"<nav>{nav}</nav>{body}</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>TAVSE report: does thermal video of the mouth help remove noise?</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>TAVSE: does thermal video of the mouth help remove noise?</h1>"
+        f"<p><small>Audio only vs audio+RGB vs audio+thermal vs audio+RGB+thermal, one architecture and one training "
+        f"recipe. Generated by the <code>report</code> stage from <code>results/</code>, <code>dvclive/</code> and "
+        f"<code>models/*/summary.json</code>; self-contained (no script, no external file).</small></p>"
+        f"<nav>{nav}</nav>{body}</body></html>\n"
+    )
 
 
 def write_report_page(cfg: Config, extra: Sequence[tuple[str, str, str]] = (), path: Path | None = None) -> Path:
@@ -743,6 +934,7 @@ def write_report_page(cfg: Config, extra: Sequence[tuple[str, str, str]] = (), p
     path = Path(cfg.evaluation.out_dir) / "report.html" if path is None else path
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    logging.getLogger("tavse.report").info("report done: %s (%.0f kB, self-contained: open it in a browser)", path,
-                                           len(page.encode()) / 1000)
+    logging.getLogger("tavse.report").info(
+        "report done: %s (%.0f kB, self-contained: open it in a browser)", path, len(page.encode()) / 1000
+    )
     return path

@@ -27,8 +27,13 @@ HEADLINE = ("si_snri", "si_snri_active", "pesq_wb", "estoi", "stoi", "sdr")  # t
 # Paired tests shown in compare.md (compare.json holds them for every metric).
 TESTED = ("si_snri", "si_snri_active", "pesq_wb", "delta_pesq_wb", "estoi", "delta_estoi", "stoi", "sdr")
 # The per-variant table against the noisy input and the oracle.
-AGAINST_INPUT = {"si_snri": "SI-SNRi (dB)", "si_snri_active": "SI-SNRi speech-active (dB)",
-                 "silence_atten_db": "silence atten. (dB)", "delta_pesq_wb": "ΔPESQ-WB", "delta_estoi": "ΔESTOI"}
+AGAINST_INPUT = {
+    "si_snri": "SI-SNRi (dB)",
+    "si_snri_active": "SI-SNRi speech-active (dB)",
+    "silence_atten_db": "silence atten. (dB)",
+    "delta_pesq_wb": "ΔPESQ-WB",
+    "delta_estoi": "ΔESTOI",
+}
 # A mean below 0 of these says the system is worse than its own noisy input.
 WORSE_BELOW_ZERO = {"delta_estoi": "ΔESTOI", "delta_pesq_wb": "ΔPESQ-WB", "si_snri_active": "SI-SNRi speech-active"}
 NOISY, ORACLE = "noisy (input)", "oracle IRM (ceiling)"
@@ -43,7 +48,8 @@ EXPLANATION = (
     "through; negative: attenuated). ΔPESQ-WB and ΔESTOI are the enhanced score minus the noisy input's on "
     "the same mixture; ESTOI ignores silent frames, so ΔESTOI sees only what happens inside speech. "
     "Below 0, any of ΔESTOI, ΔPESQ-WB and SI-SNRi speech-active means the output is worse than the input "
-    "it was given.\n")
+    "it was given.\n"
+)
 
 
 def _ci(s: dict | None) -> str:
@@ -85,14 +91,15 @@ def is_worse(metric: str, stat: dict | None) -> bool:
     return metric in WORSE_BELOW_ZERO and stat is not None and stat["mean"] is not None and stat["mean"] < 0
 
 
-def against_input_table(name: str, summary: dict, noisy: dict, oracle: dict, snrs: list[str],
-                        kinds: list[str]) -> str:
+def against_input_table(name: str, summary: dict, noisy: dict, oracle: dict, snrs: list[str], kinds: list[str]) -> str:
     """Markdown: per condition (overall, noise kind, SNR) the system, the noisy input and the oracle
     side by side on AGAINST_INPUT; a cell worse than the noisy input is in bold."""
     rows = []
     labels = [label for label, _ in groups(summary["si_snri"], snrs, kinds)]
-    per_system = {sys_name: {m: dict(groups(s[m], snrs, kinds)) for m in AGAINST_INPUT}
-                  for sys_name, s in ((name, summary), (NOISY, noisy), (ORACLE, oracle))}
+    per_system = {
+        sys_name: {m: dict(groups(s[m], snrs, kinds)) for m in AGAINST_INPUT}
+        for sys_name, s in ((name, summary), (NOISY, noisy), (ORACLE, oracle))
+    }
     for label in labels:
         for sys_name, stats in per_system.items():
             row = {"condition": label, "system": sys_name}
@@ -118,22 +125,36 @@ def worse_than_input(summaries: dict[str, dict], snrs: list[str], kinds: list[st
         for metric in WORSE_BELOW_ZERO:
             for label, stat in groups(s[metric], snrs, kinds):
                 if is_worse(metric, stat):
-                    flags.append({"system": system, "metric": WORSE_BELOW_ZERO[metric], "condition": label,
-                                  "mean": stat["mean"], "ci95_low": stat["ci95_low"], "ci95_high": stat["ci95_high"],
-                                  "ci_below_zero": stat["ci95_high"] is not None and stat["ci95_high"] < 0,
-                                  "n": stat["n"]})
+                    flags.append(
+                        {
+                            "system": system,
+                            "metric": WORSE_BELOW_ZERO[metric],
+                            "condition": label,
+                            "mean": stat["mean"],
+                            "ci95_low": stat["ci95_low"],
+                            "ci95_high": stat["ci95_high"],
+                            "ci_below_zero": stat["ci95_high"] is not None and stat["ci95_high"] < 0,
+                            "n": stat["n"],
+                        }
+                    )
     return flags
 
 
 def flags_section(flags: list[dict]) -> str:
     """Markdown for :func:`worse_than_input`'s rows (or a line saying there are none)."""
     if not flags:
-        return "No system is worse than its noisy input on ΔESTOI, ΔPESQ-WB or SI-SNRi speech-active, in any condition.\n"
-    return (f"**FLAG: {len(flags)} (system, metric, condition) cells where a system is worse than its noisy "
-            "input** (mean below 0; `CI below 0` = the whole 95 % CI is):\n\n"
-            + markdown_table(flags, ["system", "metric", "condition", "mean", "ci95_low", "ci95_high", "ci_below_zero",
-                                     "n"], headers=["system", "metric", "condition", "mean", "CI low", "CI high",
-                                                    "CI below 0", "n"]))
+        return (
+            "No system is worse than its noisy input on ΔESTOI, ΔPESQ-WB or SI-SNRi speech-active, in any condition.\n"
+        )
+    return (
+        f"**FLAG: {len(flags)} (system, metric, condition) cells where a system is worse than its noisy "
+        "input** (mean below 0; `CI below 0` = the whole 95 % CI is):\n\n"
+        + markdown_table(
+            flags,
+            ["system", "metric", "condition", "mean", "ci95_low", "ci95_high", "ci_below_zero", "n"],
+            headers=["system", "metric", "condition", "mean", "CI low", "CI high", "CI below 0", "n"],
+        )
+    )
 
 
 def compare(cfg: Config) -> dict:
@@ -155,36 +176,73 @@ def compare(cfg: Config) -> dict:
     metrics = {t["metric"]: {} for t in tests}
     for t in tests:
         metrics[t["metric"]][f"{t['a']}_vs_{t['b']}"] = {
-            "median_difference": t["median_difference"], "mean_difference": t["mean_difference"],
-            "diff_ci95_low": t["diff_ci95_low"], "diff_ci95_high": t["diff_ci95_high"],
-            "effect_size": t["effect_size"], "p_value": t["p_value"], "p_adjusted": t["p_adjusted"],
-            "significant": t["significant"], "n_pairs": t["n_pairs"]}
+            "median_difference": t["median_difference"],
+            "mean_difference": t["mean_difference"],
+            "diff_ci95_low": t["diff_ci95_low"],
+            "diff_ci95_high": t["diff_ci95_high"],
+            "effect_size": t["effect_size"],
+            "p_value": t["p_value"],
+            "p_adjusted": t["p_adjusted"],
+            "significant": t["significant"],
+            "n_pairs": t["n_pairs"],
+        }
     write_json(out / "compare.json", metrics)
-    cols = ["metric", "a", "b", "n_pairs", "median_difference", "diff_ci95_low", "diff_ci95_high", "effect_size",
-            "p_value", "p_adjusted", "significant"]
-    compare_md = ("Paired Wilcoxon signed-rank tests by mixture ID (a − b), Bonferroni-corrected over "
-                  f"{len(variants) * (len(variants) - 1) // 2} variant pairs per metric; effect size = matched-pairs "
-                  "rank-biserial correlation.\n\n"
-                  + markdown_table(sorted((t for t in tests if t["metric"] in TESTED),
-                                          key=lambda t: TESTED.index(t["metric"])), cols,
-                                   floatfmt={"p_value": ".2e", "p_adjusted": ".2e"}) + "\n")
+    cols = [
+        "metric",
+        "a",
+        "b",
+        "n_pairs",
+        "median_difference",
+        "diff_ci95_low",
+        "diff_ci95_high",
+        "effect_size",
+        "p_value",
+        "p_adjusted",
+        "significant",
+    ]
+    compare_md = (
+        "Paired Wilcoxon signed-rank tests by mixture ID (a − b), Bonferroni-corrected over "
+        f"{len(variants) * (len(variants) - 1) // 2} variant pairs per metric; effect size = matched-pairs "
+        "rank-biserial correlation.\n\n"
+        + markdown_table(
+            sorted((t for t in tests if t["metric"] in TESTED), key=lambda t: TESTED.index(t["metric"])),
+            cols,
+            floatfmt={"p_value": ".2e", "p_adjusted": ".2e"},
+        )
+        + "\n"
+    )
     snrs = [f"{s:+g}" for s in cfg.evaluation.snrs_db]
     kinds = noise_kinds(summaries)
-    against = "".join(f"### {v}\n\n" + against_input_table(v, summaries[v], ref["noisy"], ref["oracle_irm"], snrs, kinds)
-                      + "\n" for v in variants)
-    report = ("# TAVSE results\n\nMean [95% bootstrap CI] on the frozen test mixtures "
-              f"(`{cfg.evaluation.test_mixtures}`); `x/no_rgb` = variant x with that stream zeroed.\n\n"
-              + results_table(summaries, snrs) + "\n" + EXPLANATION
-              + "\n## Worse than the noisy input\n\n" + flags_section(worse_than_input(summaries, snrs, kinds))
-              + "\n## Against the noisy input and the oracle, per noise kind and input SNR\n\n"
-              "Each variant (all streams) beside the noisy input (floor) and the oracle IRM (ceiling) on the same "
-              "mixtures; mean [95% bootstrap CI]; a **bold** cell is worse than the noisy input.\n\n"
-              + against + "\n## Paired comparisons\n\n" + compare_md)
+    against = "".join(
+        f"### {v}\n\n" + against_input_table(v, summaries[v], ref["noisy"], ref["oracle_irm"], snrs, kinds) + "\n"
+        for v in variants
+    )
+    report = (
+        "# TAVSE results\n\nMean [95% bootstrap CI] on the frozen test mixtures "
+        f"(`{cfg.evaluation.test_mixtures}`); `x/no_rgb` = variant x with that stream zeroed.\n\n"
+        + results_table(summaries, snrs)
+        + "\n"
+        + EXPLANATION
+        + "\n## Worse than the noisy input\n\n"
+        + flags_section(worse_than_input(summaries, snrs, kinds))
+        + "\n## Against the noisy input and the oracle, per noise kind and input SNR\n\n"
+        "Each variant (all streams) beside the noisy input (floor) and the oracle IRM (ceiling) on the same "
+        "mixtures; mean [95% bootstrap CI]; a **bold** cell is worse than the noisy input.\n\n"
+        + against
+        + "\n## Paired comparisons\n\n"
+        + compare_md
+    )
     with atomic_path(out / "compare.md") as tmp:
         tmp.write_text(compare_md)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(report)
     shown = [t for t in tests if t["metric"] in TESTED]
-    log.info("compare done: %s, %s, %s; %d of %d paired tests significant after correction", out / "report.md",
-             out / "compare.md", out / "compare.json", sum(bool(t["significant"]) for t in shown), len(shown))
+    log.info(
+        "compare done: %s, %s, %s; %d of %d paired tests significant after correction",
+        out / "report.md",
+        out / "compare.md",
+        out / "compare.json",
+        sum(bool(t["significant"]) for t in shown),
+        len(shown),
+    )
     return metrics

@@ -19,10 +19,31 @@ from tavse.evaluation.stats import group_summary
 # cannot raise it); silence_atten_db: output over input energy where the target is silent;
 # delta_*: the enhanced score minus the noisy input's score on the same mixture (< 0: worse than
 # doing nothing).
-METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_snr", "si_snri", "sdr",
-           "si_snri_active", "silence_atten_db", "delta_pesq_wb", "delta_estoi")
-ITEM_FIELDS = ("mix_id", "utt_id", "speaker", "snr_db", "noise_env", "noise_kind", "system", "condition", *METRICS,
-               "failures")
+METRICS = (
+    "pesq_wb",
+    "pesq_nb",
+    "stoi",
+    "estoi",
+    "si_snr",
+    "si_snri",
+    "sdr",
+    "si_snri_active",
+    "silence_atten_db",
+    "delta_pesq_wb",
+    "delta_estoi",
+)
+ITEM_FIELDS = (
+    "mix_id",
+    "utt_id",
+    "speaker",
+    "snr_db",
+    "noise_env",
+    "noise_kind",
+    "system",
+    "condition",
+    *METRICS,
+    "failures",
+)
 HEADLINE = ("si_snri", "si_snri_active", "pesq_wb", "estoi")  # the DVC metrics, overall (headline_metrics)
 BY_SNR_PLOT = ("si_snri", "si_snri_active")  # si_snri_by_snr.csv: mean and 95 % CI per input SNR (dvc plots)
 log = logging.getLogger("tavse.evaluate")
@@ -47,8 +68,12 @@ def write_items(path: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=ITEM_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if k == "failures" else r[k])
-                    for k in ITEM_FIELDS})
+        w.writerow(
+            {
+                k: ("" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if k == "failures" else r[k])
+                for k in ITEM_FIELDS
+            }
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 
@@ -94,16 +119,19 @@ def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | N
     that of ``snrs_db`` when given (so every variant has the same keys), else the lowest found.
     """
     full, headline = {}, {}
-    for (system, condition) in sorted({(r["system"], r["condition"]) for r in rows}):
+    for system, condition in sorted({(r["system"], r["condition"]) for r in rows}):
         sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
         key = system if condition == "full" else f"{system}/{condition}"
         full[key] = {}
         for m in METRICS:
             by_snr = {f"{k:+g}": v for k, v in group_summary(sel, m, "snr_db", seed, n_boot).items()}
             by_kind = group_summary(sel, m, "noise_kind", seed, n_boot)
-            full[key][m] = {"overall": group_summary(sel, m, None, seed, n_boot)["all"], "by_snr": by_snr,
-                            "by_noise": group_summary(sel, m, "noise_env", seed, n_boot),
-                            "by_noise_kind": by_kind}
+            full[key][m] = {
+                "overall": group_summary(sel, m, None, seed, n_boot)["all"],
+                "by_snr": by_snr,
+                "by_noise": group_summary(sel, m, "noise_env", seed, n_boot),
+                "by_noise_kind": by_kind,
+            }
         if condition == "full":
             headline[system] = headline_metrics(full[key], snrs_db or sorted({r["snr_db"] for r in sel}))
     return headline, full
@@ -113,8 +141,14 @@ def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_system: str | None = None,
-                  snrs_db: list[float] | None = None) -> dict:
+def write_results(
+    out: Path,
+    rows: list[dict],
+    seed: int,
+    n_boot: int,
+    plot_system: str | None = None,
+    snrs_db: list[float] | None = None,
+) -> dict:
     """items.csv, metrics.json, summary.json and (for ``plot_system``) si_snri_by_snr.csv into ``out``.
 
     metrics.json is ``plot_system``'s :func:`headline_metrics` (a variant's DVC metrics); without
@@ -129,7 +163,8 @@ def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_syst
         header = ["snr_db", *(f"{m}{c}" for m in BY_SNR_PLOT for c in ("", "_ci95_low", "_ci95_high"))]
         lines = [",".join(header)] + [
             ",".join([k, *(_cell(by_snr[m][k][c]) for m in BY_SNR_PLOT for c in ("mean", "ci95_low", "ci95_high"))])
-            for k in by_snr["si_snri"]]
+            for k in by_snr["si_snri"]
+        ]
         with atomic_path(out / "si_snri_by_snr.csv") as tmp:
             tmp.write_text("\n".join(lines) + "\n")
     log.info("%s: %s", out, headline_text(headline))
@@ -138,10 +173,13 @@ def write_results(out: Path, rows: list[dict], seed: int, n_boot: int, plot_syst
 
 def headline_text(headline: dict) -> str:
     """The headline numbers of each system (:func:`summarise`'s DVC metrics, full input), one line."""
+
     def number(metrics: dict, key: str, fmt: str) -> str:
         value = metrics.get(key)
         return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
 
-    return "; ".join(f"{system}: SI-SNRi {number(m, 'si_snri', '.2f')} dB, speech-active "
-                     f"{number(m, 'si_snri_active', '.2f')} dB, ESTOI {number(m, 'estoi', '.3f')}"
-                     for system, m in headline.items())
+    return "; ".join(
+        f"{system}: SI-SNRi {number(m, 'si_snri', '.2f')} dB, speech-active "
+        f"{number(m, 'si_snri_active', '.2f')} dB, ESTOI {number(m, 'estoi', '.3f')}"
+        for system, m in headline.items()
+    )

@@ -23,8 +23,8 @@ import soundfile as sf
 
 SAMPLE_RATE = 16000
 SAMPLES_JSON = "samples.json"
-PEAK = 0.99          # playback gain: the noisy input's peak is brought to at most this
-STRIP_FRAMES = 8     # mouth crops shown per sample, evenly spread over the utterance
+PEAK = 0.99  # playback gain: the noisy input's peak is brought to at most this
+STRIP_FRAMES = 8  # mouth crops shown per sample, evenly spread over the utterance
 # What spreads the samples, in the order ties are broken (the utterance last: two mixtures of
 # one utterance are only both chosen once every utterance has one).
 FACETS = ("speaker", "snr_db", "noise_kind", "noise_env", "utt_id")
@@ -50,9 +50,11 @@ def select_samples(mixtures: Sequence[Any], n: int) -> list[Any]:
     used: list[Counter] = [Counter() for _ in FACETS]
     chosen: list[Any] = []
     while pool and len(chosen) < n:
+
         def cost(m: Any) -> tuple:
             counts = [c[v] for c, v in zip(used, _facets(m))]
             return (sum(counts), *counts, m.mix_id)
+
         pick = min(pool, key=cost)
         pool.remove(pick)
         chosen.append(pick)
@@ -63,8 +65,15 @@ def select_samples(mixtures: Sequence[Any], n: int) -> list[Any]:
 
 def sample_meta(m: Any, n_samples: int) -> dict[str, Any]:
     """What a person reads beside a sample (and what the report checks every variant agrees on)."""
-    return {"mix_id": m.mix_id, "utt_id": m.utt_id, "speaker": speaker_of(m.utt_id), "snr_db": m.snr_db,
-            "noise_env": m.noise_env, "noise_kind": m.noise_kind, "duration_s": round(n_samples / SAMPLE_RATE, 4)}
+    return {
+        "mix_id": m.mix_id,
+        "utt_id": m.utt_id,
+        "speaker": speaker_of(m.utt_id),
+        "snr_db": m.snr_db,
+        "noise_env": m.noise_env,
+        "noise_kind": m.noise_kind,
+        "duration_s": round(n_samples / SAMPLE_RATE, 4),
+    }
 
 
 def playback_gain(noisy: np.ndarray) -> float:
@@ -77,8 +86,9 @@ def playback_gain(noisy: np.ndarray) -> float:
 def flac_bytes(x: np.ndarray, gain: float = 1.0) -> bytes:
     """Mono float samples, scaled by ``gain`` and clipped to [-1, 1], as 16-bit FLAC at 16 kHz."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(x, dtype=np.float64) * gain, -1.0, 1.0), SAMPLE_RATE, format="FLAC",
-             subtype="PCM_16")
+    sf.write(
+        buf, np.clip(np.asarray(x, dtype=np.float64) * gain, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16"
+    )
     return buf.getvalue()
 
 
@@ -93,8 +103,8 @@ def read_audio(data: bytes | str | Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- figures
 
-FLOOR_DB = -120.0   # silence: the log of zero would be -inf (and a divide-by-zero warning)
-RANGE_DB = 80.0     # colour scale: from this far below the loudest bin of the clean target
+FLOOR_DB = -120.0  # silence: the log of zero would be -inf (and a divide-by-zero warning)
+RANGE_DB = 80.0  # colour scale: from this far below the loudest bin of the clean target
 
 
 def spectrogram_db(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -139,20 +149,37 @@ def _pyplot():
     return plt
 
 
-def spectrogram_image(signals: Mapping[str, np.ndarray], title: str, vlim: tuple[float, float], *,
-                      width_in: float = 7.0, row_in: float = 1.55, dpi: int = 80, fmt: str = "png") -> bytes:
+def spectrogram_image(
+    signals: Mapping[str, np.ndarray],
+    title: str,
+    vlim: tuple[float, float],
+    *,
+    width_in: float = 7.0,
+    row_in: float = 1.55,
+    dpi: int = 80,
+    fmt: str = "png",
+) -> bytes:
     """One labelled spectrogram per entry of ``signals`` (label -> samples at 16 kHz), stacked,
     on one colour scale ``vlim`` (dB) with its colour bar; time in s, frequency in kHz; as PNG or JPEG.
     ``title`` (over all rows) may be empty."""
     plt = _pyplot()
     n = len(signals)
-    fig, axes = plt.subplots(n, 1, figsize=(width_in, 0.55 + row_in * n), sharex=True, squeeze=False,
-                             layout="constrained", dpi=dpi)
+    fig, axes = plt.subplots(
+        n, 1, figsize=(width_in, 0.55 + row_in * n), sharex=True, squeeze=False, layout="constrained", dpi=dpi
+    )
     im = None
     for ax, (label, x) in zip(axes[:, 0], signals.items()):
         s = spectrogram_db(x)
-        im = ax.imshow(s, origin="lower", aspect="auto", cmap="magma", vmin=vlim[0], vmax=vlim[1],
-                       extent=(0, len(x) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000), interpolation="nearest")
+        im = ax.imshow(
+            s,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=vlim[0],
+            vmax=vlim[1],
+            extent=(0, len(x) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000),
+            interpolation="nearest",
+        )
         ax.set_ylabel("frequency (kHz)", fontsize=8)
         ax.set_title(label, fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
@@ -167,8 +194,7 @@ def spectrogram_image(signals: Mapping[str, np.ndarray], title: str, vlim: tuple
     return data
 
 
-def mouth_strip_png(rgb: np.ndarray, thermal: np.ndarray, fps: float, title: str,
-                    n: int = STRIP_FRAMES) -> bytes:
+def mouth_strip_png(rgb: np.ndarray, thermal: np.ndarray, fps: float, title: str, n: int = STRIP_FRAMES) -> bytes:
     """The RGB (T, 3, S, S) and thermal (T, 1, S, S) mouth crops (values in [0, 1]) of ``n`` frames
     evenly spread over the utterance, one row each, every column labelled with its time."""
     plt = _pyplot()
@@ -176,8 +202,9 @@ def mouth_strip_png(rgb: np.ndarray, thermal: np.ndarray, fps: float, title: str
     if thermal.shape[0] != t:
         raise ValueError(f"{title}: {t} RGB frames but {thermal.shape[0]} thermal frames")
     idx = np.unique(np.linspace(0, t - 1, min(n, t)).round().astype(int))
-    fig, axes = plt.subplots(2, len(idx), figsize=(0.95 * len(idx) + 0.6, 2.45), squeeze=False,
-                             layout="constrained", dpi=80)
+    fig, axes = plt.subplots(
+        2, len(idx), figsize=(0.95 * len(idx) + 0.6, 2.45), squeeze=False, layout="constrained", dpi=80
+    )
     for col, k in enumerate(idx):
         axes[0, col].imshow(np.clip(rgb[k].transpose(1, 2, 0), 0, 1), interpolation="nearest")
         axes[1, col].imshow(thermal[k, 0], cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
@@ -194,8 +221,9 @@ def mouth_strip_png(rgb: np.ndarray, thermal: np.ndarray, fps: float, title: str
 
 
 def write_samples_json(folder: Path, samples: list[dict], **extra: Any) -> None:
-    (folder / SAMPLES_JSON).write_text(json.dumps({"sample_rate": SAMPLE_RATE, **extra, "samples": samples},
-                                                  indent=2, sort_keys=True) + "\n")
+    (folder / SAMPLES_JSON).write_text(
+        json.dumps({"sample_rate": SAMPLE_RATE, **extra, "samples": samples}, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def read_samples_json(folder: str | Path) -> dict:

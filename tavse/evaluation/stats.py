@@ -28,8 +28,9 @@ def _present(values: Iterable[float | None]) -> np.ndarray:
     return np.array([float(v) for v in values if not _is_missing(v)], dtype=np.float64)
 
 
-def bootstrap_ci(values: Iterable[float | None], seed: int, n_boot: int = 2000,
-                 alpha: float = ALPHA) -> tuple[float | None, float | None]:
+def bootstrap_ci(
+    values: Iterable[float | None], seed: int, n_boot: int = 2000, alpha: float = ALPHA
+) -> tuple[float | None, float | None]:
     """Percentile-bootstrap ``(1 - alpha)`` confidence interval of the mean, ignoring None/NaN.
 
     Resamples the present values with replacement ``n_boot`` times using
@@ -48,7 +49,7 @@ def bootstrap_ci(values: Iterable[float | None], seed: int, n_boot: int = 2000,
     chunk = max(1, _BOOT_CHUNK_ELEMENTS // n)
     for start in range(0, n_boot, chunk):
         rows = min(chunk, n_boot - start)
-        means[start:start + rows] = x[rng.integers(0, n, size=(rows, n))].mean(axis=1)
+        means[start : start + rows] = x[rng.integers(0, n, size=(rows, n))].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
@@ -79,8 +80,9 @@ def _sorted_keys(keys: Iterable[Hashable]) -> list[Hashable]:
         return sorted(keys, key=repr)
 
 
-def group_summary(rows: Sequence[Mapping[str, Any]], metric: str, by: str | None,
-                  seed: int, n_boot: int = 2000) -> dict[Hashable, dict[str, Any]]:
+def group_summary(
+    rows: Sequence[Mapping[str, Any]], metric: str, by: str | None, seed: int, n_boot: int = 2000
+) -> dict[Hashable, dict[str, Any]]:
     """:func:`summarize` of ``row[metric]`` per value of ``row[by]``, groups in sorted order.
 
     ``by=None`` gives one group, ``"all"``. A row without ``metric`` counts as missing; a
@@ -114,8 +116,9 @@ def rank_biserial(differences: np.ndarray) -> float | None:
     return (t_plus - t_minus) / (t_plus + t_minus)
 
 
-def _paired(a: Mapping[Hashable, float | None],
-            b: Mapping[Hashable, float | None]) -> tuple[np.ndarray, np.ndarray, int]:
+def _paired(
+    a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None]
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Values of the IDs present in both, in sorted-ID order, and how many IDs were left out."""
     ids = set(a) | set(b)
     paired = _sorted_keys(i for i in ids if not _is_missing(a.get(i)) and not _is_missing(b.get(i)))
@@ -156,9 +159,13 @@ def paired_wilcoxon(a: Mapping[Hashable, float | None], b: Mapping[Hashable, flo
     return out
 
 
-def compare_variants(per_variant: Mapping[str, Mapping[Hashable, Mapping[str, float | None]]],
-                     metrics: Sequence[str], seed: int, alpha: float = ALPHA,
-                     n_boot: int = 2000) -> list[dict[str, Any]]:
+def compare_variants(
+    per_variant: Mapping[str, Mapping[Hashable, Mapping[str, float | None]]],
+    metrics: Sequence[str],
+    seed: int,
+    alpha: float = ALPHA,
+    n_boot: int = 2000,
+) -> list[dict[str, Any]]:
     """Paired Wilcoxon tests for every unordered pair of variants, for each metric.
 
     ``per_variant[variant][item_id][metric]`` is the per-item value (a missing key counts
@@ -182,8 +189,18 @@ def compare_variants(per_variant: Mapping[str, Mapping[Hashable, Mapping[str, fl
             low, high = bootstrap_ci(x - y, seed, n_boot)
             p = test["p_value"]
             p_adj = None if p is None else min(1.0, p * len(pairs))
-            rows.append({"metric": metric, "a": va, "b": vb, **test, "diff_ci95_low": low, "diff_ci95_high": high,
-                         "p_adjusted": p_adj, "significant": p_adj is not None and p_adj < alpha})
+            rows.append(
+                {
+                    "metric": metric,
+                    "a": va,
+                    "b": vb,
+                    **test,
+                    "diff_ci95_low": low,
+                    "diff_ci95_high": high,
+                    "p_adjusted": p_adj,
+                    "significant": p_adj is not None and p_adj < alpha,
+                }
+            )
     return rows
 
 
@@ -200,8 +217,12 @@ def _cell(value: Any, fmt: str) -> str:
     return str(value).replace("|", r"\|")
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                   floatfmt: str | Mapping[str, str] = ".2f", headers: Sequence[str] | None = None) -> str:
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    floatfmt: str | Mapping[str, str] = ".2f",
+    headers: Sequence[str] | None = None,
+) -> str:
     """A GitHub-flavoured markdown table of ``rows`` restricted to ``columns``.
 
     ``floatfmt`` is a format spec for every float, or a per-column mapping (columns not in
@@ -216,8 +237,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
 
     def numeric(c: str) -> bool:
         vals = [row.get(c) for row in rows if not _is_missing(row.get(c))]
-        return bool(vals) and all(isinstance(v, (int, float, np.integer, np.floating))
-                                  and not isinstance(v, (bool, np.bool_)) for v in vals)
+        return bool(vals) and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in vals
+        )
 
     rule = ["---:" if numeric(c) else ":---" for c in columns]
     lines = ["| " + " | ".join(r) + " |" for r in [headers, rule, *body]]

@@ -65,8 +65,10 @@ def cmd_count(args) -> int:
 def cmd_task(args) -> int:
     exps = _plan(args)[0]
     if not 0 <= args.index < len(exps):
-        print(f"tavse.study: task {args.index} out of range: {len(exps)} experiment(s) in {args.sets or 'all sets'}",
-              file=sys.stderr)
+        print(
+            f"tavse.study: task {args.index} out of range: {len(exps)} experiment(s) in {args.sets or 'all sets'}",
+            file=sys.stderr,
+        )
         return 2
     exp = exps[args.index]
     print("\n".join([exp.name, *exp.set_args()]))
@@ -98,8 +100,9 @@ def _start_queue(jobs: int) -> None:
     # Not through pipes: the queue worker that `dvc queue start` leaves running inherits its
     # stdout and stderr, and reading a pipe to its end would wait for the whole queue.
     with tempfile.TemporaryFile("w+") as err:
-        code = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
-                              stderr=err).returncode
+        code = subprocess.run(
+            ["dvc", "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL, stderr=err
+        ).returncode
         if code:
             err.seek(0)
             raise SystemExit(f"tavse.study: `dvc queue start -j {jobs}` failed ({code}):\n{err.read().strip()}")
@@ -109,8 +112,11 @@ def cmd_queue(args) -> int:
     exps = _plan(args)[0]
     done = {run.name for run in experiments.list_runs(Path.cwd())}
     for exp in [e for e in exps if e.name in done]:
-        log.info("%s is already an experiment of HEAD: not queued again (`dvc exp remove %s` to run it anew)",
-                 exp.name, exp.name)
+        log.info(
+            "%s is already an experiment of HEAD: not queued again (`dvc exp remove %s` to run it anew)",
+            exp.name,
+            exp.name,
+        )
     exps = [e for e in exps if e.name not in done]
     for exp in exps:
         _dvc("exp", "run", "--queue", "-n", exp.name, *exp.set_args())
@@ -123,19 +129,25 @@ def cmd_queue(args) -> int:
         t0 = time.monotonic()
         while True:
             counts = _queue_counts()
-            log.info("queue after %.0f s: %s", time.monotonic() - t0,
-                     ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "workers") or "empty")
+            log.info(
+                "queue after %.0f s: %s",
+                time.monotonic() - t0,
+                ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "workers") or "empty",
+            )
             if not counts.get("Queued") and not counts.get("Running"):
                 break
             if counts.get("Queued") and not counts.get("Running") and not counts["workers"]:
                 # A worker can end while experiments are still queued (seen after `dvc queue remove`):
                 # waiting on would never end.
                 if not args.start:
-                    log.error("%d experiment(s) queued and no queue worker: start one with `dvc queue start -j N`",
-                              counts["Queued"])
+                    log.error(
+                        "%d experiment(s) queued and no queue worker: start one with `dvc queue start -j N`",
+                        counts["Queued"],
+                    )
                     return 1
-                log.warning("%d experiment(s) queued and no queue worker: starting %d again", counts["Queued"],
-                            args.jobs)
+                log.warning(
+                    "%d experiment(s) queued and no queue worker: starting %d again", counts["Queued"], args.jobs
+                )
                 _start_queue(args.jobs)
             time.sleep(args.poll_s)
         if counts.get("Failed"):
@@ -166,15 +178,26 @@ def cmd_table(args) -> int:
     chart = out / "si_snri_by_snr.png"
     table.plot_by_snr(result, list(cfg.evaluation.snrs_db), chart)
     print(md)
-    log.info("study table of %d run(s) x variant(s) in %s (study.md, study.json, si_snri_by_snr.png)%s",
-             len(found), out, f"; {len(missing)} missing (see above)" if missing else "")
+    log.info(
+        "study table of %d run(s) x variant(s) in %s (study.md, study.json, si_snri_by_snr.png)%s",
+        len(found),
+        out,
+        f"; {len(missing)} missing (see above)" if missing else "",
+    )
     # The report page with the study after its answer, when the workspace has the pipeline's results.
-    section = ("study", "Seeds and ablations", table.html_section(result, list(cfg.evaluation.snrs_db), chart.read_bytes()))
+    section = (
+        "study",
+        "Seeds and ablations",
+        table.html_section(result, list(cfg.evaluation.snrs_db), chart.read_bytes()),
+    )
     try:
         page = write_report_page(cfg, [section], out / "report.html")
     except (FileNotFoundError, ReportError) as exc:
-        log.warning("no report page with the study: the workspace lacks the pipeline's results (%s); "
-                    "`dvc repro` (or `dvc exp apply` an experiment), then run this again", exc)
+        log.warning(
+            "no report page with the study: the workspace lacks the pipeline's results (%s); "
+            "`dvc repro` (or `dvc exp apply` an experiment), then run this again",
+            exc,
+        )
     else:
         log.info("the report page with the study: %s", page)
     return 0
@@ -183,8 +206,12 @@ def cmd_table(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tavse.study", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    seeds = dict(type=_seed_list, default=None, metavar="S[,S...]",
-                 help="these training seeds instead of ablations.yaml's (a smaller budget)")
+    seeds = dict(
+        type=_seed_list,
+        default=None,
+        metavar="S[,S...]",
+        help="these training seeds instead of ablations.yaml's (a smaller budget)",
+    )
     p = sub.add_parser("list", help="the experiments of the sets")
     p.add_argument("sets", nargs="*")
     p.add_argument("--seeds", **seeds)

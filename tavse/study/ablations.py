@@ -25,9 +25,9 @@ KNOBS = ("fusion", "modality_dropout")  # the per-variant settings a set may var
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str                     # the DVC experiment name: <set>[-<value>]-s<seed>
+    name: str  # the DVC experiment name: <set>[-<value>]-s<seed>
     set: str
-    overrides: dict[str, Any]     # dotted params.yaml key -> value (dvc exp run -S key=value)
+    overrides: dict[str, Any]  # dotted params.yaml key -> value (dvc exp run -S key=value)
 
     def set_args(self) -> list[str]:
         """``-S key=value`` arguments for ``dvc exp run`` (values in YAML syntax)."""
@@ -52,8 +52,9 @@ def _set(params: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None,
-         seeds: list[int] | None = None) -> list[Experiment]:
+def plan(
+    ablations_path: Path, params_path: Path, sets: list[str] | None = None, seeds: list[int] | None = None
+) -> list[Experiment]:
     """Every experiment of ``sets`` (all sets when None), each checked against the params' config.
 
     ``seeds`` replaces the file's training seeds (a smaller budget: ``--seeds 1``).
@@ -105,8 +106,10 @@ def plan(ablations_path: Path, params_path: Path, sets: list[str] | None = None,
             try:
                 _get(params, k)
             except (KeyError, TypeError):
-                raise ConfigError(f"{where}: experiment {exp.name}: {params_path} has no key {k} to set "
-                                  "(`dvc exp run -S` changes existing keys: add it there first)") from None
+                raise ConfigError(
+                    f"{where}: experiment {exp.name}: {params_path} has no key {k} to set "
+                    "(`dvc exp run -S` changes existing keys: add it there first)"
+                ) from None
             _set(trial, k, v)
         try:
             config_from_dict(trial)
@@ -122,6 +125,7 @@ def split_runs(exps: list[Experiment], params: dict) -> tuple[list[Experiment], 
     experiment's (its name) is not run again: ``fusion-film-s2`` is ``seeds-s2`` where film is the
     default fusion. The table groups results by params, so it finds them there.
     """
+
     def resulting(exp: Experiment) -> str:
         trial = copy.deepcopy(params)
         for k, v in exp.overrides.items():

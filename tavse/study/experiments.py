@@ -132,8 +132,10 @@ def collect(repo: Path, variants: list[str], results_dir: str) -> tuple[list[Var
                 continue
             path = items_path(repo, run, v, results_dir)
             if path is None:
-                missing.append(f"{run.name}: {results_dir}/{v}/items.csv is not in the workspace or the DVC cache "
-                               "(run `dvc exp pull` / `dvc pull` for it)")
+                missing.append(
+                    f"{run.name}: {results_dir}/{v}/items.csv is not in the workspace or the DVC cache "
+                    "(run `dvc exp pull` / `dvc pull` for it)"
+                )
                 continue
             found.append(VariantRun(run.name, v, params, int(params.get(SEED_KEY, 0)), read_items(path)))
     for line in missing:

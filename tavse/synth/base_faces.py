@@ -54,8 +54,42 @@ _FORMAT = 1
 # MediaPipe FaceMesh face-oval landmark indices in polygon order, starting at the forehead
 # (10) and chained through ``FACEMESH_FACE_OVAL``'s edges; ``--check`` re-derives it.
 FACE_OVAL: tuple[int, ...] = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
 )
 
 
@@ -145,7 +179,9 @@ def load_base_face_data(name: str, data_dir: Path = DATA_DIR) -> BaseFaceData:
     h, w = rgb.shape[:2]
     inside = (x16 >= 0) & (x16 < 16 * np.array([w, h]))
     if not inside.all():
-        raise BaseFaceDataError(f"{meta_path}: {np.count_nonzero(~inside.all(1))} landmarks lie outside the {w}x{h} photo; {fix}")
+        raise BaseFaceDataError(
+            f"{meta_path}: {np.count_nonzero(~inside.all(1))} landmarks lie outside the {w}x{h} photo; {fix}"
+        )
     landmarks = (x16.astype(np.float64) / 16).astype(np.float32)  # exact: multiples of 1/16
 
     person = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
@@ -185,9 +221,7 @@ def run_mediapipe(rgb: np.ndarray, name: str = "photo") -> tuple[np.ndarray, np.
     """
     import mediapipe as mp
 
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=1, refine_landmarks=False
-    ) as mesh:
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False) as mesh:
         found = mesh.process(rgb)
     if not found.multi_face_landmarks:
         raise RuntimeError(f"FaceMesh found no face in base photo {name!r}")
@@ -249,8 +283,12 @@ def check_base_face_data(name: str, data_dir: Path = DATA_DIR) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tavse.synth.base_faces", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare the stored data with MediaPipe on this machine; write nothing")
-    parser.add_argument("names", nargs="*", default=list(BASE_FACES), help=f"base faces (default: {' '.join(BASE_FACES)})")
+    parser.add_argument(
+        "--check", action="store_true", help="compare the stored data with MediaPipe on this machine; write nothing"
+    )
+    parser.add_argument(
+        "names", nargs="*", default=list(BASE_FACES), help=f"base faces (default: {' '.join(BASE_FACES)})"
+    )
     args = parser.parse_args(argv)
     oval = _face_oval_from_mediapipe()
     if oval != FACE_OVAL:

@@ -101,7 +101,7 @@ def command_audio(text: str, plan: SpeakerPlan, rng: np.random.Generator) -> np.
     total = max(MIN_DURATION_S, lead + len(speech) / SAMPLE_RATE + trail)
     out = np.zeros(int(round(total * SAMPLE_RATE)), np.float32)
     start = int(lead * SAMPLE_RATE)
-    out[start:start + len(speech)] = speech[: len(out) - start]
+    out[start : start + len(speech)] = speech[: len(out) - start]
     return out
 
 
@@ -139,7 +139,9 @@ def write_speaker_archive(plan: SpeakerPlan, out_dir: Path) -> Path:
             n_frames = int(FPS * len(audio) / SAMPLE_RATE)
             loud = _loudness_db(audio, SAMPLE_RATE, FPS, n_frames)
             openings = mouth_openings(loud, plan.lag_frames, plan.jitter, rng)
-            rgb, thermal = render_frames(identity, openings, seed=stable_seed("frames", plan.seed, sid, cmd), position=pos)
+            rgb, thermal = render_frames(
+                identity, openings, seed=stable_seed("frames", plan.seed, sid, cmd), position=pos
+            )
             root = f"sub_{sid}_ia/trial_{trial}"
             stem = f"{sid}_{trial}_2_{pos}_{cmd}"
             for f in range(n_frames):
@@ -165,7 +167,9 @@ def write_subjects_csv(path: Path, plans: list[SpeakerPlan]) -> None:
     for p in plans:
         voice = voice_for_speaker(p.speaker, p.seed)
         age = 20 + stable_seed("age", p.seed, p.speaker) % 40
-        w.writerow([p.speaker, names[p.split], age, "Female" if "+f" in voice.name else "Male", "Synthetic", "None", "None"])
+        w.writerow(
+            [p.speaker, names[p.split], age, "Female" if "+f" in voice.name else "Male", "Synthetic", "None", "None"]
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

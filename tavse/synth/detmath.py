@@ -98,6 +98,7 @@ def exp(x):
 
 def _two_prod(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
     """a*b as an unevaluated sum hi + lo, exactly (Dekker's product, no fused multiply-add)."""
+
     def split(v):
         c = 134217729.0 * v  # 2**27 + 1
         hi = c - (c - v)
@@ -278,8 +279,7 @@ def atan2(y, x):
     y, x = np.broadcast_arrays(_f64(y), _f64(x))
     ay, ax = np.abs(y), np.abs(x)
     both0 = (ax == 0) & (ay == 0)
-    a = np.where(ax >= ay, _atan01(ay / np.where(ax > 0, ax, 1.0)),
-                 np.pi / 2 - _atan01(ax / np.where(ay > 0, ay, 1.0)))
+    a = np.where(ax >= ay, _atan01(ay / np.where(ax > 0, ax, 1.0)), np.pi / 2 - _atan01(ax / np.where(ay > 0, ay, 1.0)))
     a = np.where(both0, 0.0, a)
     a = np.where(x < 0, np.pi - a, a)
     a = np.where(np.signbit(y), -a, a)

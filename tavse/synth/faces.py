@@ -459,9 +459,7 @@ def _background(identity: FaceIdentity) -> np.ndarray:
     return base * light[..., None] + (blotch + grain)[..., None]
 
 
-def _gauss(
-    x: np.ndarray, y: np.ndarray, c: np.ndarray, sx: float, sy: float | None = None
-) -> np.ndarray:
+def _gauss(x: np.ndarray, y: np.ndarray, c: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
     """Unnormalised Gaussian bump of std ``sx``/``sy`` pixels at point ``c``."""
     sy = sx if sy is None else sy
     return _exp32(-0.5 * (((x - c[0]) / sx) ** 2 + ((y - c[1]) / sy) ** 2))
@@ -527,7 +525,7 @@ def _temperature(
 
     # Neck: warm skin continuing below the chin, fading downwards.
     below = v - mouth.chin
-    neck = (1.0 - _smoothstep((np.abs(u * mouth.half_width) - 0.14 * fw) / (0.08 * fw)))
+    neck = 1.0 - _smoothstep((np.abs(u * mouth.half_width) - 0.14 * fw) / (0.08 * fw))
     neck *= _smoothstep((below + 0.1 * fw) / (0.1 * fw)) * (1.0 - _smoothstep(below / (0.3 * fw)))
 
     skin = oval.astype(np.float32) / 255.0
@@ -645,9 +643,7 @@ def _head_jitter(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
     return out
 
 
-def _paint_cavity(
-    scene: _Scene, opening: float, jitter: np.ndarray, rgb: np.ndarray, temp: np.ndarray
-) -> None:
+def _paint_cavity(scene: _Scene, opening: float, jitter: np.ndarray, rgb: np.ndarray, temp: np.ndarray) -> None:
     """Paint the open mouth (cavity, upper teeth, tongue) into the ROI of both frames."""
     m = scene.mouth
     y0, y1, x0, x1 = scene.roi
@@ -739,10 +735,8 @@ def _render_frames(
             map_y = cv2.scaleAdd(disp_y, float(opening), map_y)
         rgb = scene.rgb.copy()
         temp = scene.temp.copy()
-        cv2.remap(scene.rgb, map_x, map_y, cv2.INTER_LINEAR, dst=rgb[y0:y1, x0:x1],
-                  borderMode=cv2.BORDER_REFLECT)
-        cv2.remap(scene.temp, map_x, map_y, cv2.INTER_LINEAR, dst=temp[y0:y1, x0:x1],
-                  borderMode=cv2.BORDER_REFLECT)
+        cv2.remap(scene.rgb, map_x, map_y, cv2.INTER_LINEAR, dst=rgb[y0:y1, x0:x1], borderMode=cv2.BORDER_REFLECT)
+        cv2.remap(scene.temp, map_x, map_y, cv2.INTER_LINEAR, dst=temp[y0:y1, x0:x1], borderMode=cv2.BORDER_REFLECT)
         if opening > 0:
             temp[y0:y1, x0:x1] += np.float32(opening) * scene.breath
         _paint_cavity(scene, float(opening), jitter, rgb, temp)

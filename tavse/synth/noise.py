@@ -55,9 +55,24 @@ __all__ = [
 
 # All 18 DEMAND environments (for reference and name validation).
 DEMAND_ENVIRONMENTS: tuple[str, ...] = (
-    "DKITCHEN", "DLIVING", "DWASHING", "NFIELD", "NPARK", "NRIVER", "OHALLWAY", "OMEETING",
-    "OOFFICE", "PCAFETER", "PRESTO", "PSTATION", "SCAFE", "SPSQUARE", "STRAFFIC", "TBUS",
-    "TCAR", "TMETRO",
+    "DKITCHEN",
+    "DLIVING",
+    "DWASHING",
+    "NFIELD",
+    "NPARK",
+    "NRIVER",
+    "OHALLWAY",
+    "OMEETING",
+    "OOFFICE",
+    "PCAFETER",
+    "PRESTO",
+    "PSTATION",
+    "SCAFE",
+    "SPSQUARE",
+    "STRAFFIC",
+    "TBUS",
+    "TCAR",
+    "TMETRO",
 )
 
 PEAK_DBFS = -3.0
@@ -116,8 +131,24 @@ BABBLE_PHRASES: tuple[str, ...] = (
 # espeak-ng timbre variants (espeak-ng-data/voices/!v) for babble talkers: human-sounding,
 # formant-synthesised, and none of them among the target speakers' MALE/FEMALE_VARIANTS.
 BABBLE_VARIANTS: tuple[str, ...] = (
-    "m8", "Alex", "Andy", "Gene", "Mike", "ed", "grandpa", "max", "paul", "quincy", "rob", "robert", "travis",
-    "Annie", "aunty", "grandma", "linda", "steph",
+    "m8",
+    "Alex",
+    "Andy",
+    "Gene",
+    "Mike",
+    "ed",
+    "grandpa",
+    "max",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "travis",
+    "Annie",
+    "aunty",
+    "grandma",
+    "linda",
+    "steph",
 )
 
 
@@ -214,7 +245,9 @@ def _add_at(out: np.ndarray, event: np.ndarray, start: int) -> None:
     out[lo:hi] += event[lo - start : hi - start]
 
 
-def _resonant_hit(rng: np.random.Generator, sr: int, f_lo: float, f_hi: float, n_modes: int, decay_s: float) -> np.ndarray:
+def _resonant_hit(
+    rng: np.random.Generator, sr: int, f_lo: float, f_hi: float, n_modes: int, decay_s: float
+) -> np.ndarray:
     """A struck object: a click plus a few exponentially decaying inharmonic modes."""
     length = int(decay_s * 5 * sr)
     t = np.arange(length) / sr
@@ -278,7 +311,12 @@ def babble_voice(rng: np.random.Generator) -> Voice:
 
 
 def _babble(
-    rng: np.random.Generator, n: int, sr: int, n_voices: int, rt60_s: float, wet: float,
+    rng: np.random.Generator,
+    n: int,
+    sr: int,
+    n_voices: int,
+    rt60_s: float,
+    wet: float,
     pause_s: tuple[float, float] = (0.15, 0.9),
 ) -> np.ndarray:
     """``n_voices`` stranger talkers (:func:`babble_voice`, :data:`BABBLE_PHRASES`) chatting in one room.
@@ -303,7 +341,9 @@ def _babble(
     return _room_reverb(rng, dry, sr, rt60_s, wet)
 
 
-def _footsteps(rng: np.random.Generator, n: int, sr: int, rate_hz: float, f_lo: float, f_hi: float, decay_s: float) -> np.ndarray:
+def _footsteps(
+    rng: np.random.Generator, n: int, sr: int, rate_hz: float, f_lo: float, f_hi: float, decay_s: float
+) -> np.ndarray:
     """Walkers passing: runs of 4-11 steps (resonant hits of ``f_lo``-``f_hi``) at a walking pace."""
     steps = np.zeros(n)
     for t0 in _event_times(rng, n / sr, rate_hz):
@@ -346,8 +386,9 @@ def _typing(rng: np.random.Generator, n: int, sr: int, rate_hz: float) -> np.nda
     return typing
 
 
-def _bursts(rng: np.random.Generator, n: int, sr: int, rate_hz: float, dur_s: tuple[float, float],
-            band: tuple[float, float]) -> np.ndarray:
+def _bursts(
+    rng: np.random.Generator, n: int, sr: int, rate_hz: float, dur_s: tuple[float, float], band: tuple[float, float]
+) -> np.ndarray:
     """Band-limited noise bursts (water from a tap, paper, steam) with smooth on/offsets."""
     out = np.zeros(n)
     for t0 in _event_times(rng, n / sr, rate_hz):
@@ -357,12 +398,15 @@ def _bursts(rng: np.random.Generator, n: int, sr: int, rate_hz: float, dur_s: tu
     return out
 
 
-def _engine(rng: np.random.Generator, n: int, sr: int, rpm: float, firings_per_rev: float, n_harmonics: int,
-            wander_db: float) -> np.ndarray:
+def _engine(
+    rng: np.random.Generator, n: int, sr: int, rpm: float, firings_per_rev: float, n_harmonics: int, wander_db: float
+) -> np.ndarray:
     """Engine harmonics following a slowly wandering RPM (around ``rpm``)."""
     firing = rpm * _slow_envelope(rng, n, sr, 0.1, wander_db) / 60 * firings_per_rev
     phase = 2 * np.pi * np.cumsum(firing) / sr
-    return sum(dm.sin(k * phase + rng.uniform(0, 2 * np.pi)) * dm.power(float(k), -1.2) for k in range(1, n_harmonics + 1))
+    return sum(
+        dm.sin(k * phase + rng.uniform(0, 2 * np.pi)) * dm.power(float(k), -1.2) for k in range(1, n_harmonics + 1)
+    )
 
 
 # ----------------------------------------------------------------------------- environments
@@ -453,16 +497,20 @@ def _tcar(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 def _pcafeter(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Busy cafeteria: eight talkers in a reverberant hall, trays and cutlery, room noise."""
     babble = _babble(rng, n, sr, 8, rt60_s=0.9, wet=0.6)
-    return _at_db(babble, -14) + _at_db(_clatter(rng, n, sr, 0.8, 1200, 7000), -24) + _at_db(
-        _filter(_colored_noise(rng, n, 1.0), sr, "lowpass", 2000), -30
+    return (
+        _at_db(babble, -14)
+        + _at_db(_clatter(rng, n, sr, 0.8, 1200, 7000), -24)
+        + _at_db(_filter(_colored_noise(rng, n, 1.0), sr, "lowpass", 2000), -30)
     )
 
 
 def _presto(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """University restaurant: six talkers, moderate reverb, cutlery clinks."""
     babble = _babble(rng, n, sr, 6, rt60_s=0.6, wet=0.45)
-    return _at_db(babble, -14) + _at_db(_clatter(rng, n, sr, 0.6, 2000, 8000), -26) + _at_db(
-        _colored_noise(rng, n, 1.0), -36
+    return (
+        _at_db(babble, -14)
+        + _at_db(_clatter(rng, n, sr, 0.6, 2000, 8000), -26)
+        + _at_db(_colored_noise(rng, n, 1.0), -36)
     )
 
 
@@ -521,8 +569,11 @@ def _npark(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         pace = rng.uniform(0.5, 0.65)
         for k in range(int(rng.integers(5, 14))):
             length = int(rng.uniform(0.08, 0.16) * sr)
-            crunch = _filter(rng.standard_normal(length), sr, "bandpass", (800.0, 6000.0)) * dm.exp(
-                -np.arange(length) / (0.03 * sr)) * (rng.uniform(0, 1, length) > 0.6)  # grains cracking
+            crunch = (
+                _filter(rng.standard_normal(length), sr, "bandpass", (800.0, 6000.0))
+                * dm.exp(-np.arange(length) / (0.03 * sr))
+                * (rng.uniform(0, 1, length) > 0.6)
+            )  # grains cracking
             _add_at(gravel, crunch * dm.exp10(rng.uniform(-5, 0) / 20), int((t0 + k * pace) * sr))
     return _at_db(traffic, -26) + _at_db(breeze, -30) + _at_db(_birds(rng, n, sr, 0.7), -20) + _at_db(gravel, -17)
 

@@ -191,9 +191,7 @@ _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
 _EE_OK = 0
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 # Leading/trailing silence kept after trimming, and the level below peak counted as silence.
 _KEEP_SILENCE_S = 0.05
@@ -202,8 +200,6 @@ _SILENCE_DB = -40.0
 
 class EspeakError(RuntimeError):
     """espeak-ng could not be loaded or failed to synthesise an utterance."""
-
-
 
 
 @dataclass(frozen=True)
@@ -279,8 +275,14 @@ class _PrivateLibrary:
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
@@ -293,8 +295,7 @@ class _PrivateLibrary:
         _ctypes.dlclose(lib._handle)
         if self.is_loaded():
             raise EspeakError(
-                f"espeak-ng at {self.path} stayed loaded after dlclose; "
-                "the next utterance would not be deterministic"
+                f"espeak-ng at {self.path} stayed loaded after dlclose; the next utterance would not be deterministic"
             )
 
 
@@ -333,21 +334,19 @@ def _raw_synthesize(text: str, voice: Voice) -> tuple[np.ndarray, int]:
     lib = private.load()
     rate = 0
     try:
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, private.data_path.encode(), _INITIALIZE_DONT_EXIT
-        )
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, private.data_path.encode(), _INITIALIZE_DONT_EXIT)
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed (data at {private.data_path})")
         # Initialize seeded the RNG from the wall clock; replace that with a seed from the inputs.
-        lib.espeak_ng_SetRandSeed(stable_seed("espeak", text, voice.name, voice.rate, voice.pitch, voice.pitch_range) % 2**31)
+        lib.espeak_ng_SetRandSeed(
+            stable_seed("espeak", text, voice.name, voice.rate, voice.pitch, voice.pitch_range) % 2**31
+        )
         lib.espeak_SetSynthCallback(callback)
         status = lib.espeak_SetVoiceByName(voice.name.encode())
         if status != _EE_OK:
             raise EspeakError(f"espeak-ng has no voice {voice.name!r} (status {status})")
         # Parameters after the voice: selecting a voice would otherwise reset them.
-        for param, value in (
-            (_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)
-        ):
+        for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)):
             if lib.espeak_SetParameter(param, value, 0) != _EE_OK:
                 raise EspeakError(f"espeak_SetParameter({param}, {value}) failed for {voice}")
         encoded = text.encode("utf-8") + b"\0"

@@ -65,8 +65,10 @@ class DistContext:
 def local_batch_size(global_batch: int, world_size: int) -> int:
     """Samples per process; the global batch must split evenly (ValueError naming the knob otherwise)."""
     if global_batch % world_size:
-        raise ValueError(f"train.batch_size {global_batch} does not split evenly over {world_size} processes: "
-                         f"use a multiple of {world_size} (the effective batch is the same for any process count)")
+        raise ValueError(
+            f"train.batch_size {global_batch} does not split evenly over {world_size} processes: "
+            f"use a multiple of {world_size} (the effective batch is the same for any process count)"
+        )
     return global_batch // world_size
 
 
@@ -186,8 +188,15 @@ def cross_rank_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm2d turned into a :class:`CrossRankBatchNorm2d` (in place, same tensors)."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            new = CrossRankBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                       child.track_running_stats, device=None, dtype=None)
+            new = CrossRankBatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+                device=None,
+                dtype=None,
+            )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             if child.affine:  # keep the very Parameter objects (an optimiser may already hold them)
@@ -220,9 +229,17 @@ def launch(argv: list[str], nproc: int) -> int:
     threads = str(max(1, cpus // nproc))
     procs: list[subprocess.Popen] = []
     for rank in range(nproc):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
-                   LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), OMP_NUM_THREADS=threads)
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(nproc),
+            LOCAL_WORLD_SIZE=str(nproc),
+            GROUP_RANK="0",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS=threads,
+        )
         procs.append(subprocess.Popen(argv, env=env))
     log.info("started %d ranks (pids %s, port %d)", nproc, [p.pid for p in procs], port)
 

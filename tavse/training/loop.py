@@ -61,15 +61,25 @@ class RunSampler(Sampler[tuple[int, int]]):
         rank_slice: this rank's part of a global micro-batch.
     """
 
-    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, start_epoch: int = 0,
-                 skip_batches: int = 0, rank_slice: slice = slice(None)):
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int,
+        grad_accum: int,
+        start_epoch: int = 0,
+        skip_batches: int = 0,
+        rank_slice: slice = slice(None),
+    ):
         self.n, self.seed, self.batch_size, self.rank_slice = n, seed, batch_size, rank_slice
         self.start_epoch, self.skip_batches = start_epoch, skip_batches
         per_step = batch_size * grad_accum
         self.used = (n // per_step) * per_step
         if self.used == 0:
-            raise ValueError(f"{n} training segments are fewer than one optimiser step needs ({per_step}): "
-                             "lower train.batch_size or train.grad_accum, or ingest more data")
+            raise ValueError(
+                f"{n} training segments are fewer than one optimiser step needs ({per_step}): "
+                "lower train.batch_size or train.grad_accum, or ingest more data"
+            )
 
     @property
     def batches_per_epoch(self) -> int:
@@ -86,7 +96,7 @@ class RunSampler(Sampler[tuple[int, int]]):
         while True:
             rest = self.order(epoch)[skip:]
             for k in range(0, len(rest), b):
-                yield from ((epoch, i) for i in rest[k:k + b][self.rank_slice])
+                yield from ((epoch, i) for i in rest[k : k + b][self.rank_slice])
             epoch, skip = epoch + 1, 0
 
 
@@ -113,7 +123,9 @@ def cpu_has_bf16_units() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def device_setup(device: torch.device | None = None, precision: str = "auto") -> tuple[torch.device, torch.dtype | None, bool]:
+def device_setup(
+    device: torch.device | None = None, precision: str = "auto"
+) -> tuple[torch.device, torch.dtype | None, bool]:
     """Device (default: the first GPU, else CPU), autocast dtype (None: full precision), grad scaler needed.
 
     ``precision`` (``train.precision``): ``fp32``; ``bf16`` (autocast on any device); ``auto``:
@@ -170,16 +182,25 @@ def validate(model: TAVSE, loader: DataLoader, device: torch.device, amp_dtype: 
             out = model(noisy, visual)
         est = out["enhanced"].float()
         active = speech_activity(clean)
-        cols = [si_snr(est, clean), si_snr(noisy, clean), si_snr(est, clean, mask=active),
-                si_snr(noisy, clean, mask=active), silence_attenuation_db(est, noisy, active)]
+        cols = [
+            si_snr(est, clean),
+            si_snr(noisy, clean),
+            si_snr(est, clean, mask=active),
+            si_snr(noisy, clean, mask=active),
+            silence_attenuation_db(est, noisy, active),
+        ]
         for k, v in out["gates"].items():
             gates.setdefault(k, []).extend(v.float().cpu().tolist())
         rows += zip(batch["snr_db"].tolist(), *(c.double().cpu().tolist() for c in cols))
     model.train()
     arr = np.array(rows)
     snr, est, inp, est_a, inp_a, atten = arr.T
-    res = {"si_snr": float(est.mean()), "si_snri": float((est - inp).mean()),
-           "si_snri_active": float((est_a - inp_a).mean()), "silence_atten_db": float(np.nanmean(atten))}
+    res = {
+        "si_snr": float(est.mean()),
+        "si_snri": float((est - inp).mean()),
+        "si_snri_active": float((est_a - inp_a).mean()),
+        "silence_atten_db": float(np.nanmean(atten)),
+    }
     for value in sorted(set(snr)):
         sel = snr == value
         res[f"si_snri_snr{value:+g}"] = float((est[sel] - inp[sel]).mean())
@@ -190,11 +211,17 @@ def validate(model: TAVSE, loader: DataLoader, device: torch.device, amp_dtype: 
 
 def run_key(cfg: Config, variant: str) -> str:
     """Hash of everything that defines a training run (resumable state is only reused on a match)."""
-    return params_hash({
-        "variant": variant, "variant_config": dataclasses.asdict(cfg.variants[variant]),
-        "train": dataclasses.asdict(cfg.train), "model": dataclasses.asdict(cfg.model), "mix": dataclasses.asdict(cfg.mix), "data": data_hashes(cfg),
-        "roi": cfg.ingest.roi_size,
-    })
+    return params_hash(
+        {
+            "variant": variant,
+            "variant_config": dataclasses.asdict(cfg.variants[variant]),
+            "train": dataclasses.asdict(cfg.train),
+            "model": dataclasses.asdict(cfg.model),
+            "mix": dataclasses.asdict(cfg.mix),
+            "data": data_hashes(cfg),
+            "roi": cfg.ingest.roi_size,
+        }
+    )
 
 
 def train_variant(cfg: Config, variant: str) -> dict | None:
@@ -223,10 +250,14 @@ def _sole_training(run_dir: Path, variant: str) -> contextlib.AbstractContextMan
     """Hold ``run_dir/.lock`` while training: a second process training the same run in the same
     scratch folder would overwrite the first one's resumable state, and the first one's clean-up at
     the end would delete that folder under the second one."""
-    return held_alone(run_dir / ".lock", lambda holder: TrainingBusy(
-        f"{run_dir}: another process is training {variant} with the same settings in this scratch folder "
-        f"({holder}); wait for it to end, or give this run a scratch folder of its own (TAVSE_SCRATCH_DIR)"),
-        f"a second training of {variant} with the same settings here would not be refused")
+    return held_alone(
+        run_dir / ".lock",
+        lambda holder: TrainingBusy(
+            f"{run_dir}: another process is training {variant} with the same settings in this scratch folder "
+            f"({holder}); wait for it to end, or give this run a scratch folder of its own (TAVSE_SCRATCH_DIR)"
+        ),
+        f"a second training of {variant} with the same settings here would not be refused",
+    )
 
 
 def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: Path) -> dict | None:
@@ -243,28 +274,55 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
     counts = parameter_counts(net)
     if ctx.is_main:
         parts = ", ".join(f"{k} {v / 1e3:.1f}k" for k, v in counts.items() if k != "total" and v)
-        log.info("%s: streams %s, %.1fk parameters (%s), %d process(es), %d sample(s) per process per micro-batch, "
-                 "autocast %s", variant, "+".join(modalities) or "audio only", counts["total"] / 1e3, parts,
-                 ctx.world_size, len(range(tc.batch_size)[rank_slice]), str(amp_dtype or "off").replace("torch.", ""))
+        log.info(
+            "%s: streams %s, %.1fk parameters (%s), %d process(es), %d sample(s) per process per micro-batch, "
+            "autocast %s",
+            variant,
+            "+".join(modalities) or "audio only",
+            counts["total"] / 1e3,
+            parts,
+            ctx.world_size,
+            len(range(tc.batch_size)[rank_slice]),
+            str(amp_dtype or "off").replace("torch.", ""),
+        )
 
     data = staged_inputs(cfg, ctx)
-    train_set = TrainingSet(data["ingest"] / "lmdb" / "train", data["ingest"] / "manifests" / "train.csv",
-                            data["noise"], "train", tc.segment_frames, cfg.mix.snrs_db, tc.seed, modalities,
-                            cfg.mix.babble)
-    val_set = MixtureSet(data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities)
+    train_set = TrainingSet(
+        data["ingest"] / "lmdb" / "train",
+        data["ingest"] / "manifests" / "train.csv",
+        data["noise"],
+        "train",
+        tc.segment_frames,
+        cfg.mix.snrs_db,
+        tc.seed,
+        modalities,
+        cfg.mix.babble,
+    )
+    val_set = MixtureSet(
+        data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities
+    )
     val_loader = DataLoader(val_set, batch_size=tc.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
     optimizer = torch.optim.AdamW(param_groups(net, tc.weight_decay), lr=tc.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
+        optimizer, lambda s: warmup_cosine(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     live_dir = Path(tc.dvclive_dir) / variant
     if state_path.is_file():
-        progress, best_weights = load_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        progress, best_weights = load_state(
+            state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+        )
         if ctx.is_main:
-            log.info("resuming %s from %s at step %d (epoch %d, batch %d)", variant, state_path, progress.step,
-                     progress.epoch, progress.batch_in_epoch)
+            log.info(
+                "resuming %s from %s at step %d (epoch %d, batch %d)",
+                variant,
+                state_path,
+                progress.step,
+                progress.epoch,
+                progress.batch_in_epoch,
+            )
     else:
         progress, best_weights = Progress(), None
         if ctx.is_main:
@@ -285,15 +343,24 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
 
     # One loader for the whole run: its workers start once and stay (forking a fresh worker per
     # epoch cost seconds of copy-on-write faults each time).
-    sampler = RunSampler(len(train_set), tc.seed, tc.batch_size, tc.grad_accum, progress.epoch,
-                         progress.batch_in_epoch, rank_slice)
-    loader = DataLoader(train_set, batch_size=len(range(tc.batch_size)[rank_slice]), sampler=sampler,
-                        num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(tc.seed), worker_init_fn=ignore_stop_signals)
+    sampler = RunSampler(
+        len(train_set), tc.seed, tc.batch_size, tc.grad_accum, progress.epoch, progress.batch_in_epoch, rank_slice
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=len(range(tc.batch_size)[rank_slice]),
+        sampler=sampler,
+        num_workers=tc.num_workers,
+        persistent_workers=tc.num_workers > 0,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(tc.seed),
+        worker_init_fn=ignore_stop_signals,
+    )
     batches = iter(loader)
     stop = StopRequest(announce=ctx.is_main)
-    bar = progress_bar(total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step",
-                       disable=not ctx.is_main)
+    bar = progress_bar(
+        total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", disable=not ctx.is_main
+    )
     n_streams = len(modalities)
     samples_seen, t_start = 0, time.perf_counter()
     try:
@@ -305,7 +372,8 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
                     # One draw per global micro-batch, seeded by its place in the run: the same on
                     # every rank and after a resume, whatever else used the global RNG.
                     g = torch.Generator().manual_seed(
-                        stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch))
+                        stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch)
+                    )
                     keep = draw_stream_keep(tc.batch_size, n_streams, spec.modality_dropout, g)[rank_slice]
                 last_micro = micro == tc.grad_accum - 1
                 sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
@@ -331,26 +399,44 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
             if progress.batch_in_epoch == sampler.batches_per_epoch:
                 if ctx.is_main:
                     # DEBUG: the progress lines carry the rate; on a small corpus epochs take seconds.
-                    log.debug("%s: epoch %d done at step %d, %.1f samples/s", variant, progress.epoch, progress.step,
-                             samples_seen / (time.perf_counter() - t_start))
+                    log.debug(
+                        "%s: epoch %d done at step %d, %.1f samples/s",
+                        variant,
+                        progress.epoch,
+                        progress.step,
+                        samples_seen / (time.perf_counter() - t_start),
+                    )
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
 
             if progress.step % tc.eval_every == 0 or progress.step == tc.max_steps:
-                best_weights = _validate_and_track(cfg, variant, ctx, net, val_loader, device, amp_dtype, optimizer,
-                                                   progress, best_weights, live)
+                best_weights = _validate_and_track(
+                    cfg, variant, ctx, net, val_loader, device, amp_dtype, optimizer, progress, best_weights, live
+                )
 
             done = progress.step >= tc.max_steps or progress.stopped_early
             stopping = distributed.any_rank(ctx, stop.requested is not None)
             if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
-                save_state(state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                           progress=progress, best_weights=best_weights)
+                save_state(
+                    state_path,
+                    model=net,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    progress=progress,
+                    best_weights=best_weights,
+                )
             if stopping:
                 distributed.barrier(ctx)  # every rank leaves after the state is on disk
                 signame = stop.requested or "stop on another rank"
                 if ctx.is_main:
-                    log.warning("%s: %s received; state saved at step %d to %s, exiting for requeue",
-                                variant, signame, progress.step, state_path)
+                    log.warning(
+                        "%s: %s received; state saved at step %d to %s, exiting for requeue",
+                        variant,
+                        signame,
+                        progress.step,
+                        state_path,
+                    )
                 raise Preempted(signame)
     finally:
         del batches, loader  # the last references: the workers shut down now, not when a traceback is freed
@@ -364,16 +450,32 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
     live.make_summary()
     shutil.rmtree(state_path.parent, ignore_errors=True)
     best = summary["best"]
-    log.info("%s done: %d steps%s; best validation speech-active SI-SNRi %.2f dB (SI-SNRi %.2f dB) at step %d "
-             "-> %s", variant, summary["steps"], ", early stop" if summary["stopped_early"] else "",
-             best.get(SELECTION_METRIC, float("nan")), best.get("si_snri", float("nan")), summary["best_step"],
-             Path(cfg.train.out_dir) / variant / "best.pt")
+    log.info(
+        "%s done: %d steps%s; best validation speech-active SI-SNRi %.2f dB (SI-SNRi %.2f dB) at step %d -> %s",
+        variant,
+        summary["steps"],
+        ", early stop" if summary["stopped_early"] else "",
+        best.get(SELECTION_METRIC, float("nan")),
+        best.get("si_snri", float("nan")),
+        summary["best_step"],
+        Path(cfg.train.out_dir) / variant / "best.pt",
+    )
     return summary
 
 
-def _validate_and_track(cfg: Config, variant: str, ctx: distributed.DistContext, net: TAVSE, val_loader: DataLoader,
-                        device: torch.device, amp_dtype: torch.dtype | None, optimizer: torch.optim.Optimizer,
-                        progress: Progress, best_weights: dict | None, live) -> dict | None:
+def _validate_and_track(
+    cfg: Config,
+    variant: str,
+    ctx: distributed.DistContext,
+    net: TAVSE,
+    val_loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+    best_weights: dict | None,
+    live,
+) -> dict | None:
     """Validate (rank 0), log the curves, keep the best weights by :data:`SELECTION_METRIC`, decide early stop.
 
     Returns the best weights so far (rank 0; None elsewhere).
@@ -399,10 +501,16 @@ def _validate_and_track(cfg: Config, variant: str, ctx: distributed.DistContext,
         for k, v in metrics.items():
             live.log_metric(("train/" if k in ("train_loss", "lr") else "val/") + k, v)
         live.next_step()
-        log.info("%s step %d: val SI-SNRi %.2f dB, speech-active %.2f dB%s, silence %.1f dB; train loss %.3f",
-                 variant, progress.step, metrics["si_snri"], metrics["si_snri_active"],
-                 " (best so far)" if improved else f" (best {progress.best_metric:.2f} at step {progress.best_step})",
-                 metrics["silence_atten_db"], metrics["train_loss"])
+        log.info(
+            "%s step %d: val SI-SNRi %.2f dB, speech-active %.2f dB%s, silence %.1f dB; train loss %.3f",
+            variant,
+            progress.step,
+            metrics["si_snri"],
+            metrics["si_snri_active"],
+            " (best so far)" if improved else f" (best {progress.best_metric:.2f} at step {progress.best_step})",
+            metrics["silence_atten_db"],
+            metrics["train_loss"],
+        )
     if progress.evals_without_improvement >= cfg.train.patience:
         progress.stopped_early = True
         if ctx.is_main:
@@ -421,7 +529,9 @@ def drop_rows_after(curves_dir: Path, step: int) -> None:
         col = header.split("\t").index("step")
         keep = [r for r in rows if int(r.split("\t")[col]) <= step]
         if len(keep) < len(rows):
-            log.warning("%s: dropping %d row(s) logged after the saved state (step %d)", tsv, len(rows) - len(keep), step)
+            log.warning(
+                "%s: dropping %d row(s) logged after the saved state (step %d)", tsv, len(rows) - len(keep), step
+            )
             with atomic_path(tsv) as tmp:
                 tmp.write_text("\n".join([header, *keep]) + "\n")
 
@@ -445,31 +555,54 @@ def staged_inputs(cfg: Config, ctx: distributed.DistContext) -> dict[str, Path]:
 
 def trained_config(cfg: Config, variant: str) -> dict:
     """The params a trained model depends on (all declared by train@ in dvc.yaml), stored in best.pt."""
-    return {"model": dataclasses.asdict(cfg.model), "variant": dataclasses.asdict(cfg.variants[variant]),
-            "train": dataclasses.asdict(cfg.train),
-            "mix": dataclasses.asdict(cfg.mix),
-            "ingest": {k: getattr(cfg.ingest, k) for k in IngestConfig.MODEL_INPUT_KEYS}}
+    return {
+        "model": dataclasses.asdict(cfg.model),
+        "variant": dataclasses.asdict(cfg.variants[variant]),
+        "train": dataclasses.asdict(cfg.train),
+        "mix": dataclasses.asdict(cfg.mix),
+        "ingest": {k: getattr(cfg.ingest, k) for k in IngestConfig.MODEL_INPUT_KEYS},
+    }
 
 
-def finish(cfg: Config, variant: str, model: TAVSE, best_weights: dict | None, progress: Progress, counts: dict,
-           world_size: int = 1) -> dict:
+def finish(
+    cfg: Config,
+    variant: str,
+    model: TAVSE,
+    best_weights: dict | None,
+    progress: Progress,
+    counts: dict,
+    world_size: int = 1,
+) -> dict:
     """Write the best model and the summary (atomically)."""
     out = Path(cfg.train.out_dir) / variant
     best = next((h for h in progress.history if h["step"] == progress.best_step), {})
     summary = {
-        "variant": variant, "modalities": cfg.variants[variant].streams, "steps": progress.step,
-        "best_step": progress.best_step, "stopped_early": progress.stopped_early,
-        "best": best, "parameters": counts, "seed": cfg.train.seed, "data": data_hashes(cfg),
-        "params_hash": run_key(cfg, variant), "processes": world_size,
+        "variant": variant,
+        "modalities": cfg.variants[variant].streams,
+        "steps": progress.step,
+        "best_step": progress.best_step,
+        "stopped_early": progress.stopped_early,
+        "best": best,
+        "parameters": counts,
+        "seed": cfg.train.seed,
+        "data": data_hashes(cfg),
+        "params_hash": run_key(cfg, variant),
+        "processes": world_size,
     }
     # canonical(): the same bytes whether the history row and best weights were made in this
     # process or restored from the resumable state (pickle memoises shared objects by identity).
-    checkpoint = canonical({
-        "state_dict": best_weights if best_weights is not None else model.state_dict(),
-        "variant": variant, "modalities": list(cfg.variants[variant].streams), "roi_size": cfg.ingest.roi_size,
-        "config": trained_config(cfg, variant), "data_hashes": summary["data"], "best_step": progress.best_step,
-        "val": {k: v for k, v in best.items() if isinstance(v, (int, float))},
-    })
+    checkpoint = canonical(
+        {
+            "state_dict": best_weights if best_weights is not None else model.state_dict(),
+            "variant": variant,
+            "modalities": list(cfg.variants[variant].streams),
+            "roi_size": cfg.ingest.roi_size,
+            "config": trained_config(cfg, variant),
+            "data_hashes": summary["data"],
+            "best_step": progress.best_step,
+            "val": {k: v for k, v in best.items() if isinstance(v, (int, float))},
+        }
+    )
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         torch.save(checkpoint, tmp / "best.pt")

@@ -54,8 +54,11 @@ class StopRequest:
             if self.announce:
                 # At once: the save may be a step or a validation away. os.write takes no lock
                 # that the interrupted code could be holding (logging and print do).
-                os.write(2, b"\nSIGINT (Ctrl-C): saving the state at the next step, then exiting "
-                            b"(Ctrl-C again: stop now without saving)\n")
+                os.write(
+                    2,
+                    b"\nSIGINT (Ctrl-C): saving the state at the next step, then exiting "
+                    b"(Ctrl-C again: stop now without saving)\n",
+                )
         if self.requested is None:
             self.requested = signal.Signals(signum).name
 

@@ -21,14 +21,14 @@ from tavse.common.io import atomic_path
 class Progress:
     """Counters and early-stopping bookkeeping (plain data, saved with the state)."""
 
-    step: int = 0                 # optimiser steps done
+    step: int = 0  # optimiser steps done
     epoch: int = 0
-    batch_in_epoch: int = 0       # micro-batches of this epoch already consumed
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
     best_metric: float = float("-inf")
     best_step: int = -1
     evals_without_improvement: int = 0
     stopped_early: bool = False
-    loss_sum: float = 0.0         # training loss summed since the last validation
+    loss_sum: float = 0.0  # training loss summed since the last validation
     loss_count: int = 0
     history: list[dict] = field(default_factory=list)  # one row per validation
 
@@ -71,8 +71,13 @@ def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -83,18 +88,26 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(path: Path, *, model, optimizer, scheduler, scaler, progress: Progress, best_weights: dict | None) -> None:
+def save_state(
+    path: Path, *, model, optimizer, scheduler, scaler, progress: Progress, best_weights: dict | None
+) -> None:
     """Write the state to ``path`` atomically (a killed save leaves the previous one intact)."""
     blob = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(), "progress": asdict(progress), "best_weights": best_weights,
+        "rng": rng_state(),
+        "progress": asdict(progress),
+        "best_weights": best_weights,
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)

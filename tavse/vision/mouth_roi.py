@@ -34,8 +34,46 @@ from tavse.common.logs import native_noise_filtered
 
 # FaceMesh indices: the 40 lip points of FACEMESH_LIPS, mouth corners, inner-lip midpoints.
 LIP_POINTS = (
-    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
-    185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+    0,
+    13,
+    14,
+    17,
+    37,
+    39,
+    40,
+    61,
+    78,
+    80,
+    81,
+    82,
+    84,
+    87,
+    88,
+    91,
+    95,
+    146,
+    178,
+    181,
+    185,
+    191,
+    267,
+    269,
+    270,
+    291,
+    308,
+    310,
+    311,
+    312,
+    314,
+    317,
+    318,
+    321,
+    324,
+    375,
+    402,
+    405,
+    409,
+    415,
 )
 CORNER_LEFT, CORNER_RIGHT, INNER_UPPER, INNER_LOWER = 61, 291, 13, 14
 _COL = {p: i for i, p in enumerate(LIP_POINTS)}
@@ -45,11 +83,11 @@ _COL = {p: i for i, p in enumerate(LIP_POINTS)}
 class MouthTrack:
     """Per-frame mouth geometry of one command, in pixels of the aligned frame."""
 
-    boxes: np.ndarray      # (F, 3) float64: centre x, centre y, side of the crop box, snapped to whole
-                           # pixels (integer side and top-left corner; see snap_boxes)
-    detected: np.ndarray   # (F,) bool: FaceMesh found a face on this frame
-    ran: np.ndarray        # (F,) bool: FaceMesh was run on this frame (see landmark_stride)
-    lip_gap: np.ndarray    # (F,) float64: inner-lip gap / mouth width; NaN where not measured
+    boxes: np.ndarray  # (F, 3) float64: centre x, centre y, side of the crop box, snapped to whole
+    # pixels (integer side and top-left corner; see snap_boxes)
+    detected: np.ndarray  # (F,) bool: FaceMesh found a face on this frame
+    ran: np.ndarray  # (F,) bool: FaceMesh was run on this frame (see landmark_stride)
+    lip_gap: np.ndarray  # (F,) float64: inner-lip gap / mouth width; NaN where not measured
     smoothed: np.ndarray | None = None  # (F, 3) float64: the smoothed, gap-filled box before snapping
 
     @property
@@ -62,8 +100,11 @@ def _new_face_mesh(static: bool):
     import mediapipe as mp  # imported lazily: it is slow to import and pulls in TensorFlow Lite
 
     return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=static, max_num_faces=1, refine_landmarks=False,
-        min_detection_confidence=0.5, min_tracking_confidence=0.5,
+        static_image_mode=static,
+        max_num_faces=1,
+        refine_landmarks=False,
+        min_detection_confidence=0.5,
+        min_tracking_confidence=0.5,
     )
 
 
@@ -191,19 +232,22 @@ def track_from_lips(lips: np.ndarray, ran: np.ndarray, box_scale: float, smooth_
     smoothed = uniform_filter1d(filled, size=smooth_frames, axis=0, mode="nearest") if smooth_frames > 1 else filled
     gap = (lips[:, _COL[INNER_LOWER], 1] - lips[:, _COL[INNER_UPPER], 1]) / width
     gap[~ran] = np.nan
-    return MouthTrack(boxes=snap_boxes(smoothed), detected=detected & ran, ran=ran.copy(), lip_gap=gap,
-                      smoothed=smoothed)
+    return MouthTrack(
+        boxes=snap_boxes(smoothed), detected=detected & ran, ran=ran.copy(), lip_gap=gap, smoothed=smoothed
+    )
 
 
-def track_mouth(frames: Sequence[np.ndarray], stride: int, box_scale: float, smooth_frames: int,
-                detector: LipDetector | None = None) -> MouthTrack:
+def track_mouth(
+    frames: Sequence[np.ndarray], stride: int, box_scale: float, smooth_frames: int, detector: LipDetector | None = None
+) -> MouthTrack:
     """The mouth track ingest uses: per-frame FaceMesh detection on every ``stride``-th frame, snapped boxes.
 
     ``detector``: an open :class:`LipDetector` to use (the same landmarks; one is made for this call otherwise).
     Raises ValueError if no frame has a face.
     """
-    lips, ran = (detector.detect(frames, stride) if detector is not None
-                 else detect_lips(frames, stride=stride, static=True))
+    lips, ran = (
+        detector.detect(frames, stride) if detector is not None else detect_lips(frames, stride=stride, static=True)
+    )
     return track_from_lips(lips, ran, box_scale, smooth_frames)
 
 
@@ -246,8 +290,8 @@ def _resample_1d(side: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """
     num = (2 * np.arange(size, dtype=np.int64) + 1) * side - size
     den = 2 * size
-    k = num // den                      # floor, also for negative num
-    frac = num - k * den                # in [0, den)
+    k = num // den  # floor, also for negative num
+    frac = num - k * den  # in [0, den)
     one = 1 << _WEIGHT_BITS
     w1 = (frac * one + den // 2) // den
     offsets, weights = np.stack([k, k + 1]), np.stack([one - w1, w1])
@@ -255,8 +299,9 @@ def _resample_1d(side: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return offsets, weights
 
 
-def crop(img: np.ndarray, box: np.ndarray, size: int,
-         pixel_map: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def crop(
+    img: np.ndarray, box: np.ndarray, size: int, pixel_map: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
     """Crop the square ``box`` (cx, cy, side) from ``img`` and resize to ``size`` x ``size``; outside the frame replicates the border.
 
     The box is first snapped to whole pixels (:func:`pixel_box`). Bilinear interpolation in
@@ -273,12 +318,12 @@ def crop(img: np.ndarray, box: np.ndarray, size: int,
     h, w = img.shape[:2]
     dy, wy = _resample_1d(s, size)
     dx, wx = _resample_1d(s, size)
-    ys = np.clip(y0 + dy, 0, h - 1)     # clamped: the border is replicated
+    ys = np.clip(y0 + dy, 0, h - 1)  # clamped: the border is replicated
     xs = np.clip(x0 + dx, 0, w - 1)
     # The source pixels the output reads (rows: both taps of every output row; columns: both
     # taps of every output column), from the window that holds them.
     y_lo, x_lo = int(ys[0, 0]), int(xs[0, 0])
-    window = img[y_lo:int(ys[1, -1]) + 1, x_lo:int(xs[1, -1]) + 1]
+    window = img[y_lo : int(ys[1, -1]) + 1, x_lo : int(xs[1, -1]) + 1]
     if pixel_map is not None:
         window = pixel_map(window)
     channels = int(np.prod(window.shape[2:], dtype=np.int64))
@@ -287,8 +332,8 @@ def crop(img: np.ndarray, box: np.ndarray, size: int,
     sub = window.take(ys.ravel() - y_lo, axis=0).take(xs.ravel() - x_lo, axis=1).astype(acc_t)
     sub = sub.reshape(2 * size, 2, size * channels)
     # Two exact passes, along x then along y, with no rounding in between.
-    wx = np.repeat(wx.astype(acc_t), channels, axis=1)                     # (2, size * C)
-    rows = sub[:, 0] * wx[0] + sub[:, 1] * wx[1]                            # (2 * size, size * C)
+    wx = np.repeat(wx.astype(acc_t), channels, axis=1)  # (2, size * C)
+    rows = sub[:, 0] * wx[0] + sub[:, 1] * wx[1]  # (2 * size, size * C)
     acc = rows[:size] * wy[0, :, None].astype(acc_t) + rows[size:] * wy[1, :, None].astype(acc_t)
     acc = acc.reshape((size, size) + window.shape[2:])
     shift = 2 * _WEIGHT_BITS

@@ -107,9 +107,7 @@ class _NearestIronIndex:
         self._tree = None
         # The 64 colour offsets inside one 4x4x4 cell, as packed 24-bit keys.
         o = np.arange(4, dtype=np.int64)
-        self._cell_offsets = (
-            (o[:, None, None] << 16) | (o[None, :, None] << 8) | o[None, None, :]
-        ).ravel()
+        self._cell_offsets = ((o[:, None, None] << 16) | (o[None, :, None] << 8) | o[None, None, :]).ravel()
 
     def fill(self, keys: np.ndarray) -> None:
         """Compute the exact nearest palette index for every colour in the cells of ``keys``."""

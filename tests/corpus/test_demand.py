@@ -45,7 +45,9 @@ def _make_zip(path: Path, members: dict[str, bytes]) -> Path:
 def _demand_zip(root: Path, env: str, rate: int = 16000, n_channels: int = 2, seconds: float = 0.25) -> Path:
     n = int(rate * seconds)
     members = {f"{env}/": b""}  # real DEMAND zips carry a directory entry too
-    members.update({f"{env}/ch{c:02d}.wav": wav_bytes(_noise(_seed(env, c), n), rate) for c in range(1, n_channels + 1)})
+    members.update(
+        {f"{env}/ch{c:02d}.wav": wav_bytes(_noise(_seed(env, c), n), rate) for c in range(1, n_channels + 1)}
+    )
     return _make_zip(root / f"{env}_{rate // 1000}k.zip", members)
 
 
@@ -63,7 +65,11 @@ def _manifest(out: Path) -> list[dict[str, str]]:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ----------------------------------------------------------------------------- happy paths
@@ -77,13 +83,20 @@ def test_zips_are_split_by_environment_and_copied_bit_exactly(tmp_path: Path) ->
     report = prepare_noise(src, out, {"train": ["DKITCHEN", "NFIELD"], "test": ["TCAR"]}, channels=[1, 3])
 
     assert sorted(p.name for p in (out / "train").iterdir()) == [
-        "DKITCHEN_ch01.wav", "DKITCHEN_ch03.wav", "NFIELD_ch01.wav", "NFIELD_ch03.wav",
+        "DKITCHEN_ch01.wav",
+        "DKITCHEN_ch03.wav",
+        "NFIELD_ch01.wav",
+        "NFIELD_ch03.wav",
     ]
     assert sorted(p.name for p in (out / "test").iterdir()) == ["TCAR_ch01.wav", "TCAR_ch03.wav"]
     rows = _manifest(out)
     assert tuple(rows[0]) == MANIFEST_COLUMNS and len(rows) == 6
     assert {r["env"]: r["split"] for r in rows} == {"DKITCHEN": "train", "NFIELD": "train", "TCAR": "test"}
-    assert {r["env"]: r["kind"] for r in rows} == {"DKITCHEN": "transient", "NFIELD": "stationary", "TCAR": "stationary"}
+    assert {r["env"]: r["kind"] for r in rows} == {
+        "DKITCHEN": "transient",
+        "NFIELD": "stationary",
+        "TCAR": "stationary",
+    }
     row = next(r for r in rows if r["env"] == "TCAR" and r["channel"] == "3")
     assert row["path"] == "test/TCAR_ch03.wav" and row["source"] == "TCAR_16k.zip:TCAR/ch03.wav"
     assert (row["n_samples"], row["duration_s"]) == ("4000", "0.250000")
@@ -98,8 +111,11 @@ def test_zips_are_split_by_environment_and_copied_bit_exactly(tmp_path: Path) ->
     assert float(row["rms_dbfs"]) == pytest.approx(20 * np.log10(rms), abs=0.01)
 
     assert report["splits"]["train"] == {
-        "environments": ["DKITCHEN", "NFIELD"], "files": 4, "seconds": 1.0,
-        "kinds": {"stationary": ["NFIELD"], "transient": ["DKITCHEN"], "babble": []}, "missing_kinds": ["babble"],
+        "environments": ["DKITCHEN", "NFIELD"],
+        "files": 4,
+        "seconds": 1.0,
+        "kinds": {"stationary": ["NFIELD"], "transient": ["DKITCHEN"], "babble": []},
+        "missing_kinds": ["babble"],
     }
     assert report["environments"]["TCAR"]["kind"] == "stationary"
     assert report["splits"]["test"]["files"] == 2
@@ -117,7 +133,8 @@ def test_extracted_folders_and_mixed_sources(tmp_path: Path) -> None:
     report = prepare_noise(src, out, {"train": ["NPARK"], "valid": ["TBUS"]}, channels=[2])
     rows = _manifest(out)
     assert [(r["split"], r["env"], r["source"]) for r in rows] == [
-        ("train", "NPARK", "NPARK/ch02.wav"), ("valid", "TBUS", "TBUS_16k.zip:TBUS/ch02.wav"),
+        ("train", "NPARK", "NPARK/ch02.wav"),
+        ("valid", "TBUS", "TBUS_16k.zip:TBUS/ch02.wav"),
     ]
     assert report["environments"]["NPARK"]["source_kind"] == "folder"
     original, _ = sf.read(src / "NPARK" / "ch02.wav", dtype="int16")
@@ -138,7 +155,11 @@ def test_48k_is_resampled_to_16k(tmp_path: Path) -> None:
     spectrum = np.abs(np.fft.rfft(y[2000:-2000] * np.hanning(12000)))
     assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(1000, abs=2)
     assert report["environments"]["SCAFE"] == {
-        "split": "test", "kind": "babble", "source": "SCAFE_48k.zip", "source_kind": "zip", "source_rate": [48000],
+        "split": "test",
+        "kind": "babble",
+        "source": "SCAFE_48k.zip",
+        "source_kind": "zip",
+        "source_rate": [48000],
         "resampled": True,
     }
 
@@ -167,7 +188,11 @@ def test_output_is_deterministic_and_replaced_atomically(tmp_path: Path) -> None
     prepare_noise(src, tmp_path / "b", splits, channels=[1, 2])
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     assert sorted(_tree_digest(tmp_path / "a")) == [
-        "manifest.csv", "test/SCAFE_ch01.wav", "test/SCAFE_ch02.wav", "train/TCAR_ch01.wav", "train/TCAR_ch02.wav",
+        "manifest.csv",
+        "test/SCAFE_ch01.wav",
+        "test/SCAFE_ch02.wav",
+        "train/TCAR_ch01.wav",
+        "train/TCAR_ch02.wav",
     ]
     # A rerun with other settings replaces the folder wholesale: no stale files survive.
     prepare_noise(src, tmp_path / "a", {"train": ["TCAR"]}, channels=[2])
@@ -180,15 +205,24 @@ def test_kinds_per_split_and_a_warning_for_a_missing_kind(tmp_path: Path, caplog
     for env in ("DLIVING", "OMEETING", "TBUS", "NRIVER"):
         _demand_zip(src, env, n_channels=1)
     with caplog.at_level("WARNING", logger="tavse.corpus.demand"):
-        report = prepare_noise(src, tmp_path / "noise", {"val": ["DLIVING", "OMEETING", "TBUS"], "test": ["NRIVER"]},
-                               channels=[1])
-    assert report["splits"]["val"]["kinds"] == {"stationary": ["TBUS"], "transient": ["DLIVING"], "babble": ["OMEETING"]}
+        report = prepare_noise(
+            src, tmp_path / "noise", {"val": ["DLIVING", "OMEETING", "TBUS"], "test": ["NRIVER"]}, channels=[1]
+        )
+    assert report["splits"]["val"]["kinds"] == {
+        "stationary": ["TBUS"],
+        "transient": ["DLIVING"],
+        "babble": ["OMEETING"],
+    }
     assert report["splits"]["val"]["missing_kinds"] == []
     assert report["splits"]["test"]["missing_kinds"] == ["transient", "babble"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "'test'" in warnings[0] and "transient or babble" in warnings[0], warnings
     assert {r["env"]: r["kind"] for r in _manifest(tmp_path / "noise")} == {
-        "DLIVING": "transient", "OMEETING": "babble", "TBUS": "stationary", "NRIVER": "stationary"}
+        "DLIVING": "transient",
+        "OMEETING": "babble",
+        "TBUS": "stationary",
+        "NRIVER": "stationary",
+    }
 
 
 def test_default_splits_cover_every_kind_without_warnings(tmp_path: Path, caplog) -> None:
@@ -277,11 +311,20 @@ BAD_ZIP_MEMBERS = {
     "empty WAV": ({"TCAR/ch01.wav": wav_bytes(np.zeros(0, np.float32), 16000)}, "empty WAV"),
     "NaN samples": ({"TCAR/ch01.wav": _nan()}, "NaN"),
     "stereo": ({"TCAR/ch01.wav": _stereo()}, "2 channels, expected mono"),
-    "wrong rate": ({"TCAR/ch01.wav": wav_bytes(_noise(1, 4800), 48000)}, r"48000 Hz, expected 16000 Hz \(as the name TCAR_16k\.zip says\)"),
+    "wrong rate": (
+        {"TCAR/ch01.wav": wav_bytes(_noise(1, 4800), 48000)},
+        r"48000 Hz, expected 16000 Hz \(as the name TCAR_16k\.zip says\)",
+    ),
     "silent": ({"TCAR/ch01.wav": wav_bytes(np.zeros(800, np.float32), 16000)}, "all samples are zero"),
     "not a WAV": ({"TCAR/ch01.wav": b"RIFF....garbage"}, "not a readable WAV"),
-    "zip-slip ..": ({"TCAR/ch01.wav": wav_bytes(_noise(1, 800), 16000), "TCAR/../../evil.wav": b"x"}, r"unsafe member name 'TCAR/\.\./\.\./evil\.wav'"),
-    "zip-slip absolute": ({"TCAR/ch01.wav": wav_bytes(_noise(1, 800), 16000), "/etc/evil.wav": b"x"}, "unsafe member name '/etc/evil.wav'"),
+    "zip-slip ..": (
+        {"TCAR/ch01.wav": wav_bytes(_noise(1, 800), 16000), "TCAR/../../evil.wav": b"x"},
+        r"unsafe member name 'TCAR/\.\./\.\./evil\.wav'",
+    ),
+    "zip-slip absolute": (
+        {"TCAR/ch01.wav": wav_bytes(_noise(1, 800), 16000), "/etc/evil.wav": b"x"},
+        "unsafe member name '/etc/evil.wav'",
+    ),
 }
 
 

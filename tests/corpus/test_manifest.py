@@ -32,8 +32,8 @@ def sf_folder(tmp_path: Path):
     for s in (121, 2, 101):
         _archive(folder / f"sub_{s}_ia.zip", 500 + s)
     mf.make_manifest(folder, "speakingfaces", {"type": "local"})
-    (folder / "sub_5_ia.zip.part").write_bytes(b"PK\x03\x04 half")   # a running download
-    _archive(folder / "sub_7_ia.zip", 10)                              # complete, but not listed
+    (folder / "sub_5_ia.zip.part").write_bytes(b"PK\x03\x04 half")  # a running download
+    _archive(folder / "sub_7_ia.zip", 10)  # complete, but not listed
     (folder / "README.txt").write_text("notes")
     params = tiny_params(tmp_path)
     params["data"].update(speakingfaces_dir=str(folder), subjects_csv="")
@@ -46,9 +46,14 @@ def test_ingest_plans_the_listed_archives_and_counts_the_rest(sf_folder, tmp_pat
     plan = plan_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
     assert [a.name for a in plan.archives] == ["sub_2_ia.zip", "sub_101_ia.zip", "sub_121_ia.zip"]
     assert {a.name: split for a, (split, _) in plan.shards.items()} == {
-        "sub_2_ia.zip": "train", "sub_101_ia.zip": "val", "sub_121_ia.zip": "test"}
-    assert f"{folder}: 3 file(s) not listed in manifest.json ignored (README.txt, sub_5_ia.zip.part, sub_7_ia.zip)" \
+        "sub_2_ia.zip": "train",
+        "sub_101_ia.zip": "val",
+        "sub_121_ia.zip": "test",
+    }
+    assert (
+        f"{folder}: 3 file(s) not listed in manifest.json ignored (README.txt, sub_5_ia.zip.part, sub_7_ia.zip)"
         in caplog.text
+    )
 
 
 def test_ingest_refuses_an_archive_of_another_size(sf_folder, tmp_path) -> None:
@@ -90,13 +95,25 @@ def test_missing_or_wrong_manifest_is_a_clear_error(sf_folder, tmp_path) -> None
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(mf.ManifestError, match=rf"{folder}/manifest\.json: not valid JSON"):
         plan_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
-    (folder / "manifest.json").write_text(json.dumps({"format": 1, "corpus": "demand", "source": {"type": "local"},
-                                                      "files": []}))
-    with pytest.raises(mf.ManifestError, match=r"describes a demand corpus, expected speakingfaces: does "
-                                               r"data\.speakingfaces_dir point at the right folder"):
+    (folder / "manifest.json").write_text(
+        json.dumps({"format": 1, "corpus": "demand", "source": {"type": "local"}, "files": []})
+    )
+    with pytest.raises(
+        mf.ManifestError,
+        match=r"describes a demand corpus, expected speakingfaces: does "
+        r"data\.speakingfaces_dir point at the right folder",
+    ):
         plan_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
-    (folder / "manifest.json").write_text(json.dumps({"format": 1, "corpus": "speakingfaces", "source": {"type": "local"},
-                                                      "files": [{"path": "../sub_1_ia.zip", "size": 1}]}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "corpus": "speakingfaces",
+                "source": {"type": "local"},
+                "files": [{"path": "../sub_1_ia.zip", "size": 1}],
+            }
+        )
+    )
     with pytest.raises(mf.ManifestError, match=r"'\.\./sub_1_ia\.zip' is not a plain relative path"):
         plan_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
 
@@ -119,11 +136,15 @@ def test_noise_reads_the_manifest(demand_folder: Path, tmp_path: Path, caplog) -
     caplog.set_level(logging.INFO, logger="tavse.corpus.manifest")
     m = mf.read_manifest(demand_folder, "demand")
     assert [(f.path, bool(f.md5), bool(f.sha256)) for f in m.files] == [
-        ("SCAFE_48k.zip", True, True), ("TCAR_16k.zip", True, True)]
+        ("SCAFE_48k.zip", True, True),
+        ("TCAR_16k.zip", True, True),
+    ]
     report = prepare_noise(demand_folder, tmp_path / "noise", {"train": ["TCAR"], "test": ["SCAFE"]}, channels=[1])
     assert report["total_files"] == 2
     assert "2 file(s) not listed in manifest.json ignored (NFIELD_16k.zip, TCAR_48k.zip.part)" in caplog.text
-    with pytest.raises(FileNotFoundError, match=r"NFIELD not found in .*listed in its manifest\.json; found: SCAFE, TCAR"):
+    with pytest.raises(
+        FileNotFoundError, match=r"NFIELD not found in .*listed in its manifest\.json; found: SCAFE, TCAR"
+    ):
         prepare_noise(demand_folder, tmp_path / "noise2", {"train": ["NFIELD"]}, channels=[1])
 
 
@@ -136,11 +157,16 @@ def test_noise_refuses_size_change_verifies_hashes_and_needs_a_manifest(demand_f
     with pytest.raises(mf.ChecksumMismatch, match=r"TCAR_16k\.zip: SHA256"):
         prepare_noise(demand_folder, tmp_path / "noise", splits, channels=[1], verify=True)
     zip_path.write_bytes(bytes(data[:-10]))
-    with pytest.raises(mf.ManifestError, match=rf"{zip_path}: size {len(data) - 10} bytes, but .* lists {len(data)} bytes"):
+    with pytest.raises(
+        mf.ManifestError, match=rf"{zip_path}: size {len(data) - 10} bytes, but .* lists {len(data)} bytes"
+    ):
         prepare_noise(demand_folder, tmp_path / "noise", splits, channels=[1])
     (demand_folder / "manifest.json").unlink()
-    with pytest.raises(mf.ManifestMissing, match=r"no manifest in the corpus folder \(data\.demand_dir\).*"
-                                                 rf"python -m tavse\.download demand --out {demand_folder}.*dvc repro synth_noise"):
+    with pytest.raises(
+        mf.ManifestMissing,
+        match=r"no manifest in the corpus folder \(data\.demand_dir\).*"
+        rf"python -m tavse\.download demand --out {demand_folder}.*dvc repro synth_noise",
+    ):
         prepare_noise(demand_folder, tmp_path / "noise", splits, channels=[1])
     assert not (tmp_path / "noise").exists()
 
@@ -149,8 +175,10 @@ def test_synthetic_manifest_is_deterministic(tmp_path: Path) -> None:
     paths = []
     for name in ("a", "b"):
         write_demand_corpus(tmp_path / name, ["TCAR"], duration_s=0.25, n_channels=1, seed=3)
-        paths.append(mf.write_synthetic_manifest(tmp_path / name, "demand", "synth_noise", {"seed": 3}) and
-                     tmp_path / name / "manifest.json")
+        paths.append(
+            mf.write_synthetic_manifest(tmp_path / name, "demand", "synth_noise", {"seed": 3})
+            and tmp_path / name / "manifest.json"
+        )
     assert paths[0].read_bytes() == paths[1].read_bytes()
     raw = json.loads(paths[0].read_text())
     assert raw["source"] == {"type": "synthetic", "generator": "synth_noise", "params": {"seed": 3}}

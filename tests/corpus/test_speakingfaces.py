@@ -18,7 +18,9 @@ def _open(path, speaker=3):
 
 def test_members_grouped_and_sorted_numerically_whatever_the_prefix(tmp_path):
     for prefix in ("sub_3_ia/", "", "some/deeper/root/"):
-        path = write_archive(tmp_path / "sub_3_ia.zip", 3, [blank_utt(12, command=40), blank_utt(5, trial=2, command=9)], prefix=prefix)
+        path = write_archive(
+            tmp_path / "sub_3_ia.zip", 3, [blank_utt(12, command=40), blank_utt(5, trial=2, command=9)], prefix=prefix
+        )
         zf, utts, ignored = _open(path)
         assert [u.key for u in utts] == [sfc.UtteranceKey(3, 1, 1, 40), sfc.UtteranceKey(3, 2, 1, 9)]
         assert sorted(utts[0].rgb) == list(range(1, 13))  # 10, 11, 12 after 9, not after 1
@@ -146,10 +148,13 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert fa == sfc.archive_fingerprint(zipfile.ZipFile(a)) != sfc.archive_fingerprint(zipfile.ZipFile(b))
 
 
-@pytest.mark.parametrize(("method", "encrypted", "reason", "message"), [
-    (9, False, "unsupported_compression", "That compression method is not supported"),   # Deflate64
-    (None, True, "encrypted_member", "is encrypted, password required"),
-])
+@pytest.mark.parametrize(
+    ("method", "encrypted", "reason", "message"),
+    [
+        (9, False, "unsupported_compression", "That compression method is not supported"),  # Deflate64
+        (None, True, "encrypted_member", "is encrypted, password required"),
+    ],
+)
 def test_unreadable_zip_members_are_named_bad_input(tmp_path, method, encrypted, reason, message):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -13,7 +13,8 @@ from tavse.corpus import store
 def _utt(i: int, frames: int = 21, roi: int = 16):
     rng = np.random.default_rng(i)
     return store.utterance_items(
-        f"s001_t1_p1_c{i:04d}", {"fps": 28},
+        f"s001_t1_p1_c{i:04d}",
+        {"fps": 28},
         rng.integers(0, 256, (frames, roi, roi, 3), dtype=np.uint8),
         rng.integers(0, 256, (frames, roi, roi), dtype=np.uint8),
         rng.standard_normal(frames * 4000 // 7).astype(np.float32),

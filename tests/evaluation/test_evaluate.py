@@ -26,9 +26,11 @@ from tests.conftest import ROOT, TRAINED_VARIANT
 def evaluated(tiny_data, tiny_trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     cfg = dataclasses.replace(
-        tiny_data, train=dataclasses.replace(tiny_data.train, out_dir=str(tiny_trained / "models")),
+        tiny_data,
+        train=dataclasses.replace(tiny_data.train, out_dir=str(tiny_trained / "models")),
         evaluation=dataclasses.replace(tiny_data.evaluation, out_dir=str(out), workers=2),
-        variants={TRAINED_VARIANT: tiny_data.variants[TRAINED_VARIANT], "audio_rgb": ["rgb"]})
+        variants={TRAINED_VARIANT: tiny_data.variants[TRAINED_VARIANT], "audio_rgb": ["rgb"]},
+    )
     build_test_list(cfg)
     evaluate_reference(cfg)
     evaluate_variant(cfg, TRAINED_VARIANT)
@@ -47,8 +49,11 @@ def test_oracle_irm_is_a_ceiling():
     noisy = clean + 0.3 * rng.standard_normal(16000).astype(np.float32)
     est = oracle_irm(clean, noisy, 512, 400, 160)
     import torch
-    gain = float(si_snr(torch.from_numpy(est)[None].double(), torch.from_numpy(clean)[None].double())
-                 - si_snr(torch.from_numpy(noisy)[None].double(), torch.from_numpy(clean)[None].double()))
+
+    gain = float(
+        si_snr(torch.from_numpy(est)[None].double(), torch.from_numpy(clean)[None].double())
+        - si_snr(torch.from_numpy(noisy)[None].double(), torch.from_numpy(clean)[None].double())
+    )
     assert est.shape == noisy.shape and gain > 8
 
 
@@ -109,8 +114,9 @@ def test_compare_pairs_by_mix_id(evaluated, tmp_path):
     rows = read_items(out / TRAINED_VARIANT / "items.csv")
     other = out / "audio_rgb"
     other.mkdir(exist_ok=True)
-    (other / "summary.json").write_text((out / TRAINED_VARIANT / "summary.json").read_text().replace(
-        f'"{TRAINED_VARIANT}', '"audio_rgb'))
+    (other / "summary.json").write_text(
+        (out / TRAINED_VARIANT / "summary.json").read_text().replace(f'"{TRAINED_VARIANT}', '"audio_rgb')
+    )
     header, *lines = (out / TRAINED_VARIANT / "items.csv").read_text().splitlines()
     broken = lines[::-1]
     i = next(k for k, line in enumerate(broken) if ",full," in line)
@@ -134,8 +140,10 @@ def test_compare_pairs_by_mix_id(evaluated, tmp_path):
     assert f"### {TRAINED_VARIANT}\n" in report and "| noise kind " in report and "| SNR +" in report
     assert "target-silent stretches included" in report and "attenuating silence cannot raise it" in report
     compare_md = (out / "compare.md").read_text()
-    assert all(f"| {m} | {TRAINED_VARIANT} | audio_rgb |" in compare_md
-               for m in ("si_snri_active", "delta_estoi", "delta_pesq_wb"))
+    assert all(
+        f"| {m} | {TRAINED_VARIANT} | audio_rgb |" in compare_md
+        for m in ("si_snri_active", "delta_estoi", "delta_pesq_wb")
+    )
 
 
 def test_enhance_command_on_a_zip_and_a_folder(tiny_data, tiny_trained, tmp_path):
@@ -148,14 +156,46 @@ def test_enhance_command_on_a_zip_and_a_folder(tiny_data, tiny_trained, tmp_path
     model = tiny_trained / "models" / TRAINED_VARIANT / "best.pt"
     for frames in (archive, tmp_path / "frames"):
         out = tmp_path / f"enhanced_{frames.name}.wav"
-        res = subprocess.run([sys.executable, "-m", "tavse.enhance", "--model", str(model), "--noisy",
-                              str(tmp_path / "noisy.wav"), "--frames", str(frames), "--utterance", utt, "--out", str(out)],
-                             capture_output=True, text=True, cwd=ROOT)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tavse.enhance",
+                "--model",
+                str(model),
+                "--noisy",
+                str(tmp_path / "noisy.wav"),
+                "--frames",
+                str(frames),
+                "--utterance",
+                utt,
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         assert "real-time factor" in res.stdout
         x, sr = sf.read(out)
         assert sr == 16000 and len(x) > 16000 and np.isfinite(x).all()
-    res = subprocess.run([sys.executable, "-m", "tavse.enhance", "--model", str(model), "--noisy",
-                          str(tmp_path / "noisy.wav"), "--frames", str(archive), "--out", str(tmp_path / "x.wav")],
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tavse.enhance",
+            "--model",
+            str(model),
+            "--noisy",
+            str(tmp_path / "noisy.wav"),
+            "--frames",
+            str(archive),
+            "--out",
+            str(tmp_path / "x.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode != 0 and "choose one with --utterance" in res.stderr

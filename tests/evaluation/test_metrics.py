@@ -177,7 +177,7 @@ def gated_mixture(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     5 dB SNR; ``gated`` is the noisy mixture with its target-silent samples set to zero (a perfect
     voice-activity gate that removes nothing from the speech)."""
     clean = speech_like(4.0, seed=seed)
-    clean[int(1.5 * SR):int(2.5 * SR)] = 1e-5 * np.random.default_rng(seed).standard_normal(SR)
+    clean[int(1.5 * SR) : int(2.5 * SR)] = 1e-5 * np.random.default_rng(seed).standard_normal(SR)
     noisy = clean + 0.03 * np.random.default_rng(seed + 1).standard_normal(clean.size)
     active = M.losses.speech_activity(torch.from_numpy(clean)).numpy()
     return clean, noisy, np.where(active, noisy, 0.0)
@@ -288,8 +288,9 @@ def test_evaluate_items_parallel_keeps_order_and_failures():
     finally:
         torch.set_num_threads(threads)
     with M.worker_pool(2) as pool:  # one pool for two calls, as an evaluation over chunks would use it
-        parallel = (M.evaluate_items(items[:3], M.metrics_row, workers=2, desc="parallel", pool=pool)
-                    + M.evaluate_items(items[3:], M.metrics_row, workers=2, desc="parallel", pool=pool))
+        parallel = M.evaluate_items(items[:3], M.metrics_row, workers=2, desc="parallel", pool=pool) + M.evaluate_items(
+            items[3:], M.metrics_row, workers=2, desc="parallel", pool=pool
+        )
 
     assert_rows_equal(parallel, serial)
     assert_rows_equal(parallel, [M.metrics_row(item) for item in items])  # position i is item i

@@ -10,17 +10,37 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tavse.evaluation.page import (ORACLE, answer_paragraph, corpus_caveat, direction, paired, roles,
-                                   verdict_sentence)
-from tavse.evaluation.samples import (flac_bytes, mouth_strip_png, playback_gain, read_audio, select_samples,
-                                      spectrogram_db, spectrogram_image)
+from tavse.evaluation.page import ORACLE, answer_paragraph, corpus_caveat, direction, paired, roles, verdict_sentence
+from tavse.evaluation.samples import (
+    flac_bytes,
+    mouth_strip_png,
+    playback_gain,
+    read_audio,
+    select_samples,
+    spectrogram_db,
+    spectrogram_image,
+)
 
-VARIANTS = {"audio_only": [], "audio_rgb": ["rgb"], "audio_thermal": ["thermal"], "audio_rgb_thermal": ["rgb", "thermal"]}
+VARIANTS = {
+    "audio_only": [],
+    "audio_rgb": ["rgb"],
+    "audio_thermal": ["thermal"],
+    "audio_rgb_thermal": ["rgb", "thermal"],
+}
 
 
 def wilcoxon(mean: float, low: float, high: float, p: float, effect: float) -> dict:
-    return {"mean_difference": mean, "diff_ci95_low": low, "diff_ci95_high": high, "median_difference": mean * 0.9,
-            "effect_size": effect, "p_value": p / 6, "p_adjusted": p, "significant": p < 0.05, "n_pairs": 60}
+    return {
+        "mean_difference": mean,
+        "diff_ci95_low": low,
+        "diff_ci95_high": high,
+        "median_difference": mean * 0.9,
+        "effect_size": effect,
+        "p_value": p / 6,
+        "p_adjusted": p,
+        "significant": p < 0.05,
+        "n_pairs": 60,
+    }
 
 
 def overall(**means: float) -> dict:
@@ -58,12 +78,17 @@ def test_answer_when_thermal_beats_audio_but_not_rgb():
     assert "audio_rgb_thermal is best with 3.75 dB [95% CI 3.25, 4.25]" in text
     assert "its lead over audio_rgb is not significant (p = 1)" in text
     # thermal - audio_only: the effect, its CI and the corrected p, significant
-    assert ("audio_thermal − audio_only: +0.41 dB mean paired difference [95% CI +0.10, +0.72], median +0.37 dB, "
-            "rank-biserial r = +0.40, Bonferroni-corrected Wilcoxon p = 0.042 over 60 paired mixtures: significant") in text
+    assert (
+        "audio_thermal − audio_only: +0.41 dB mean paired difference [95% CI +0.10, +0.72], median +0.37 dB, "
+        "rank-biserial r = +0.40, Bonferroni-corrected Wilcoxon p = 0.042 over 60 paired mixtures: significant"
+    ) in text
     # thermal - RGB: not significant, said so
     assert "audio_thermal − audio_rgb: −0.01 dB" in text and "p = 0.5 over 60 paired mixtures: not significant" in text
     assert "Adding thermal to RGB: audio_rgb_thermal − audio_rgb: +0.06 dB" in text
-    assert "the oracle ceiling is 7.34 dB" in text and "No variant with all its streams is worse than its noisy input" in text
+    assert (
+        "the oracle ceiling is 7.34 dB" in text
+        and "No variant with all its streams is worse than its noisy input" in text
+    )
     assert "synthetic" not in text  # no caveat given: none printed
 
 
@@ -77,10 +102,15 @@ def test_answer_when_nothing_is_significant():
 
 
 def test_verdicts_cover_every_direction():
-    up, down, flat = wilcoxon(1, 0.5, 1.5, 0.001, 0.6), wilcoxon(-1, -1.5, -0.5, 0.001, -0.6), wilcoxon(0.1, -0.2, 0.4, 0.7, 0.1)
+    up, down, flat = (
+        wilcoxon(1, 0.5, 1.5, 0.001, 0.6),
+        wilcoxon(-1, -1.5, -0.5, 0.001, -0.6),
+        wilcoxon(0.1, -0.2, 0.4, 0.7, 0.1),
+    )
     assert direction(up) == 1 and direction(down) == -1 and direction(flat) == 0 and direction(None) == 0
-    assert verdict_sentence(up, up).startswith("Yes: thermal video of the mouth significantly improves noise removal "
-                                               "over audio alone and over ordinary RGB")
+    assert verdict_sentence(up, up).startswith(
+        "Yes: thermal video of the mouth significantly improves noise removal over audio alone and over ordinary RGB"
+    )
     assert "significantly less than RGB" in verdict_sentence(up, down)
     assert verdict_sentence(down, flat).startswith("No: with thermal video")
     assert "significantly worse than the RGB variant" in verdict_sentence(flat, down)
@@ -105,10 +135,20 @@ class Mix:
 
 
 def test_samples_spread_over_speakers_snrs_and_noises():
-    envs = [("DWASHING", "stationary"), ("NRIVER", "stationary"), ("OHALLWAY", "transient"), ("PRESTO", "babble"),
-            ("SCAFE", "babble"), ("TMETRO", "stationary")]
-    mixtures = [Mix(f"s{spk}_t1_p1_c{c:04d}_{k}", f"s{spk}_t1_p1_c{c:04d}", snr, *envs[(spk + c + k) % 6])
-                for spk in (121, 122, 123) for c in range(5) for k, snr in enumerate((-5, 0, 5, 10))]
+    envs = [
+        ("DWASHING", "stationary"),
+        ("NRIVER", "stationary"),
+        ("OHALLWAY", "transient"),
+        ("PRESTO", "babble"),
+        ("SCAFE", "babble"),
+        ("TMETRO", "stationary"),
+    ]
+    mixtures = [
+        Mix(f"s{spk}_t1_p1_c{c:04d}_{k}", f"s{spk}_t1_p1_c{c:04d}", snr, *envs[(spk + c + k) % 6])
+        for spk in (121, 122, 123)
+        for c in range(5)
+        for k, snr in enumerate((-5, 0, 5, 10))
+    ]
     chosen = select_samples(mixtures, 8)
     assert len(chosen) == 8 and len({m.mix_id for m in chosen}) == 8
     assert {m.utt_id.split("_")[0] for m in chosen} == {"s121", "s122", "s123"}
@@ -157,9 +197,11 @@ def test_the_browser_check_catches_a_broken_sound_and_an_outside_request(tmp_pat
 
     good = data_uri("audio/flac", flac_bytes(np.sin(np.arange(16000) * 0.2) * 0.3))
     page = tmp_path / "page.html"
-    page.write_text(f'<!DOCTYPE html><html><body><p>hello</p><audio preload="metadata" src="{good}"></audio>'
-                    '<audio preload="metadata" src="missing.flac"></audio>'
-                    '<img src="http://127.0.0.1:9/x.png"></body></html>')
+    page.write_text(
+        f'<!DOCTYPE html><html><body><p>hello</p><audio preload="metadata" src="{good}"></audio>'
+        '<audio preload="metadata" src="missing.flac"></audio>'
+        '<img src="http://127.0.0.1:9/x.png"></body></html>'
+    )
     seen = inspect_page(page, tmp_path / "shot.png", width=400, height=300, media_timeout_ms=10000)
     assert seen["audio"][0]["readyState"] >= 1 and seen["audio"][0]["error"] is None
     assert seen["audio"][0]["duration"] == pytest.approx(1.0, abs=0.01)

@@ -13,8 +13,7 @@ import torch
 from tavse import losses
 from tavse.evaluation.evaluate import oracle_irm
 from tavse.evaluation.metrics import input_row, metrics_row
-from tavse.evaluation.report import (NOISY, ORACLE, against_input_table, flags_section, noise_kinds,
-                                     worse_than_input)
+from tavse.evaluation.report import NOISY, ORACLE, against_input_table, flags_section, noise_kinds, worse_than_input
 from tavse.evaluation.results import summarise
 
 SR = 16000
@@ -28,7 +27,7 @@ def speech(seconds: float, f0: float, seed: int) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     phase = 2 * np.pi * np.cumsum(f0 + 0.15 * f0 * np.sin(2 * np.pi * 0.5 * t)) / SR
     x = 0.1 * sum(np.sin(k * phase) / k for k in range(1, 25)) * np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
-    x[int(0.4 * x.size):int(0.65 * x.size)] = 0.0
+    x[int(0.4 * x.size) : int(0.65 * x.size)] = 0.0
     return x + 1e-5 * rng.standard_normal(t.size)
 
 
@@ -56,13 +55,25 @@ def summaries() -> dict[str, dict]:
         n *= np.sqrt(np.mean(clean**2) / np.mean(n**2) / 10 ** (snr / 10))
         noisy = clean + n
         active = losses.speech_activity(torch.from_numpy(clean)).numpy()
-        systems = {"noisy": noisy, "oracle_irm": oracle_irm(clean, noisy, 512, 400, 160).astype(np.float64),
-                   "gate": np.where(active, noisy, 0.0),
-                   "muffled": muffle(clean) + 1.5 * n}  # worse than doing nothing: speech muffled, noise raised
+        systems = {
+            "noisy": noisy,
+            "oracle_irm": oracle_irm(clean, noisy, 512, 400, 160).astype(np.float64),
+            "gate": np.where(active, noisy, 0.0),
+            "muffled": muffle(clean) + 1.5 * n,
+        }  # worse than doing nothing: speech muffled, noise raised
         inputs = input_row((clean, noisy))
         for name, est in systems.items():
-            rows.append({"mix_id": f"m{i}", "snr_db": snr, "noise_env": f"ENV{i % 2}", "noise_kind": kind,
-                         "system": name, "condition": "full", **metrics_row((clean, noisy, est, inputs))})
+            rows.append(
+                {
+                    "mix_id": f"m{i}",
+                    "snr_db": snr,
+                    "noise_env": f"ENV{i % 2}",
+                    "noise_kind": kind,
+                    "system": name,
+                    "condition": "full",
+                    **metrics_row((clean, noisy, est, inputs)),
+                }
+            )
     _, full = summarise(rows, seed=0, n_boot=200)
     return {NOISY: full["noisy"], "gate": full["gate"], "muffled": full["muffled"], ORACLE: full["oracle_irm"]}
 
@@ -92,28 +103,47 @@ def test_report_flags_a_system_worse_than_its_input(summaries):
     muffled = {(f["metric"], f["condition"]) for f in flags if f["system"] == "muffled"}
     assert ("ΔESTOI", "overall") in muffled and ("ΔPESQ-WB", "overall") in muffled
     assert ("SI-SNRi speech-active", "overall") in muffled
-    assert {c for _, c in muffled} >= {"overall", "noise kind stationary", "noise kind babble", "SNR +10 dB", "SNR +20 dB"}
+    assert {c for _, c in muffled} >= {
+        "overall",
+        "noise kind stationary",
+        "noise kind babble",
+        "SNR +10 dB",
+        "SNR +20 dB",
+    }
     assert all(f["system"] != NOISY for f in flags)  # the input is never worse than itself
     assert not [f for f in flags if f["system"] == "gate" and f["metric"] == "SI-SNRi speech-active"]
     assert all(f["mean"] < 0 for f in flags)
-    worst = next(f for f in flags if f["system"] == "muffled" and f["metric"] == "ΔESTOI" and f["condition"] == "overall")
+    worst = next(
+        f for f in flags if f["system"] == "muffled" and f["metric"] == "ΔESTOI" and f["condition"] == "overall"
+    )
     assert worst["ci_below_zero"] and worst["n"] == 8
     text = flags_section(flags)
-    assert text.startswith(f"**FLAG: {len(flags)} (system, metric, condition)") and "| muffled | ΔESTOI | overall |" in text
+    assert (
+        text.startswith(f"**FLAG: {len(flags)} (system, metric, condition)")
+        and "| muffled | ΔESTOI | overall |" in text
+    )
     assert flags_section([]).startswith("No system is worse")
 
 
 def test_against_input_table_sets_each_system_beside_the_input_and_the_oracle(summaries):
-    table = against_input_table("muffled", summaries["muffled"], summaries[NOISY], summaries[ORACLE], SNRS,
-                                ["stationary", "babble"])
+    table = against_input_table(
+        "muffled", summaries["muffled"], summaries[NOISY], summaries[ORACLE], SNRS, ["stationary", "babble"]
+    )
     lines = table.splitlines()
-    assert lines[0].startswith("| condition | system | SI-SNRi (dB) | SI-SNRi speech-active (dB) | silence atten. (dB) "
-                               "| ΔPESQ-WB | ΔESTOI | n |")
+    assert lines[0].startswith(
+        "| condition | system | SI-SNRi (dB) | SI-SNRi speech-active (dB) | silence atten. (dB) "
+        "| ΔPESQ-WB | ΔESTOI | n |"
+    )
     body = lines[2:]
     assert len(body) == 3 * (1 + 2 + 2)  # (overall, 2 kinds, 2 SNRs) x (system, noisy, oracle)
     assert [line.split(" | ")[1] for line in body[:3]] == ["muffled", NOISY, ORACLE]
-    assert [line.split(" | ")[0] for line in body[::3]] == ["| overall", "| noise kind stationary",
-                                                            "| noise kind babble", "| SNR +10 dB", "| SNR +20 dB"]
+    assert [line.split(" | ")[0] for line in body[::3]] == [
+        "| overall",
+        "| noise kind stationary",
+        "| noise kind babble",
+        "| SNR +10 dB",
+        "| SNR +20 dB",
+    ]
     muffled_overall = body[0].split(" | ")
     assert muffled_overall[-2].startswith("**-") and muffled_overall[-3].startswith("**-")  # ΔESTOI, ΔPESQ-WB bold
     noisy_overall = body[1].split(" | ")

@@ -19,10 +19,20 @@ def rows_of(system: str, conditions: tuple[str, ...], snrs: list[float], seed: i
     rows = []
     for k, snr in enumerate(s for s in snrs for _ in range(2)):
         for condition in conditions:
-            rows.append({"mix_id": f"m{k}", "utt_id": f"s121_t1_p1_c{k:04d}", "speaker": 121, "snr_db": snr,
-                         "noise_env": ("DWASHING", "PRESTO")[k % 2], "noise_kind": ("stationary", "babble")[k % 2],
-                         "system": system, "condition": condition, "failures": {},
-                         **{m: float(rng.normal()) for m in METRICS}})
+            rows.append(
+                {
+                    "mix_id": f"m{k}",
+                    "utt_id": f"s121_t1_p1_c{k:04d}",
+                    "speaker": 121,
+                    "snr_db": snr,
+                    "noise_env": ("DWASHING", "PRESTO")[k % 2],
+                    "noise_kind": ("stationary", "babble")[k % 2],
+                    "system": system,
+                    "condition": condition,
+                    "failures": {},
+                    **{m: float(rng.normal()) for m in METRICS},
+                }
+            )
     return rows
 
 
@@ -67,8 +77,15 @@ def test_by_snr_csv_holds_both_si_snri_figures(written):
     out, variants = written
     with open(out / "audio_only" / "si_snri_by_snr.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert list(table[0]) == ["snr_db", "si_snri", "si_snri_ci95_low", "si_snri_ci95_high",
-                              "si_snri_active", "si_snri_active_ci95_low", "si_snri_active_ci95_high"]
+    assert list(table[0]) == [
+        "snr_db",
+        "si_snri",
+        "si_snri_ci95_low",
+        "si_snri_ci95_high",
+        "si_snri_active",
+        "si_snri_active_ci95_low",
+        "si_snri_active_ci95_high",
+    ]
     assert [r["snr_db"] for r in table] == ["-5", "+0", "+5", "+10"]
     rows = variants["audio_only"]
     for r in table:

@@ -151,8 +151,13 @@ def test_compare_variants_bonferroni():
     }
     rows = S.compare_variants(per_variant, ["pesq_wb", "stoi"], seed=0)
     assert [(r["metric"], r["a"], r["b"]) for r in rows] == [
-        ("pesq_wb", "A", "B"), ("pesq_wb", "A", "C"), ("pesq_wb", "B", "C"),
-        ("stoi", "A", "B"), ("stoi", "A", "C"), ("stoi", "B", "C")]
+        ("pesq_wb", "A", "B"),
+        ("pesq_wb", "A", "C"),
+        ("pesq_wb", "B", "C"),
+        ("stoi", "A", "B"),
+        ("stoi", "A", "C"),
+        ("stoi", "B", "C"),
+    ]
     for r in rows:
         if r["p_value"] is not None:
             assert r["p_adjusted"] == min(1.0, 3 * r["p_value"])
@@ -179,9 +184,15 @@ def test_bonferroni_caps_at_one():
     # x - y = [1, -2, 3, -4, 5, -6, 7, -8]: T+ = 16, T- = 20, exact p ~ 0.84, so 3p > 1
     x = {f"i{k}": float((k + 1) * (-1) ** k) for k in range(8)}
     y = {i: 0.0 for i in x}
-    rows = S.compare_variants({"x": {i: {"m": v} for i, v in x.items()},
-                               "y": {i: {"m": v} for i, v in y.items()},
-                               "z": {i: {"m": v} for i, v in x.items()}}, ["m"], seed=0)
+    rows = S.compare_variants(
+        {
+            "x": {i: {"m": v} for i, v in x.items()},
+            "y": {i: {"m": v} for i, v in y.items()},
+            "z": {i: {"m": v} for i, v in x.items()},
+        },
+        ["m"],
+        seed=0,
+    )
     xy, xz, yz = rows
     assert xy["p_value"] > 1 / 3 and xy["p_adjusted"] == 1.0 and not xy["significant"]
     assert xz["p_value"] is None and xz["p_adjusted"] is None  # identical: nothing to test
@@ -189,10 +200,16 @@ def test_bonferroni_caps_at_one():
 
 
 def test_markdown_table():
-    rows = [{"variant": "audio|only", "pesq_wb": 2.345, "n": 10, "p": 0.00123, "sig": True},
-            {"variant": "thermal", "pesq_wb": None, "n": 9, "p": float("nan"), "sig": False}]
-    table = S.markdown_table(rows, ["variant", "pesq_wb", "n", "p", "sig"], floatfmt={"p": ".3g"},
-                             headers=["Variant", "PESQ-WB", "N", "p", "Significant"])
+    rows = [
+        {"variant": "audio|only", "pesq_wb": 2.345, "n": 10, "p": 0.00123, "sig": True},
+        {"variant": "thermal", "pesq_wb": None, "n": 9, "p": float("nan"), "sig": False},
+    ]
+    table = S.markdown_table(
+        rows,
+        ["variant", "pesq_wb", "n", "p", "sig"],
+        floatfmt={"p": ".3g"},
+        headers=["Variant", "PESQ-WB", "N", "p", "Significant"],
+    )
     assert table == (
         "| Variant | PESQ-WB | N | p | Significant |\n"
         "| :--- | ---: | ---: | ---: | :--- |\n"

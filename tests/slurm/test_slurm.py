@@ -48,8 +48,10 @@ def repo(tmp_path_factory, cluster) -> Path:
     repo = clone_repo(base / "repo")
     set_params(repo, **TINY)
     (repo / "dvc.lock").unlink(missing_ok=True)  # lock entries only for what is reproduced here
-    (repo / ".env").write_text(f"TAVSE_VENV={sys.prefix}\nTAVSE_SCRATCH_DIR={base / 'scratch'}\n"
-                               f"TAVSE_CLONES_DIR={base / 'clones'}\nTAVSE_LOG_LEVEL=INFO\n")
+    (repo / ".env").write_text(
+        f"TAVSE_VENV={sys.prefix}\nTAVSE_SCRATCH_DIR={base / 'scratch'}\n"
+        f"TAVSE_CLONES_DIR={base / 'clones'}\nTAVSE_LOG_LEVEL=INFO\n"
+    )
     (base / "logs").mkdir()
     t = time.perf_counter()
     dvc(repo, "repro", "val_mixtures")
@@ -106,8 +108,14 @@ def test_sharded_ingest_prep_array_merge_gives_the_plain_result(cluster, repo):
 
     t = time.perf_counter()
     env = {k: v for k, v in cluster.items() if not k.startswith("SLURM_JOB")}
-    sub = subprocess.run([str(repo / "slurm" / "ingest.sbatch"), "--shards", "2"], cwd=repo, env=env,
-                         capture_output=True, text=True, check=False)
+    sub = subprocess.run(
+        [str(repo / "slurm" / "ingest.sbatch"), "--shards", "2"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert sub.returncode == 0, sub.stdout + sub.stderr
     assert "prep job" in sub.stdout and "dvc repro synth_corpus" in sub.stdout, sub.stdout
     prep, array, merge = re.search(r"tavse: jobs (\d+) (\d+) (\d+)", sub.stdout).groups()
@@ -120,11 +128,15 @@ def test_sharded_ingest_prep_array_merge_gives_the_plain_result(cluster, repo):
     def gone(job: str) -> bool:
         res = subprocess.run(["squeue", "-h", "-j", job], env=cluster, capture_output=True, text=True, check=False)
         return not res.stdout.strip() and (res.returncode == 0 or "Invalid job id" in res.stderr)
+
     _wait_for(lambda: gone(merge), 300, "the merge job")
     TIMINGS["sharded ingest (prep + 2 tasks, one requeued, + merge)"] = time.perf_counter() - t
 
-    done = {(r.get("Name"), r.get("ArrayJobId", ""), r.get("ArrayTaskId", "")): r for r in jobcomp(cluster)
-            if r.get("JobState") == "COMPLETED" and int(r["JobId"]) >= int(prep)}
+    done = {
+        (r.get("Name"), r.get("ArrayJobId", ""), r.get("ArrayTaskId", "")): r
+        for r in jobcomp(cluster)
+        if r.get("JobState") == "COMPLETED" and int(r["JobId"]) >= int(prep)
+    }
     assert ("tavse-ingest-prep", "", "") in done, done.keys()
     assert {("tavse-ingest-shard", array, "0"), ("tavse-ingest-shard", array, "1")} <= done.keys(), done.keys()
     assert ("tavse-ingest", "", "") in done, done.keys()
@@ -153,8 +165,14 @@ def test_sharded_ingest_prep_array_merge_gives_the_plain_result(cluster, repo):
 
 def test_array_trains_four_variants_concurrently_and_workspace_sees_them(cluster, repo):
     t = time.perf_counter()
-    job, rc = sbatch(cluster, repo, "--array=0-3", "--cpus-per-task=1", f"--output={logs(repo)}/train-%A_%a.out",
-                     "slurm/train.sbatch")
+    job, rc = sbatch(
+        cluster,
+        repo,
+        "--array=0-3",
+        "--cpus-per-task=1",
+        f"--output={logs(repo)}/train-%A_%a.out",
+        "slurm/train.sbatch",
+    )
     TIMINGS["four-variant array (sbatch --wait)"] = time.perf_counter() - t
     outs = {v: (logs(repo) / f"train-{job}_{i}.out").read_text() for i, v in enumerate(VARIANTS)}
     assert rc == 0, "\n\n".join(outs.values())
@@ -175,8 +193,16 @@ def test_array_trains_four_variants_concurrently_and_workspace_sees_them(cluster
         assert name in names, sorted(names)
         metrics = names[name]["data"]["metrics"]
         assert f"dvclive/{v}/metrics.json" in metrics, metrics
-    table = dvc(repo, "exp", "show", "--md", "--drop", ".*", "--keep",
-                "^(Experiment|State|train.max_steps|dvclive/.*/metrics.json:(si_snri|si_snri_active|step))$")
+    table = dvc(
+        repo,
+        "exp",
+        "show",
+        "--md",
+        "--drop",
+        ".*",
+        "--keep",
+        "^(Experiment|State|train.max_steps|dvclive/.*/metrics.json:(si_snri|si_snri_active|step))$",
+    )
     print("\n" + table.stdout)
     # ... and gets one's outputs from the shared cache without recomputing.
     # (exp apply then checks out every output of dvc.yaml and complains about the stages never run
@@ -203,8 +229,9 @@ def test_usr1_requeues_and_resumes_to_the_same_result(cluster, repo):
     steps = 100
     ranks = {"TAVSE_NPROC_PER_NODE": "2"}
     params = (repo / "params.yaml").read_text()
-    set_params(repo, **{"train.max_steps": steps, "train.eval_every": 20, "train.checkpoint_every": 5,
-                        "train.patience": 100})
+    set_params(
+        repo, **{"train.max_steps": steps, "train.eval_every": 20, "train.checkpoint_every": 5, "train.patience": 100}
+    )
     try:
         _requeue_and_resume(cluster, repo, steps, ranks)
     finally:  # the tests after this one train the tiny recipe again (4 steps, not 100)
@@ -216,15 +243,34 @@ def _requeue_and_resume(cluster, repo: Path, steps: int, ranks: dict) -> None:
     ref = repo.parent / "reference"
     shutil.copytree(repo, ref, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
     reference = subprocess.Popen(
-        [str(BIN / "dvc"), "repro", "train@audio_only"], cwd=ref, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                            TAVSE_SCRATCH_DIR=str(ref / ".scratch"), OMP_NUM_THREADS="1", **ranks))  # as in the job
+        [str(BIN / "dvc"), "repro", "train@audio_only"],
+        cwd=ref,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(
+            os.environ,
+            PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            TAVSE_SCRATCH_DIR=str(ref / ".scratch"),
+            OMP_NUM_THREADS="1",
+            **ranks,
+        ),
+    )  # as in the job
 
     scratch = repo.parent / "scratch" / "train"
     before = set(scratch.glob("audio_only-*/state.pt"))
     t = time.perf_counter()
-    job, _ = sbatch(cluster, repo, "--array=0", "--cpus-per-task=1", f"--output={logs(repo)}/resume-%A_%a.out",
-                    "slurm/train.sbatch", "audio_only", wait=False, env={"TAVSE_KEEP_CLONES": "1", **ranks})
+    job, _ = sbatch(
+        cluster,
+        repo,
+        "--array=0",
+        "--cpus-per-task=1",
+        f"--output={logs(repo)}/resume-%A_%a.out",
+        "slurm/train.sbatch",
+        "audio_only",
+        wait=False,
+        env={"TAVSE_KEEP_CLONES": "1", **ranks},
+    )
     log = logs(repo) / f"resume-{job}_0.out"
     _wait_for(lambda: log.is_file() and "tavse: ready" in log.read_text(), 120, "the ready line")
     _wait_for(lambda: set(scratch.glob("audio_only-*/state.pt")) - before, 240, "the first state.pt")
@@ -234,6 +280,7 @@ def _requeue_and_resume(cluster, repo: Path, steps: int, ranks: dict) -> None:
     def gone() -> bool:  # neither running nor pending (requeued) any more
         res = subprocess.run(["squeue", "-h", "-j", job], env=cluster, capture_output=True, text=True, check=False)
         return not res.stdout.strip() and (res.returncode == 0 or "Invalid job id" in res.stderr)
+
     _wait_for(gone, 360, "the requeued job to finish")
     TIMINGS["interrupted + requeued training"] = time.perf_counter() - t
     out = log.read_text()
@@ -255,18 +302,31 @@ def _requeue_and_resume(cluster, repo: Path, steps: int, ranks: dict) -> None:
     assert got["best_step"] == want["best_step"] and got["val"] == want["val"]
     summary = json.loads((clone / "models" / "audio_only" / "summary.json").read_text())
     assert summary["processes"] == 2
-    print(f"\npreempted at step {step} of {steps}, requeued, resumed; best step {got['best_step']}: "
-          + ", ".join(f"{k} {got['val'][k]:.4f} (uninterrupted {want['val'][k]:.4f})"
-                      for k in ("si_snr", "si_snri", "si_snri_snr-5", "si_snri_snr+10")))
-    assert (json.loads((clone / "models" / "audio_only" / "summary.json").read_text())
-            == json.loads((ref / "models" / "audio_only" / "summary.json").read_text()))
+    print(
+        f"\npreempted at step {step} of {steps}, requeued, resumed; best step {got['best_step']}: "
+        + ", ".join(
+            f"{k} {got['val'][k]:.4f} (uninterrupted {want['val'][k]:.4f})"
+            for k in ("si_snr", "si_snri", "si_snri_snr-5", "si_snri_snr+10")
+        )
+    )
+    assert json.loads((clone / "models" / "audio_only" / "summary.json").read_text()) == json.loads(
+        (ref / "models" / "audio_only" / "summary.json").read_text()
+    )
 
 
 def test_study_array_runs_each_ablation_experiment_and_the_table_reads_them(cluster, repo):
     """slurm/study.sbatch submits itself as one task per experiment of ablations.yaml; each pushes its experiment."""
-    (repo / "ablations.yaml").write_text(yaml.safe_dump({"seeds": [1, 2], "sets": {
-        "seeds": {"variants": VARIANTS},
-        "modality_dropout": {"variants": ["audio_rgb_thermal"], "vary": {"modality_dropout": [0.5]}}}}))
+    (repo / "ablations.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [1, 2],
+                "sets": {
+                    "seeds": {"variants": VARIANTS},
+                    "modality_dropout": {"variants": ["audio_rgb_thermal"], "vary": {"modality_dropout": [0.5]}},
+                },
+            }
+        )
+    )
     env = dict(cluster, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     t = time.perf_counter()
     sub = subprocess.run(["slurm/study.sbatch"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
@@ -290,8 +350,13 @@ def test_study_array_runs_each_ablation_experiment_and_the_table_reads_them(clus
         ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
         assert not ran & {"synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures"}, (found, sorted(ran))
     assert pushed == names
-    table = subprocess.run([str(BIN / "python"), "-m", "tavse.study", "table", "--out", "results/study"], cwd=repo,
-                           env=env, capture_output=True, text=True)
+    table = subprocess.run(
+        [str(BIN / "python"), "-m", "tavse.study", "table", "--out", "results/study"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert table.returncode == 0, table.stdout + table.stderr
     result = json.loads((repo / "results" / "study" / "study.json").read_text())
     rows = {(r["variant"], r["setting"], r["condition"]): r["seeds"] for r in result["rows"]}

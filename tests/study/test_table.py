@@ -8,8 +8,18 @@ from tavse.study.experiments import VariantRun
 
 
 def _rows(values, condition="full", snrs=(-5.0, 5.0)):
-    return [{"mix_id": f"m{i}", "condition": condition, "snr_db": snrs[i % len(snrs)], "si_snri": v,
-             "si_snri_active": v - 1, "pesq_wb": 1.5, "estoi": 0.6} for i, v in enumerate(values)]
+    return [
+        {
+            "mix_id": f"m{i}",
+            "condition": condition,
+            "snr_db": snrs[i % len(snrs)],
+            "si_snri": v,
+            "si_snri_active": v - 1,
+            "pesq_wb": 1.5,
+            "estoi": 0.6,
+        }
+        for i, v in enumerate(values)
+    ]
 
 
 def test_identical_sides_give_no_effect_and_p_one():
@@ -36,6 +46,7 @@ def test_seed_variance_widens_the_interval_and_one_seed_has_none():
     b = np.stack([mix, mix, mix])
     calm = np.stack([mix + 0.5] * 3)
     shaky = np.stack([mix + 0.5 - 1.0, mix + 0.5, mix + 0.5 + 1.0])
+
     def width(a):
         r = table.hierarchical_bootstrap(a, b, 3)
         return r["ci95_high"] - r["ci95_low"]
@@ -47,10 +58,12 @@ def test_seed_variance_widens_the_interval_and_one_seed_has_none():
 
 def test_seeds_of_a_setting_are_pooled_and_duplicates_kept_once():
     default = {"train.seed": 1, "variants.v.fusion": "film"}
-    found = [VariantRun("workspace", "v", default, 1, _rows([1.0, 2.0])),
-             VariantRun("seeds-s2", "v", {**default, "train.seed": 2}, 2, _rows([3.0, 4.0])),
-             VariantRun("fusion-film-s1", "v", default, 1, _rows([9.0, 9.0])),         # same params+seed: the same run
-             VariantRun("fusion-concat-s1", "v", {**default, "variants.v.fusion": "concat"}, 1, _rows([0.0, 0.0]))]
+    found = [
+        VariantRun("workspace", "v", default, 1, _rows([1.0, 2.0])),
+        VariantRun("seeds-s2", "v", {**default, "train.seed": 2}, 2, _rows([3.0, 4.0])),
+        VariantRun("fusion-film-s1", "v", default, 1, _rows([9.0, 9.0])),  # same params+seed: the same run
+        VariantRun("fusion-concat-s1", "v", {**default, "variants.v.fusion": "concat"}, 1, _rows([0.0, 0.0])),
+    ]
     groups = table.settings(found, {"v": default})
     assert [(g.label, sorted(g.seeds)) for g in groups] == [("default", [1, 2]), ("fusion=concat", [1])]
     assert groups[0].runs == {1: "workspace", 2: "seeds-s2"}
@@ -63,16 +76,18 @@ def test_seeds_of_a_setting_are_pooled_and_duplicates_kept_once():
 def test_study_rows_per_condition_and_snr_and_the_markdown():
     default = {"train.seed": 1}
     rows = _rows([2.0, 4.0]) + _rows([1.0, 1.0], condition="no_rgb")
-    found = [VariantRun("workspace", "av", default, 1, rows),
-             VariantRun("workspace", "a", default, 1, _rows([1.0, 2.0])),
-             VariantRun("seeds-s2", "av", {"train.seed": 2}, 2, rows),
-             VariantRun("seeds-s2", "a", {"train.seed": 2}, 2, _rows([1.0, 2.0]))]
+    found = [
+        VariantRun("workspace", "av", default, 1, rows),
+        VariantRun("workspace", "a", default, 1, _rows([1.0, 2.0])),
+        VariantRun("seeds-s2", "av", {"train.seed": 2}, 2, rows),
+        VariantRun("seeds-s2", "a", {"train.seed": 2}, 2, _rows([1.0, 2.0])),
+    ]
     res = table.study(found, {"a": default, "av": default}, [-5.0, 5.0], seed=0, n_boot=200)
     got = {(r["variant"], r["condition"]): r for r in res["rows"]}
     assert set(got) == {("a", "full"), ("av", "full"), ("av", "no_rgb")}
     assert got[("av", "full")]["si_snri_by_snr"]["-5"]["mean"] == 2.0
     assert got[("av", "full")]["si_snri_by_snr"]["+5"]["mean"] == 4.0
     comps = [c for c in res["variant_comparisons"] if c["metric"] == "si_snri"]
-    assert len(comps) == 1 and comps[0]["effect"] == pytest.approx(-1.5)   # a − av
+    assert len(comps) == 1 and comps[0]["effect"] == pytest.approx(-1.5)  # a − av
     md = table.markdown(res, [-5.0, 5.0])
     assert "| av | default | no_rgb | 1,2 |" in md and "hierarchical bootstrap" in md

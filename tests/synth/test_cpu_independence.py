@@ -120,7 +120,9 @@ def _run(name: str, out: Path) -> dict:
     if name == "default":
         env["TAVSE_PROBE_TORCH"] = "1"
     res = subprocess.run([sys.executable, __file__, str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert res.returncode == 0, f"{__file__}: building the corpus under {name} {SELECTIONS[name]} failed:\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, (
+        f"{__file__}: building the corpus under {name} {SELECTIONS[name]} failed:\n{res.stderr[-3000:]}"
+    )
     return json.loads(Path(f"{out}.json").read_text())
 
 
@@ -142,8 +144,10 @@ def test_same_bytes_under_other_kernels(name: str, default_build: dict, tmp_path
     key = PROBED[name]
     before, after = default_build["probe"][key], other["probe"][key]
     if before == after:
-        pytest.skip(f"{SELECTIONS[name]} selects the same {key} kernels as the default on this CPU "
-                    f"({default_build['probe']['numpy_features']}): nothing to compare")
+        pytest.skip(
+            f"{SELECTIONS[name]} selects the same {key} kernels as the default on this CPU "
+            f"({default_build['probe']['numpy_features']}): nothing to compare"
+        )
     a, b = default_build["digest"], other["digest"]
     differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     assert not differ, (

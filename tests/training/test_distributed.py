@@ -48,8 +48,18 @@ def _bn_rank(rank: int, world: int, port: int, x: torch.Tensor, g: torch.Tensor,
     grads = [bn.weight.grad.clone(), bn.bias.grad.clone()]
     for t in grads:
         dist.all_reduce(t)  # what DDP does (up to its division by the world size)
-    torch.save({"y": y.detach(), "dx": part.grad, "dw": grads[0], "db": grads[1], "rm": bn.running_mean.clone(),
-                "rv": bn.running_var.clone(), "n": int(bn.num_batches_tracked)}, out / f"rank{rank}.pt")
+    torch.save(
+        {
+            "y": y.detach(),
+            "dx": part.grad,
+            "dw": grads[0],
+            "db": grads[1],
+            "rm": bn.running_mean.clone(),
+            "rv": bn.running_var.clone(),
+            "n": int(bn.num_batches_tracked),
+        },
+        out / f"rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 
@@ -99,12 +109,25 @@ def test_rank_slices_of_the_sampler_make_up_the_single_process_order():
         return list(itertools.islice(sampler, n))
 
     single = first(RunSampler(23, seed=3, batch_size=4, grad_accum=2, start_epoch=1, skip_batches=2), 8 + 16)
-    parts = [first(RunSampler(23, seed=3, batch_size=4, grad_accum=2, start_epoch=1, skip_batches=2,
-                              rank_slice=slice(r * 2, r * 2 + 2)), 4 + 8) for r in (0, 1)]
+    parts = [
+        first(
+            RunSampler(
+                23,
+                seed=3,
+                batch_size=4,
+                grad_accum=2,
+                start_epoch=1,
+                skip_batches=2,
+                rank_slice=slice(r * 2, r * 2 + 2),
+            ),
+            4 + 8,
+        )
+        for r in (0, 1)
+    ]
     # The rest of epoch 1 (16 used of 23, 2 batches of 4 skipped), then all of epoch 2.
     assert [e for e, _ in single] == [1] * 8 + [2] * 16
     assert [i for _, i in single[8:]] == RunSampler(23, 3, 4, 2).order(2)
-    merged = [k for b in range(0, 12, 2) for p in parts for k in p[b:b + 2]]
+    merged = [k for b in range(0, 12, 2) for p in parts for k in p[b : b + 2]]
     assert merged == single
 
 
@@ -126,13 +149,26 @@ RECIPE = {"max_steps": 6, "eval_every": 3, "batch_size": 4, "grad_accum": 2, "ch
 
 
 def _env(d: Path, nproc: int, **extra: str) -> dict:
-    return dict(os.environ, TAVSE_SCRATCH_DIR=str(d / "scratch"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
-                PYTHONUNBUFFERED="1", TAVSE_NPROC_PER_NODE=str(nproc), **extra)
+    return dict(
+        os.environ,
+        TAVSE_SCRATCH_DIR=str(d / "scratch"),
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        TAVSE_NPROC_PER_NODE=str(nproc),
+        **extra,
+    )
 
 
 def _train(d: Path, nproc: int, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d, nproc, **extra),
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train", VARIANT],
+        cwd=d,
+        env=_env(d, nproc, **extra),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _dropout_run(tiny_data, d: Path) -> Path:
@@ -193,8 +229,12 @@ def _random_batch():
     g = torch.Generator().manual_seed(5)
     n = frames_to_samples(14)
     keep = torch.tensor([[True, True], [False, True], [True, False], [True, True]])
-    return (torch.randn(4, n, generator=g), torch.randn(4, n, generator=g),
-            {"rgb": torch.rand(4, 14, 3, 32, 32, generator=g), "thermal": torch.rand(4, 14, 1, 32, 32, generator=g)}, keep)
+    return (
+        torch.randn(4, n, generator=g),
+        torch.randn(4, n, generator=g),
+        {"rgb": torch.rand(4, 14, 3, 32, 32, generator=g), "thermal": torch.rand(4, 14, 1, 32, 32, generator=g)},
+        keep,
+    )
 
 
 def _loss(model, noisy, clean, visual, keep):
@@ -242,8 +282,14 @@ def test_two_gloo_ranks_train_the_same_model_as_one_process(single_process, two_
 
 def test_sigusr1_stops_every_rank_at_one_step_and_the_rerun_resumes(tiny_data, two_ranks, tmp_path):
     d = _dropout_run(tiny_data, tmp_path / "ddp-preempted")
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d, 2),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", VARIANT],
+        cwd=d,
+        env=_env(d, 2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -267,8 +313,14 @@ def test_ctrl_c_reaches_each_rank_twice_and_counts_once(tiny_data, tmp_path):
     unsaved): all ranks save at one step and exit 75, one announcement, no traceback."""
     d = _dropout_run(tiny_data, tmp_path / "ddp-ctrl-c")
     with open(tmp_path / "run.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d, 2),
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", VARIANT],
+            cwd=d,
+            env=_env(d, 2),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     deadline = time.time() + 300
     while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]

@@ -24,12 +24,19 @@ from tests.test_logs import assert_readable_log
 
 
 def _env(d: Path) -> dict:
-    return dict(os.environ, TAVSE_SCRATCH_DIR=str(d / "scratch"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
-                PYTHONUNBUFFERED="1")
+    return dict(
+        os.environ,
+        TAVSE_SCRATCH_DIR=str(d / "scratch"),
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
 
 
 def _train(d: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d), capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d), capture_output=True, text=True
+    )
 
 
 def _curve(d: Path, name: str) -> list[tuple[str, str]]:
@@ -57,8 +64,14 @@ def test_outputs_load_with_weights_only_and_carry_config(uninterrupted):
 
 def test_sigusr1_mid_epoch_then_resume_is_bitwise_identical(tiny_data, uninterrupted, tmp_path):
     d = run_training(tiny_data, tmp_path / "interrupted", max_steps=12, eval_every=4)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", VARIANT],
+        cwd=d,
+        env=_env(d),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     # The first periodic save (step 2) proves the loop is running; signal it then.
     while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
@@ -140,8 +153,14 @@ def test_a_stop_signal_to_every_process_of_the_run_still_saves(tiny_data, tmp_pa
     DataLoader worker too: the worker must not die of it before the stage has saved."""
     d = run_training(tiny_data, tmp_path / "group", max_steps=12, eval_every=4, num_workers=1)
     with open(tmp_path / "run.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", VARIANT],
+            cwd=d,
+            env=_env(d),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     deadline = time.time() + 300
     while not list((d / "scratch").rglob("state.pt")) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
@@ -154,7 +173,9 @@ def test_a_stop_signal_to_every_process_of_the_run_still_saves(tiny_data, tmp_pa
 
 def _output_md5s(d: Path) -> dict[str, str]:
     """md5 of every file the stage writes for VARIANT (its DVC outputs and the dvclive folder)."""
-    files = [p for root in (d / "models" / VARIANT, d / "dvclive" / VARIANT) for p in sorted(root.rglob("*")) if p.is_file()]
+    files = [
+        p for root in (d / "models" / VARIANT, d / "dvclive" / VARIANT) for p in sorted(root.rglob("*")) if p.is_file()
+    ]
     return {str(p.relative_to(d)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -177,8 +198,9 @@ def test_sigkill_after_a_save_then_rerun_writes_the_same_bytes(tiny_data, tmp_pa
     assert not list((d / "scratch").rglob("state.pt"))
 
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d),
-                                stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", VARIANT], cwd=d, env=_env(d), stdout=subprocess.DEVNULL, stderr=log
+        )
     deadline, seen, saved_at = time.time() + 300, None, 0
     while saved_at < best_step:  # wait for a state saved at or after the best validation
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -220,8 +242,10 @@ def test_a_second_training_of_the_same_run_in_the_same_scratch_is_refused(tiny_d
         lock.close()
     assert res.returncode == 1, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
-    assert (f"train@{VARIANT} failed: {run_dir}: another process is training {VARIANT} with the same settings in "
-            f"this scratch folder (pid {os.getpid()} on host ") in res.stderr, res.stderr
+    assert (
+        f"train@{VARIANT} failed: {run_dir}: another process is training {VARIANT} with the same settings in "
+        f"this scratch folder (pid {os.getpid()} on host "
+    ) in res.stderr, res.stderr
     assert not (d / "models").exists() and not (run_dir / "state.pt").exists()
 
 

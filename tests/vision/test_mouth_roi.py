@@ -101,7 +101,10 @@ def test_crop_maps_the_box_onto_the_crop_and_replicates_outside():
 def test_lip_detector_threads_give_the_landmarks_of_one_facemesh_per_call():
     """LipDetector splits the frames over two kept-open FaceMesh instances: bit-identical landmarks."""
     frame = np.ascontiguousarray(real_image("aligned_session_one.png")[:, :464])
-    tiles = [np.ascontiguousarray(real_image("nine_positions_v5.png")[y0:y1, x0:x1, :3]) for (x0, y0, x1, y1), _ in TILES.values()]
+    tiles = [
+        np.ascontiguousarray(real_image("nine_positions_v5.png")[y0:y1, x0:x1, :3])
+        for (x0, y0, x1, y1), _ in TILES.values()
+    ]
     # Frames of several sizes and faces, some shifted, one blank: landmarks differ frame to frame.
     frames = [frame, np.roll(frame, 7, axis=1), np.zeros_like(frame), np.roll(frame, -5, axis=0), frame[::-1].copy()]
     with mr.LipDetector(threads=2) as detector:
@@ -123,5 +126,7 @@ def test_crop_with_a_pixel_map_equals_mapping_the_whole_frame():
     img[::7] = rng.integers(0, 256, (len(img[::7]), 464, 3))  # off-palette rows too
     for box in ((230.0, 200.0, 60.0), (5.0, 3.0, 40.0), (460.0, 345.0, 71.0), (100.3, 250.7, 33.4)):
         for size in (48, 96):
-            np.testing.assert_array_equal(mr.crop(img, np.array(box), size, pixel_map=iron_to_temperature),
-                                          mr.crop(iron_to_temperature(img), np.array(box), size))
+            np.testing.assert_array_equal(
+                mr.crop(img, np.array(box), size, pixel_map=iron_to_temperature),
+                mr.crop(iron_to_temperature(img), np.array(box), size),
+            )

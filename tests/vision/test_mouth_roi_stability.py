@@ -46,7 +46,7 @@ def _snap_inputs(boxes: np.ndarray) -> np.ndarray:
 def test_snapped_boxes_ignore_sub_pixel_landmark_noise_except_at_rounding_boundaries(noise):
     rng = np.random.default_rng(0)
     n = 4000
-    cx = 230 + np.cumsum(rng.normal(0, 0.7, n))   # a mouth wandering over the frame
+    cx = 230 + np.cumsum(rng.normal(0, 0.7, n))  # a mouth wandering over the frame
     cy = 200 + np.cumsum(rng.normal(0, 0.5, n))
     width = 50 + 6 * np.sin(np.arange(n) / 9) + rng.normal(0, 0.5, n)
     lips = _lips(cx, cy, width)
@@ -63,9 +63,11 @@ def test_snapped_boxes_ignore_sub_pixel_landmark_noise_except_at_rounding_bounda
     changed = (a.boxes != b.boxes).any(axis=1)
     delta = np.column_stack([moved[:, 2], moved[:, 0] + moved[:, 2] / 2, moved[:, 1] + moved[:, 2] / 2])
     near = _near_boundary(_snap_inputs(a.smoothed), delta).any(axis=1)
-    print(f"\n{n} frames, landmarks perturbed by <= {noise} px: float track moved on "
-          f"{(moved.max(axis=1) > 0).sum()}, snapped box changed on {changed.sum()}, "
-          f"{near.sum()} within the perturbation of a rounding boundary")
+    print(
+        f"\n{n} frames, landmarks perturbed by <= {noise} px: float track moved on "
+        f"{(moved.max(axis=1) > 0).sum()}, snapped box changed on {changed.sum()}, "
+        f"{near.sum()} within the perturbation of a rounding boundary"
+    )
     assert not (changed & ~near).any(), "a snapped box changed away from every rounding boundary"
     assert changed.sum() <= near.sum() <= 2 * delta.sum(axis=1).mean() * n * 1.5 + 3
     # ... as they are whole pixels (integer side and corner), the centre within half a pixel of the track.
@@ -93,11 +95,17 @@ def test_crops_are_byte_identical_under_sub_pixel_box_noise_except_at_rounding_b
     d = np.abs(noisy - boxes)
     delta = np.column_stack([d[:, 2], d[:, 0] + d[:, 2] / 2, d[:, 1] + d[:, 2] / 2])
     near = _near_boundary(_snap_inputs(boxes), delta).any(axis=1)
-    same = np.array([np.array_equal(mr.crop(img, p, 48), mr.crop(img, q, 48))
-                     and np.array_equal(mr.crop(thermal, p, 48), mr.crop(thermal, q, 48))
-                     for p, q in zip(boxes, noisy)])
-    print(f"\n{n} boxes perturbed by <= {noise} px: {same.sum()} RGB+thermal crops byte-identical, "
-          f"{(~same).sum()} differ, {near.sum()} within the perturbation of a rounding boundary")
+    same = np.array(
+        [
+            np.array_equal(mr.crop(img, p, 48), mr.crop(img, q, 48))
+            and np.array_equal(mr.crop(thermal, p, 48), mr.crop(thermal, q, 48))
+            for p, q in zip(boxes, noisy)
+        ]
+    )
+    print(
+        f"\n{n} boxes perturbed by <= {noise} px: {same.sum()} RGB+thermal crops byte-identical, "
+        f"{(~same).sum()} differ, {near.sum()} within the perturbation of a rounding boundary"
+    )
     assert not (~same & ~near).any(), "a crop changed although no rounded value was near a boundary"
     assert (~same).sum() <= near.sum() <= 2 * delta.sum(axis=1).mean() * n * 1.5 + 3
 
@@ -123,8 +131,15 @@ def _reference_crop(img: np.ndarray, box, size: int) -> np.ndarray:
 
 def test_crop_is_exact_fixed_point_bilinear_with_replicated_border():
     img = _texture(40, 52, seed=3)
-    for box, size in (((26.3, 20.7, 17.6), 12), ((3.0, 5.0, 30.0), 9), ((50.2, 38.9, 6.4), 11), ((20.0, 20.0, 48.0), 16)):
-        np.testing.assert_array_equal(mr.crop(img, np.array(box), size), _reference_crop(img, box, size), err_msg=str(box))
+    for box, size in (
+        ((26.3, 20.7, 17.6), 12),
+        ((3.0, 5.0, 30.0), 9),
+        ((50.2, 38.9, 6.4), 11),
+        ((20.0, 20.0, 48.0), 16),
+    ):
+        np.testing.assert_array_equal(
+            mr.crop(img, np.array(box), size), _reference_crop(img, box, size), err_msg=str(box)
+        )
         grey = np.ascontiguousarray(img[..., 0])
         np.testing.assert_array_equal(mr.crop(grey, np.array(box), size), _reference_crop(grey, box, size))
 

@@ -17,7 +17,6 @@ from tavse.vision.thermal_palette import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def real_thermal() -> np.ndarray:
     """The thermal panel (x in [464, 928)) of the real SpeakingFaces composite, as RGB."""
@@ -63,9 +62,7 @@ def test_inversion_is_nearest_colour() -> None:
     idx = iron_to_temperature(rgb.reshape(50, 60, 3)).ravel()
     d2 = ((rgb[:, None, :].astype(int) - IRON_LUT[None].astype(int)) ** 2).sum(-1)
     np.testing.assert_array_equal(d2[np.arange(len(rgb)), idx], d2.min(1))
-    np.testing.assert_allclose(
-        iron_residual(rgb.reshape(50, 60, 3)).ravel(), np.sqrt(d2.min(1)), atol=1e-3
-    )
+    np.testing.assert_allclose(iron_residual(rgb.reshape(50, 60, 3)).ravel(), np.sqrt(d2.min(1)), atol=1e-3)
 
 
 def test_real_frame_lies_on_palette(real_thermal: np.ndarray) -> None:
