@@ -26,18 +26,18 @@ uses (smoothed, then snapped to whole pixels) and the baseline's smoothed (unsna
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import config, save
+from tavse import ingest
 from tavse.common.audio import resample
 from tavse.corpus import speakingfaces as sfc
-from tavse import ingest
 from tavse.corpus import store
 from tavse.vision import mouth_roi
 from tavse.vision.thermal_palette import iron_to_temperature

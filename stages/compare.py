@@ -1,8 +1,8 @@
 """Stage ``compare``: paired Wilcoxon tests between variants, the results and comparison tables."""
 
 from tavse.common.config import load_config
-from tavse.evaluation.report import compare
 from tavse.common.logs import setup_logging
+from tavse.evaluation.report import compare
 
 if __name__ == "__main__":
     setup_logging()

@@ -3,8 +3,8 @@
 import argparse
 
 from tavse.common.config import load_config
-from tavse.evaluation.evaluate import evaluate_variant
 from tavse.common.logs import setup_logging
+from tavse.evaluation.evaluate import evaluate_variant
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,10 +12,10 @@ import signal
 import sys
 
 from tavse.common.config import load_config
+from tavse.common.logs import setup_logging
 from tavse.corpus.errors import BadInput
 from tavse.corpus.manifest import ManifestError
 from tavse.ingest import IngestError, build_shards, exit_on_signal, parse_shard, run_ingest
-from tavse.common.logs import setup_logging
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

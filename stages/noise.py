@@ -3,9 +3,9 @@
 import argparse
 
 from tavse.common.config import load_config
-from tavse.corpus.demand import prepare_noise
 from tavse.common.io import write_json
 from tavse.common.logs import setup_logging
+from tavse.corpus.demand import prepare_noise
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,8 +1,8 @@
 """Stage ``reference``: the noisy input (floor) and the oracle ideal ratio mask (ceiling) on the test list."""
 
 from tavse.common.config import load_config
-from tavse.evaluation.evaluate import evaluate_reference
 from tavse.common.logs import setup_logging
+from tavse.evaluation.evaluate import evaluate_reference
 
 if __name__ == "__main__":
     setup_logging()

@@ -1,8 +1,8 @@
 """Stage ``report``: the results as one self-contained, offline HTML page (``results/report.html``)."""
 
 from tavse.common.config import load_config
-from tavse.evaluation.page import write_report_page
 from tavse.common.logs import setup_logging
+from tavse.evaluation.page import write_report_page
 
 if __name__ == "__main__":
     setup_logging()

@@ -1,8 +1,8 @@
 """Stage ``val_mixtures``: the frozen, ID-keyed validation mixture list shared by every variant."""
 
 from tavse.common.config import load_config
-from tavse.data.mixtures import build_validation_list
 from tavse.common.logs import setup_logging
+from tavse.data.mixtures import build_validation_list
 
 if __name__ == "__main__":
     setup_logging()

@@ -774,7 +774,7 @@ class StateFile:
         self.data = {
             "format": 1,
             "corpus": corpus,
-            "source": {k: v for k, v in source.items()},
+            "source": dict(source),
             "files": [
                 {
                     k: v

@@ -419,7 +419,7 @@ def run_batch(enhancer: Enhancer, folder: Path, out_dir: Path) -> int:
             failed.append(rec.name)
             print(f"{rec.name}: FAILED: {exc}", file=sys.stderr)
             continue
-        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the others; named and counted
+        except Exception as exc:  # a bad file must not stop the others; named and counted
             failed.append(rec.name)
             print(f"{rec.name}: FAILED ({type(exc).__name__}): {exc}", file=sys.stderr)
             continue

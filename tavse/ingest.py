@@ -32,24 +32,24 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from multiprocessing import connection as mp_connection
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 from pathlib import Path
 
 import numpy as np
 
 from tavse.common.audio import frame_loudness_db, resample
-from tavse.common.dvc_stage import code_fingerprint
 from tavse.common.config import DataConfig, IngestConfig, params_hash
+from tavse.common.dvc_stage import code_fingerprint
+from tavse.common.io import atomic_path, write_json
+from tavse.common.locks import FileLock
+from tavse.common.logs import ignore_ctrl_c_in_worker, setup_logging
+from tavse.common.paths import scratch_dir
+from tavse.common.progress import progress
 from tavse.corpus import manifest as corpus_manifest
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.corpus.errors import BadInput
-from tavse.common.io import atomic_path, write_json
-from tavse.common.locks import FileLock
-from tavse.common.paths import scratch_dir
-from tavse.common.logs import ignore_ctrl_c_in_worker, setup_logging
-from tavse.common.progress import progress
 from tavse.vision import mouth_roi
 from tavse.vision.thermal_palette import iron_residual, iron_to_temperature
 
@@ -452,12 +452,12 @@ def _worker_main(conn, parent_pid: int) -> None:
                 return
             try:
                 conn.send(("ok", _run_job(job, wait)))
-            except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+            except BaseException as exc:  # every failure must reach the parent
                 text = "".join(traceback.format_exception(exc))
                 try:
                     payload = pickle.dumps(exc)
                     pickle.loads(payload)  # an exception that cannot be rebuilt travels as text only
-                except Exception:  # noqa: BLE001
+                except Exception:
                     payload = None
                 try:
                     conn.send(("error", payload, text))
@@ -465,7 +465,7 @@ def _worker_main(conn, parent_pid: int) -> None:
                     pass
                 if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                     raise
-                raise SystemExit(1)
+                raise SystemExit(1) from None
     finally:
         conn.close()
 
@@ -479,7 +479,7 @@ def _worker_error(job, proc, msg) -> BaseException:
         if payload is not None:
             try:
                 exc = pickle.loads(payload)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 exc = None
         if isinstance(exc, BadInput):
             return exc
@@ -500,9 +500,9 @@ def _worker_error(job, proc, msg) -> BaseException:
 
 
 def _stop(workers: list) -> None:
-    """End the workers: idle ones by closing their pipe, busy ones by SIGTERM (they remove
-    half-written shards); stragglers are killed after 30 s."""
-    for proc, conn in workers:
+    """End the workers: SIGTERM to each live one (a busy one removes its half-written shard),
+    SIGKILL to any still alive after 30 s, then close their pipes."""
+    for proc, _conn in workers:
         if proc.is_alive():
             proc.terminate()
     deadline = time.monotonic() + 30

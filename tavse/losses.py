@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 # Target speech activity: 20 ms frames of the clean signal within 40 dB of its loudest frame.
 ACTIVITY_FRAME = 320  # samples at 16 kHz
 ACTIVITY_RANGE_DB = 40.0

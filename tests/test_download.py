@@ -524,7 +524,7 @@ def run_in_thread(fn, *args, **kwargs) -> tuple[threading.Thread, list]:
     def target() -> None:
         try:
             box.append(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # handed to the test
             box.append(exc)
 
     t = threading.Thread(target=target, daemon=True)
@@ -574,7 +574,7 @@ def test_manifest_recorder_many_threads(tmp_path: Path) -> None:
                 rec.put(mf.FileEntry(f"sub_{t * 8 + i + 1}_ia.zip", i, "0" * 64))
                 raw = json.loads((tmp_path / "manifest.json").read_text())  # never a half-written file
                 assert raw["corpus"] == "speakingfaces"
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=put, args=(t,)) for t in range(6)]

@@ -15,7 +15,7 @@ from tavse.models import TAVSE
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = load_config(ROOT / "params.yaml")
-STFT = dict(n_fft=CFG.model.n_fft, win_length=CFG.model.win_length, hop_length=CFG.model.hop_length)
+STFT = {"n_fft": CFG.model.n_fft, "win_length": CFG.model.win_length, "hop_length": CFG.model.hop_length}
 
 
 def numpy_si_snr(est: np.ndarray, ref: np.ndarray) -> float:

@@ -176,7 +176,7 @@ def test_plots_show_all_variants_offline(tiny_repo, tmp_path):
     shown = json.loads(dvc(tiny_repo, "plots", "show", "--json").stdout)
     assert not shown.get("errors"), shown["errors"]
     assert len(shown["data"]) == len(yaml.safe_load((tiny_repo / "dvc.yaml").read_text())["plots"])
-    for plot_id, (render,) in shown["data"].items():
+    for _plot_id, (render,) in shown["data"].items():
         # file names without the common prefix: the variant first (the template's legend)
         files = {p["filename"] for p in render["content"]["data"]["values"]}
         assert {f.split("/")[0] for f in files} == {"audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"}

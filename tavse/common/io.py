@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import secrets
+import shutil
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -74,7 +74,7 @@ class DeterministicZip:
         self._zip.close()
         self._ctx.__exit__(None, None, None)
 
-    def __enter__(self) -> "DeterministicZip":
+    def __enter__(self) -> DeterministicZip:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

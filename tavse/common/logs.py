@@ -45,7 +45,7 @@ class _TqdmHandler(logging.StreamHandler):
         try:
             tqdm.write(self.format(record), file=self.stream)
             self.flush()
-        except Exception:  # noqa: BLE001 - logging must never raise
+        except Exception:  # logging must never raise
             self.handleError(record)
 
 

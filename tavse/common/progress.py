@@ -78,7 +78,7 @@ class LogProgress:
         finally:
             self.close()
 
-    def __enter__(self) -> "LogProgress":
+    def __enter__(self) -> LogProgress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -108,7 +108,7 @@ def discover_demand(
         else:
             continue
         found.setdefault(src.env, []).append(src)
-    for env, sources in found.items():
+    for _env, sources in found.items():
         sources.sort(key=lambda s: (_source_rate(s) != 16000, s.kind != "zip", s.name))
     return found
 

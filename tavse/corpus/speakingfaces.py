@@ -232,7 +232,7 @@ def decode_png(data: bytes, where: str) -> np.ndarray:
     if _spng is not None and _is_plain_rgb8(data):
         try:
             img = _spng.load(data)
-        except Exception:  # noqa: BLE001 - let OpenCV decide (and name) what is wrong
+        except Exception:  # let OpenCV decide (and name) what is wrong
             img = None
         if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
             return img

@@ -11,13 +11,15 @@ Both stages also write listening samples of the same few mixtures (:mod:`tavse.e
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from tavse.common.config import Config, ModelConfig, VariantConfig, section_from_dict
+from tavse.common.io import atomic_path, write_json
 from tavse.common.progress import progress
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import Mixture, read_mixture_list
@@ -35,7 +37,6 @@ from tavse.evaluation.samples import (
     write_samples_json,
 )
 from tavse.evaluation.stats import group_summary
-from tavse.common.io import atomic_path, write_json
 from tavse.models import TAVSE
 
 log = logging.getLogger("tavse.evaluate")

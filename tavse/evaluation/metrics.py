@@ -380,7 +380,7 @@ def _single_thread_env() -> Iterator[None]:
     initializer runs, and OpenBLAS/OpenMP read these variables only then.
     """
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update({k: "1" for k in THREAD_ENV})
+    os.environ.update(dict.fromkeys(THREAD_ENV, "1"))
     try:
         yield
     finally:

@@ -22,9 +22,10 @@ import io
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,6 @@ from tavse.evaluation.report import (
     EXPLANATION,
     NOISY,
     ORACLE,
-    WORSE_BELOW_ZERO,
     is_worse,
     noise_kinds,
     worse_than_input,
@@ -727,7 +727,7 @@ def zeroing_table(inp: Inputs) -> str:
 
 def gates_table(inp: Inputs) -> str | None:
     rows = []
-    for v, streams in inp.variants.items():
+    for v, _streams in inp.variants.items():
         g = inp.gates[v]
         if not g.get("streams"):
             continue

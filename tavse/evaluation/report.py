@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 
 from tavse.common.config import Config
+from tavse.common.io import atomic_path, write_json
 from tavse.corpus.noise_kinds import KINDS
 from tavse.evaluation.results import METRICS, read_items, rounded
 from tavse.evaluation.stats import compare_variants, markdown_table
-from tavse.common.io import atomic_path, write_json
 
 log = logging.getLogger("tavse.compare")
 

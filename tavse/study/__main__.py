@@ -206,12 +206,12 @@ def cmd_table(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tavse.study", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    seeds = dict(
-        type=_seed_list,
-        default=None,
-        metavar="S[,S...]",
-        help="these training seeds instead of ablations.yaml's (a smaller budget)",
-    )
+    seeds = {
+        "type": _seed_list,
+        "default": None,
+        "metavar": "S[,S...]",
+        "help": "these training seeds instead of ablations.yaml's (a smaller budget)",
+    }
     p = sub.add_parser("list", help="the experiments of the sets")
     p.add_argument("sets", nargs="*")
     p.add_argument("--seeds", **seeds)

@@ -86,7 +86,7 @@ def setting_key(params: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in params.items() if k != SEED_KEY}, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_root(repo: Path) -> Path:
     cache = subprocess.run(["dvc", "cache", "dir"], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
     return Path(cache) if Path(cache).is_absolute() else repo / cache

@@ -123,7 +123,7 @@ class BaseFace:
     glasses: bool
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_base_face(name: str) -> BaseFace:
     """Load a base photo with its stored landmarks and person mask (once per process).
 
@@ -346,7 +346,7 @@ class _Mouth:
         gap = np.interp(u, self.u_s, self.v_low - self.v_up)  # 0 at the inner corners
         return np.where(v_rel >= 0.0, gap * lip, 0.0).astype(np.float32)
 
-    def closed(self) -> "_Mouth":
+    def closed(self) -> _Mouth:
         """The same mouth after :meth:`closure`: lower inner lip on the upper one."""
         return dataclasses.replace(self, v_low=self.v_up.copy())
 

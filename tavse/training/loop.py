@@ -25,16 +25,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from tavse.common.config import Config, IngestConfig, params_hash
+from tavse.common.io import atomic_path
+from tavse.common.locks import held_alone
+from tavse.common.paths import scratch_dir
+from tavse.common.progress import progress as progress_bar
+from tavse.common.seeding import stable_seed
 from tavse.data.dataset import MixtureSet, TrainingSet, collate
 from tavse.data.mixtures import read_mixture_list
 from tavse.data.staging import stage_copy, staging_root
-from tavse.common.io import atomic_path
-from tavse.common.locks import held_alone
-from tavse.common.progress import progress as progress_bar
 from tavse.losses import enhancement_loss, si_snr, silence_attenuation_db, speech_activity
 from tavse.models import TAVSE, draw_stream_keep, parameter_counts
-from tavse.common.paths import scratch_dir
-from tavse.common.seeding import stable_seed
 from tavse.training import distributed
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import Preempted, StopRequest, ignore_stop_signals

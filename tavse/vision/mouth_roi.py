@@ -181,7 +181,7 @@ class LipDetector:
         self._meshes = [_face_mesh(True) for _ in range(max(1, threads))]
         self._pool = ThreadPoolExecutor(len(self._meshes), thread_name_prefix="facemesh") if threads > 1 else None
 
-    def __enter__(self) -> "LipDetector":
+    def __enter__(self) -> LipDetector:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tavse.corpus.noise_kinds import KINDS
 from tavse.data.mixtures import build_test_list
 from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.report import compare
-from tavse.corpus.noise_kinds import KINDS
-from tavse.evaluation.results import HEADLINE, ITEM_FIELDS, METRICS, lowest_snr_key, read_items
+from tavse.evaluation.results import HEADLINE, ITEM_FIELDS, lowest_snr_key, read_items
 from tavse.losses import si_snr
 from tests.conftest import ROOT, TRAINED_VARIANT
 

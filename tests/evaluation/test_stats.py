@@ -83,7 +83,7 @@ def test_wilcoxon_hand_computed_example():
     p = 2 * 3/32 = 0.1875. Rank-biserial r = (13 - 2) / 15.
     """
     a = {"u1": 11.0, "u2": 8.0, "u3": 13.0, "u4": 14.0, "u5": 15.0}
-    b = {k: 10.0 for k in a}
+    b = dict.fromkeys(a, 10.0)
     res = S.paired_wilcoxon(a, b)
     assert res["n_pairs"] == 5 and res["n_excluded"] == 0
     assert res["statistic"] == 2.0
@@ -183,7 +183,7 @@ def test_compare_variants_bonferroni():
 def test_bonferroni_caps_at_one():
     # x - y = [1, -2, 3, -4, 5, -6, 7, -8]: T+ = 16, T- = 20, exact p ~ 0.84, so 3p > 1
     x = {f"i{k}": float((k + 1) * (-1) ** k) for k in range(8)}
-    y = {i: 0.0 for i in x}
+    y = dict.fromkeys(x, 0.0)
     rows = S.compare_variants(
         {
             "x": {i: {"m": v} for i, v in x.items()},

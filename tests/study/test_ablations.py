@@ -36,7 +36,7 @@ def test_the_repository_plan_covers_the_guide():
     to_run, same = ablations.split_runs(exps, params)
     # The workspace's own setting appears once per set (its seed), never queued; each set's default
     # value at the other seeds is the seeds set's experiment of that seed, not queued twice.
-    equal = dict((e.name, other) for e, other in same)
+    equal = {e.name: other for e, other in same}
     assert [n for n, o in equal.items() if o == "the workspace"] == [
         f"seeds-s{seeds[0]}",
         f"fusion-film-s{seeds[0]}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import cv2
+import mediapipe as mp
 import numpy as np
 import pytest
 
@@ -17,8 +18,6 @@ from tavse.synth.faces import (
     render_frames,
 )
 from tavse.vision.thermal_palette import iron_residual, iron_to_temperature
-
-import mediapipe as mp  # noqa: E402
 
 # (speaker, identity seed, camera position): both base photos, mirrored or not, and the
 # three frontal positions.

@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.shared_fixtures import real_image
 from tavse.vision.thermal_palette import (
     IRON_LUT,
     iron_residual,
     iron_to_temperature,
     temperature_to_iron,
 )
+from tests.shared_fixtures import real_image
 
 
 @pytest.fixture(scope="module")
