@@ -33,11 +33,6 @@ def frame_loudness_db(
     return np.maximum(10 * np.log10(np.maximum(ms, 1e-12)), floor_db)
 
 
-def rms_dbfs(x: np.ndarray) -> float:
-    """RMS level of a whole signal in dBFS."""
-    return float(10 * np.log10(max(float(np.mean(np.square(x, dtype=np.float64))), 1e-12)))
-
-
 def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """``clean + g * noise`` with ``g`` chosen so the clean-to-scaled-noise power ratio is ``snr_db``."""
     if clean.shape != noise.shape:

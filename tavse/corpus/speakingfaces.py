@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import soundfile as sf
 
+from tavse.common.rates import FPS
+from tavse.common.rates import SPEAKINGFACES_SAMPLE_RATE as SAMPLE_RATE
 from tavse.corpus.errors import BadInput
 
-FPS = 28
-SAMPLE_RATE = 44100
 STREAM_ALIGNED_RGB = "rgb_image_cmd_aligned"
 STREAM_THERMAL = "thr_image_cmd"
 STREAM_MIC1 = "mic1_audio_cmd_trim"

@@ -19,8 +19,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from tavse.common.config import BabbleConfig
-
-SAMPLE_RATE = 16000
+from tavse.common.rates import SAMPLE_RATE
 
 
 def utterance_speakers(manifest_csv: str | Path) -> dict[str, int]:
@@ -46,8 +45,13 @@ class BabbleMaker:
         read_audio: ``(utt_id, start, stop) -> float32 samples`` from the store.
     """
 
-    def __init__(self, spec: BabbleConfig, utterances: Sequence[tuple[str, int]], speakers: dict[str, int],
-                 read_audio: Callable[[str, int, int], np.ndarray]):
+    def __init__(
+        self,
+        spec: BabbleConfig,
+        utterances: Sequence[tuple[str, int]],
+        speakers: dict[str, int],
+        read_audio: Callable[[str, int, int], np.ndarray],
+    ):
         self.spec = spec
         self.read_audio = read_audio
         self.by_speaker: dict[int, list[tuple[str, int]]] = {}
@@ -75,6 +79,6 @@ class BabbleMaker:
                 dry += gain * self.read_audio(utt_id, start, start + n)
             else:  # the whole utterance at a random place
                 at = int(rng.integers(n - length + 1))
-                dry[at:at + length] += gain * self.read_audio(utt_id, 0, length)
+                dry[at : at + length] += gain * self.read_audio(utt_id, 0, length)
         wet = fftconvolve(dry, room_response(rng, rng.uniform(*self.spec.rt60_s)))[:n]
         return wet.astype(np.float32)

@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from tavse.common.config import BabbleConfig
+from tavse.common.config import STREAMS, BabbleConfig
 from tavse.corpus.store import UtteranceStore
 from tavse.data.babble import BabbleMaker, utterance_speakers
 from tavse.data.mixtures import (
@@ -39,16 +39,15 @@ from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, 
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("rgb", "thermal")
 _STREAM = {"rgb": "rgb", "thermal": "thr"}  # modality name -> store stream
 _NOISE_REDRAWS = 8  # a digitally silent noise slice cannot be mixed at an SNR: draw another
 
 
 def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     mods = tuple(modalities)
-    bad = [m for m in mods if m not in MODALITIES]
+    bad = [m for m in mods if m not in STREAMS]
     if bad or len(set(mods)) != len(mods):
-        raise ValueError(f"modalities must be distinct names from {MODALITIES}, got {list(mods)}")
+        raise ValueError(f"modalities must be distinct names from {STREAMS}, got {list(mods)}")
     return mods
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from math import gcd
 
-SAMPLE_RATE = 16000
-FPS = 28
+from tavse.common.rates import FPS, SAMPLE_RATE
+
 ALIGN_FRAMES = FPS // gcd(SAMPLE_RATE, FPS)  # 7: the shortest frame step that is a whole number of samples
 
 

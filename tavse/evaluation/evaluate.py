@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tavse.common.config import Config, ModelConfig, VariantConfig, section_from_dict
+from tavse.common.config import STREAMS, Config, ModelConfig, VariantConfig, section_from_dict
 from tavse.common.io import atomic_path, write_json
 from tavse.common.progress import progress
 from tavse.data.dataset import MixtureSet
@@ -176,7 +176,7 @@ class ModelSystem:
 def write_reference_samples(cfg: Config, out: Path, chosen: list[Mixture]) -> None:
     """``out`` (``results/reference/samples``): per chosen mixture the noisy input, clean target and
     oracle output (FLAC), their spectrograms and the RGB/thermal mouth-crop strip; ``samples.json``."""
-    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, chosen, ("rgb", "thermal"))
+    ds = MixtureSet(Path(cfg.ingest.out_dir) / "lmdb" / "test", cfg.noise.out_dir, chosen, STREAMS)
     mc = cfg.model
     entries = []
     with atomic_path(out) as tmp:

@@ -30,12 +30,12 @@ from scipy.signal import fftconvolve
 
 from tavse import losses
 from tavse.common.progress import progress
+from tavse.common.rates import SAMPLE_RATE
 from tavse.evaluation import THREAD_ENV, limit_worker_threads
 from tavse.evaluation.results import METRICS
 
 T = TypeVar("T")
 
-SAMPLE_RATE = 16000
 SDR_FILTER_LENGTH = 512  # BSS Eval v3 default: distortion filter of 512 taps (32 ms at 16 kHz)
 
 # What a metric raises on an item whose content it cannot score; anything else (TypeError,

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from tavse.common.rates import SAMPLE_RATE
+
 SAMPLES_JSON = "samples.json"
 PEAK = 0.99  # playback gain: the noisy input's peak is brought to at most this
 STRIP_FRAMES = 8  # mouth crops shown per sample, evenly spread over the utterance

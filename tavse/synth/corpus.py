@@ -29,6 +29,7 @@ from tavse.common.config import DataConfig, SynthConfig
 from tavse.common.io import DeterministicZip, atomic_path, wav_bytes
 from tavse.common.logs import ignore_ctrl_c_in_worker
 from tavse.common.progress import progress
+from tavse.common.rates import FPS, SPEAKINGFACES_SAMPLE_RATE
 from tavse.common.seeding import stable_seed
 from tavse.synth import detmath as dm
 from tavse.synth.faces import make_identity, render_frames
@@ -36,8 +37,6 @@ from tavse.synth.speech import COMMANDS, synthesize, voice_for_speaker
 
 log = logging.getLogger("tavse.synth")
 
-FPS = 28
-SAMPLE_RATE = 44100
 MIN_DURATION_S = 2.6  # the shortest SpeakingFaces command; training segments are 2.5 s
 
 
@@ -95,12 +94,12 @@ def mouth_openings(loudness_db: np.ndarray, lag_frames: int, jitter: float, rng:
 def command_audio(text: str, plan: SpeakerPlan, rng: np.random.Generator) -> np.ndarray:
     """The 44.1 kHz clean speech of one command, padded with silence to a realistic length."""
     speech, sr = synthesize(text, voice_for_speaker(plan.speaker, plan.seed))
-    g = np.gcd(sr, SAMPLE_RATE)
-    speech = dm.resample_poly(speech, SAMPLE_RATE // g, sr // g).astype(np.float32)
+    g = np.gcd(sr, SPEAKINGFACES_SAMPLE_RATE)
+    speech = dm.resample_poly(speech, SPEAKINGFACES_SAMPLE_RATE // g, sr // g).astype(np.float32)
     lead, trail = rng.uniform(0.25, 0.6), rng.uniform(0.3, 0.8)
-    total = max(MIN_DURATION_S, lead + len(speech) / SAMPLE_RATE + trail)
-    out = np.zeros(int(round(total * SAMPLE_RATE)), np.float32)
-    start = int(lead * SAMPLE_RATE)
+    total = max(MIN_DURATION_S, lead + len(speech) / SPEAKINGFACES_SAMPLE_RATE + trail)
+    out = np.zeros(int(round(total * SPEAKINGFACES_SAMPLE_RATE)), np.float32)
+    start = int(lead * SPEAKINGFACES_SAMPLE_RATE)
     out[start : start + len(speech)] = speech[: len(out) - start]
     return out
 
@@ -136,8 +135,8 @@ def write_speaker_archive(plan: SpeakerPlan, out_dir: Path) -> Path:
             trial = 1 + k % 2
             rng = np.random.default_rng(stable_seed("command", plan.seed, sid, cmd))
             audio = command_audio(COMMANDS[cmd], plan, rng)
-            n_frames = int(FPS * len(audio) / SAMPLE_RATE)
-            loud = _loudness_db(audio, SAMPLE_RATE, FPS, n_frames)
+            n_frames = int(FPS * len(audio) / SPEAKINGFACES_SAMPLE_RATE)
+            loud = _loudness_db(audio, SPEAKINGFACES_SAMPLE_RATE, FPS, n_frames)
             openings = mouth_openings(loud, plan.lag_frames, plan.jitter, rng)
             rgb, thermal = render_frames(
                 identity, openings, seed=stable_seed("frames", plan.seed, sid, cmd), position=pos
@@ -147,10 +146,10 @@ def write_speaker_archive(plan: SpeakerPlan, out_dir: Path) -> Path:
             for f in range(n_frames):
                 z.add(f"{root}/rgb_image_cmd_aligned/{stem}_{f + 1}_3.png", _png(rgb[f]))
                 z.add(f"{root}/thr_image_cmd/{stem}_{f + 1}_1.png", _png(thermal[f]))
-            z.add(f"{root}/mic1_audio_cmd_trim/{stem}_1.wav", wav_bytes(audio, SAMPLE_RATE))
+            z.add(f"{root}/mic1_audio_cmd_trim/{stem}_1.wav", wav_bytes(audio, SPEAKINGFACES_SAMPLE_RATE))
             # The second microphone hears the same speech with another gain and self-noise.
             mic2 = 0.8 * audio + rng.normal(0, 3e-4, audio.shape).astype(np.float32)
-            z.add(f"{root}/mic2_audio_cmd_trim/{stem}_2.wav", wav_bytes(mic2, SAMPLE_RATE))
+            z.add(f"{root}/mic2_audio_cmd_trim/{stem}_2.wav", wav_bytes(mic2, SPEAKINGFACES_SAMPLE_RATE))
     return path
 
 

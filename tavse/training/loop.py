@@ -24,7 +24,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from tavse.common.config import Config, IngestConfig, params_hash
+from tavse.common.config import STREAMS, Config, IngestConfig, params_hash
 from tavse.common.io import atomic_path
 from tavse.common.locks import held_alone
 from tavse.common.paths import scratch_dir
@@ -154,7 +154,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    visual = {m: batch[m].to(device, non_blocking=True) for m in ("rgb", "thermal") if m in batch}
+    visual = {m: batch[m].to(device, non_blocking=True) for m in STREAMS if m in batch}
     return batch["noisy"].to(device), batch["clean"].to(device), visual
 
 
