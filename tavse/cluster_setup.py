@@ -1,10 +1,10 @@
 """Configure DVC for a cluster: cache on scratch, shared hash database, optional S3 remote.
 
-``python -m tavse.cluster_setup`` reads ``.env`` (``KEY=VALUE`` lines; variables already in the
-environment win) and writes machine-specific DVC settings with ``dvc config --local`` /
-``dvc remote ... --local``, i.e. into ``.dvc/config.local``, which DVC git-ignores. The committed
-``.dvc/config`` is never written (checked before and after). Running it again converges to the
-same configuration.
+``python -m tavse.cluster_setup`` reads ``.env`` (``KEY=VALUE`` lines, :func:`tavse.dotenv.read_dotenv`;
+variables already in the environment win) and writes machine-specific DVC settings with
+``dvc config --local`` / ``dvc remote ... --local``, i.e. into ``.dvc/config.local``, which DVC
+git-ignores. The committed ``.dvc/config`` is never written (checked before and after). Running it
+again converges to the same configuration.
 
 Settings (``$TAVSE_DATA_ROOT`` is required and must be writable):
 
@@ -36,6 +36,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tavse.dotenv import DotenvError, read_dotenv
 
 REMOTE_NAME = "storage"
 CACHE_TYPE_REFLINK = "reflink,hardlink,symlink"
@@ -87,31 +89,6 @@ class ClusterSettings:
             return None
         prefix = self.s3_prefix.strip("/")
         return f"s3://{self.s3_bucket}/{prefix}" if prefix else f"s3://{self.s3_bucket}"
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """Read ``KEY=VALUE`` lines; ``#`` comments, blank lines and an ``export`` prefix are allowed.
-
-    Values may be wrapped in single or double quotes (removed, nothing expanded). A missing file
-    reads as empty.
-    """
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key.isidentifier():
-            raise ClusterSetupError(f"{path}:{number}: expected KEY=VALUE")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
 
 
 def merged_settings(env_file: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -306,9 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = args.repo.resolve()
     env_file = args.env_file or repo / ".env"
     try:
-        values = merged_settings(parse_env_file(env_file), os.environ)
+        values = merged_settings(read_dotenv(env_file), os.environ)
         print(setup_cluster(repo, settings_from(values, repo)))
-    except ClusterSetupError as exc:
+    except (ClusterSetupError, DotenvError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
-from tavse import download as dl
+from tavse.download.huggingface import speaker_path
 
 TOKEN = "hf_TESTsecretTOKEN0123456789"
 REPO = "issai/Speaking_Faces"
@@ -55,7 +55,7 @@ class FakeServer:
             )
         }
         self.hf: dict[str, bytes] = {
-            dl.speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 60_000, 100 + s) for s in (1, 2, 3)
+            speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 60_000, 100 + s) for s in (1, 2, 3)
         }
         self.bad_md5: set[str] = set()
         self.bad_sha256: set[str] = set()  # repository paths whose X-Linked-Etag is wrong

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tavse import cluster_setup as cs
+from tavse.dotenv import read_dotenv
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = "TAVSEKEYID0123456789"
@@ -80,6 +81,7 @@ def _cache_path(cache_dir: Path, data: bytes) -> Path:
     return cache_dir / "files" / "md5" / digest[:2] / digest[2:]
 
 
+@pytest.mark.e2e
 def test_push_pull_roundtrip_through_s3(tmp_path, s3_endpoint):
     repo, scratch, outputs = tmp_path / "repo", tmp_path / "scratch", []
     repo.mkdir()
@@ -144,7 +146,7 @@ def test_push_pull_roundtrip_through_s3(tmp_path, s3_endpoint):
 def test_env_file_parsing_and_precedence(tmp_path):
     env = tmp_path / ".env"
     env.write_text("# c\n\nexport TAVSE_DATA_ROOT=\"/a b\"\nTAVSE_S3_BUCKET=\nTAVSE_S3_PREFIX='p'\n")
-    parsed = cs.parse_env_file(env)
+    parsed = read_dotenv(env)
     assert parsed == {"TAVSE_DATA_ROOT": "/a b", "TAVSE_S3_BUCKET": "", "TAVSE_S3_PREFIX": "p"}
     merged = cs.merged_settings(parsed, {"TAVSE_DATA_ROOT": "/override"})
     assert merged == {"TAVSE_DATA_ROOT": "/override", "TAVSE_S3_PREFIX": "p"}
@@ -154,6 +156,18 @@ def test_env_file_parsing_and_precedence(tmp_path):
         {"TAVSE_DATA_ROOT": "rel", "TAVSE_S3_BUCKET": "b", "TAVSE_S3_PREFIX": "/x/y/"}, tmp_path
     )
     assert settings.data_root == tmp_path / "rel" and settings.remote_url == "s3://b/x/y"
+
+
+def test_env_file_comments_and_a_bad_line(tmp_path, capsys):
+    """The .env reader the download shares: an unquoted value ends at " #" (as bash, which the SLURM
+    scripts source it with, reads it); a line that is not KEY=VALUE is refused by number, never shown."""
+    env = tmp_path / ".env"
+    env.write_text("TAVSE_DATA_ROOT=/scratch/x  # on scratch\nTAVSE_S3_PREFIX='a #b'\n")
+    assert read_dotenv(env) == {"TAVSE_DATA_ROOT": "/scratch/x", "TAVSE_S3_PREFIX": "a #b"}
+    env.write_text(f"TAVSE_DATA_ROOT={tmp_path}\nTAVSE_S3_SECRET_ACCESS_KEY {SECRET}\n")
+    assert cs.main(["--repo", str(tmp_path), "--env-file", str(env)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {env}:2: expected KEY=VALUE" in err and SECRET not in err
 
 
 def test_missing_or_unwritable_data_root(tmp_path, monkeypatch, capsys):
@@ -168,6 +182,7 @@ def test_missing_or_unwritable_data_root(tmp_path, monkeypatch, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_a_successful_setup_prints_no_error_and_undoes_what_is_no_longer_set(tmp_path):
     """Without a bucket or group sharing (the plain case), then with both, then without again:
     exit 0 each time and no "ERROR" line (DVC logs one for unsetting an option that is not set)."""

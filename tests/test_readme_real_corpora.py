@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tavse import download as dl
+from tavse.download.huggingface import speaker_path
 from tests.fake_servers import COMMIT, TOKEN, FakeServer, make_zip, serve
 from tests.sfreal import write_real_layout_archive
 
@@ -46,8 +46,8 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
     block = readme_block()
     state = FakeServer()
     write_real_layout_archive(tmp_path / "sub_1_ia.zip", speaker=1, utterances=((1, 1, 40, None), (1, 2, 41, 3)))
-    state.hf = {dl.speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 300, s) for s in range(2, 143)}
-    state.hf[dl.speaker_path(1)] = (tmp_path / "sub_1_ia.zip").read_bytes()
+    state.hf = {speaker_path(s): make_zip(f"sub_{s}_ia/trial_1/x.png", 300, s) for s in range(2, 143)}
+    state.hf[speaker_path(1)] = (tmp_path / "sub_1_ia.zip").read_bytes()
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")

@@ -130,9 +130,11 @@ def test_the_closure_sees_imports_inside_functions(tmp_path):
     files = closure("stages.train")
     assert ROOT / "tavse/training/loop.py" in files and ROOT / "tavse/common/__init__.py" in files
     lazy = [
-        n for n in imported_names(ROOT / "tavse/download.py", "tavse.download") if n.startswith("tavse.common.logs")
+        n
+        for n in imported_names(ROOT / "tavse/download/__main__.py", "tavse.download.__main__")
+        if n.startswith("tavse.common.logs")
     ]
-    assert lazy, "tavse/download.py imports setup_logging inside main()"
+    assert lazy, "tavse/download/__main__.py imports setup_logging inside main()"
 
 
 def test_bytecode_does_not_change_dvc_status(tmp_path):
