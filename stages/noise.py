@@ -3,17 +3,12 @@
 import argparse
 
 from tavse.common.config import load_config
-from tavse.common.io import write_json
 from tavse.common.logs import setup_logging
-from tavse.corpus.demand import prepare_noise
+from tavse.pipeline import noise
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--verify", action="store_true", help="check each file's SHA-256 against manifest.json first")
     args = ap.parse_args()
     setup_logging()
-    cfg = load_config(stage="noise")
-    report = prepare_noise(
-        cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels, verify=args.verify
-    )
-    write_json(cfg.noise.report, report)
+    noise.run(load_config(stage="noise"), verify=args.verify)

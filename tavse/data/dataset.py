@@ -14,8 +14,9 @@ Returned items (dicts of tensors): ``noisy`` and ``clean`` (N,) float32 at 16 kH
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tavse.common.config import STREAMS, BabbleConfig
+from tavse.common.seeding import stable_seed
 from tavse.corpus.store import UtteranceStore
 from tavse.data.babble import BabbleMaker, utterance_speakers
 from tavse.data.mixtures import (
@@ -34,7 +36,6 @@ from tavse.data.mixtures import (
     read_noise_manifest,
     read_utterance_manifest,
 )
-from tavse.common.seeding import stable_seed
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples, utterance_samples
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class NoiseBank:
         self.files = [NoiseFile(str(p), str(e), int(n)) for p, e, n in files]
 
     @classmethod
-    def from_manifest(cls, noise_dir: str | Path, split: str) -> "NoiseBank":
+    def from_manifest(cls, noise_dir: str | Path, split: str) -> NoiseBank:
         """The files of ``split`` listed in ``noise_dir/manifest.csv``."""
         return cls(noise_dir, read_noise_manifest(Path(noise_dir) / "manifest.csv", split))
 
@@ -143,15 +144,21 @@ class TrainingSet(Dataset):
         self.items = [(u, s) for u, n in utts for s in segment_starts(n, segment_frames, hop)]
         short = sum(1 for _, n in utts if n < segment_frames)
         if short:
-            log.warning("%s: %d of %d utterances shorter than %d frames give no segments",
-                        manifest_csv, short, len(utts), segment_frames)
+            log.warning(
+                "%s: %d of %d utterances shorter than %d frames give no segments",
+                manifest_csv,
+                short,
+                len(utts),
+                segment_frames,
+            )
         if not self.items:
             raise ValueError(f"{manifest_csv}: no utterance is {segment_frames} frames or longer")
         self.speakers = utterance_speakers(manifest_csv)
         self.babble = None
         if babble is not None and babble.prob > 0:
-            self.babble = BabbleMaker(babble, [(u, utterance_samples(n)) for u, n in utts], self.speakers,
-                                      self.data.store.audio)
+            self.babble = BabbleMaker(
+                babble, [(u, utterance_samples(n)) for u, n in utts], self.speakers, self.data.store.audio
+            )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -195,8 +202,9 @@ class TrainingSet(Dataset):
 class MixtureSet(Dataset):
     """The mixtures of a frozen list, rebuilt exactly (no randomness)."""
 
-    def __init__(self, store_path: str | Path, noise_dir: str | Path, mixtures: Sequence[Mixture],
-                 modalities: Sequence[str]):
+    def __init__(
+        self, store_path: str | Path, noise_dir: str | Path, mixtures: Sequence[Mixture], modalities: Sequence[str]
+    ):
         self.data = _StoreItems(store_path, modalities)
         self.noise = NoiseBank(noise_dir)
         self.mixtures = list(mixtures)

@@ -19,25 +19,24 @@ import io
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from tavse.common.audio import mix_at_snr
 from tavse.common.config import Config
-from tavse.data.segments import ALIGN_FRAMES, segment_starts, utterance_samples
 from tavse.common.io import atomic_path
 from tavse.common.seeding import stable_seed
+from tavse.data.segments import ALIGN_FRAMES, segment_starts, utterance_samples
 
 log = logging.getLogger(__name__)
 
 # Level of the noise when the clean signal is (near) silent, and what counts as silent.
 SILENT_NOISE_DBFS = -25.0
 SILENCE_DBFS = -90.0
-
-
 
 
 class NoiseFile(NamedTuple):
@@ -68,8 +67,10 @@ def read_noise_kinds(manifest_csv: str | Path, split: str | None = None) -> dict
     with open(manifest_csv, newline="") as fh:
         reader = csv.DictReader(fh)
         if "kind" not in (reader.fieldnames or ()):
-            raise ValueError(f"{manifest_csv}: no 'kind' column (a noise manifest from before noise kinds); "
-                             "rerun the noise stage (dvc repro noise)")
+            raise ValueError(
+                f"{manifest_csv}: no 'kind' column (a noise manifest from before noise kinds); "
+                "rerun the noise stage (dvc repro noise)"
+            )
         for row in reader:
             if split is not None and row["split"] != split:
                 continue
@@ -77,7 +78,9 @@ def read_noise_kinds(manifest_csv: str | Path, split: str | None = None) -> dict
             if not row["kind"]:
                 raise ValueError(f"{where}: empty kind for environment {row['env']!r}")
             if kinds.setdefault(row["env"], row["kind"]) != row["kind"]:
-                raise ValueError(f"{where}: environment {row['env']!r} has kinds {kinds[row['env']]!r} and {row['kind']!r}")
+                raise ValueError(
+                    f"{where}: environment {row['env']!r} has kinds {kinds[row['env']]!r} and {row['kind']!r}"
+                )
     return kinds
 
 
@@ -93,9 +96,7 @@ def check_noise_long_enough(noise: Sequence[NoiseFile], n: int, what: str) -> No
         raise ValueError("no noise files given")
     for f in noise:
         if f.n_samples < n:
-            raise ValueError(
-                f"noise file {f.path} has {f.n_samples} samples, shorter than the {n} needed for {what}"
-            )
+            raise ValueError(f"noise file {f.path} has {f.n_samples} samples, shorter than the {n} needed for {what}")
 
 
 def choose_noise(rng: np.random.Generator, noise: Sequence[NoiseFile], n: int) -> tuple[int, int]:
@@ -132,14 +133,14 @@ def mix_signals(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
 class Mixture:
     """One frozen mixture: frames ``[start_frame, start_frame + n_frames)`` of ``utt_id`` plus a noise slice."""
 
-    mix_id: str          # "{utt_id}_{k}", k counting the utterance's mixtures from 0
+    mix_id: str  # "{utt_id}_{k}", k counting the utterance's mixtures from 0
     utt_id: str
-    start_frame: int     # a multiple of 7 (0 for whole utterances)
-    n_frames: int        # segment length, or the whole utterance
-    noise_path: str      # relative to the noise folder
+    start_frame: int  # a multiple of 7 (0 for whole utterances)
+    n_frames: int  # segment length, or the whole utterance
+    noise_path: str  # relative to the noise folder
     noise_env: str
-    noise_kind: str      # stationary | transient | babble (tavse/corpus/noise_kinds.py)
-    noise_offset: int    # first noise sample used
+    noise_kind: str  # stationary | transient | babble (tavse/corpus/noise_kinds.py)
+    noise_offset: int  # first noise sample used
     snr_db: float
 
 
@@ -195,12 +196,19 @@ def make_mixture_list(
         check_noise_long_enough(files, need, f"utterance {utt_id}")
         for k, start in enumerate(starts):
             f, offset = choose_noise(rng, files, need)
-            out.append(Mixture(
-                mix_id=f"{utt_id}_{k}", utt_id=utt_id, start_frame=start, n_frames=length,
-                noise_path=files[f].path, noise_env=files[f].env, noise_kind=noise_kinds[files[f].env],
-                noise_offset=offset,
-                snr_db=float(snrs_db[(snr0 + k) % len(snrs_db)]),
-            ))
+            out.append(
+                Mixture(
+                    mix_id=f"{utt_id}_{k}",
+                    utt_id=utt_id,
+                    start_frame=start,
+                    n_frames=length,
+                    noise_path=files[f].path,
+                    noise_env=files[f].env,
+                    noise_kind=noise_kinds[files[f].env],
+                    noise_offset=offset,
+                    snr_db=float(snrs_db[(snr0 + k) % len(snrs_db)]),
+                )
+            )
     if short:
         log.warning("%d utterance(s) shorter than %s frames left out: %s", len(short), segment_frames, ", ".join(short))
     return out
@@ -235,14 +243,30 @@ def _parse_row(row: list[str], where: str) -> Mixture:
         raise ValueError(f"{where}: snr_db {v['snr_db']!r} is not a number") from None
     if not math.isfinite(snr):
         raise ValueError(f"{where}: snr_db {v['snr_db']!r} is not finite")
-    if ints["start_frame"] < 0 or ints["start_frame"] % ALIGN_FRAMES or ints["n_frames"] < 1 or ints["noise_offset"] < 0:
-        raise ValueError(f"{where}: need start_frame >= 0 and a multiple of {ALIGN_FRAMES}, "
-                         f"n_frames >= 1, noise_offset >= 0; got {ints}")
+    if (
+        ints["start_frame"] < 0
+        or ints["start_frame"] % ALIGN_FRAMES
+        or ints["n_frames"] < 1
+        or ints["noise_offset"] < 0
+    ):
+        raise ValueError(
+            f"{where}: need start_frame >= 0 and a multiple of {ALIGN_FRAMES}, "
+            f"n_frames >= 1, noise_offset >= 0; got {ints}"
+        )
     for name in ("mix_id", "utt_id", "noise_path", "noise_env", "noise_kind"):
         if not v[name]:
             raise ValueError(f"{where}: {name} is empty")
-    return Mixture(v["mix_id"], v["utt_id"], ints["start_frame"], ints["n_frames"], v["noise_path"],
-                   v["noise_env"], v["noise_kind"], ints["noise_offset"], snr)
+    return Mixture(
+        v["mix_id"],
+        v["utt_id"],
+        ints["start_frame"],
+        ints["n_frames"],
+        v["noise_path"],
+        v["noise_env"],
+        v["noise_kind"],
+        ints["noise_offset"],
+        snr,
+    )
 
 
 def read_mixture_list(path: str | Path) -> list[Mixture]:
@@ -252,8 +276,10 @@ def read_mixture_list(path: str | Path) -> list[Mixture]:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is not None and tuple(header) == tuple(c for c in COLUMNS if c != "noise_kind"):
-            raise ValueError(f"{path}:1: no noise_kind column (a mixture list from before noise kinds); "
-                             "rebuild it (dvc repro val_mixtures test_mixtures)")
+            raise ValueError(
+                f"{path}:1: no noise_kind column (a mixture list from before noise kinds); "
+                "rebuild it (dvc repro val_mixtures test_mixtures)"
+            )
         if header is None or tuple(header) != COLUMNS:
             raise ValueError(f"{path}:1: header {header} is not {list(COLUMNS)}")
         out: list[Mixture] = []
@@ -274,20 +300,32 @@ def build_validation_list(cfg: Config) -> Path:
     manifest = Path(cfg.noise.out_dir) / "manifest.csv"
     noise = read_noise_manifest(manifest, "val")
     mixtures = make_mixture_list(
-        utts, noise, cfg.validation.snrs_db, cfg.seed,
-        per_utterance=cfg.validation.segments_per_utterance, segment_frames=cfg.train.segment_frames,
+        utts,
+        noise,
+        cfg.validation.snrs_db,
+        cfg.seed,
+        per_utterance=cfg.validation.segments_per_utterance,
+        segment_frames=cfg.train.segment_frames,
         noise_kinds=read_noise_kinds(manifest, "val"),
     )
     if not mixtures:
-        raise ValueError(f"no validation mixtures: none of the {len(utts)} val utterances is "
-                         f"{cfg.train.segment_frames} frames or longer")
+        raise ValueError(
+            f"no validation mixtures: none of the {len(utts)} val utterances is "
+            f"{cfg.train.segment_frames} frames or longer"
+        )
     out = Path(cfg.validation.out)
     write_mixture_list(out, mixtures)
     snrs = Counter(m.snr_db for m in mixtures)
     kinds = Counter(m.noise_kind for m in mixtures)
-    log.info("%d validation mixtures of %d utterances, %d noise files; per SNR: %s; per noise kind: %s -> %s",
-             len(mixtures), len({m.utt_id for m in mixtures}), len(noise),
-             dict(sorted(snrs.items())), dict(sorted(kinds.items())), out)
+    log.info(
+        "%d validation mixtures of %d utterances, %d noise files; per SNR: %s; per noise kind: %s -> %s",
+        len(mixtures),
+        len({m.utt_id for m in mixtures}),
+        len(noise),
+        dict(sorted(snrs.items())),
+        dict(sorted(kinds.items())),
+        out,
+    )
     return out
 
 
@@ -297,9 +335,21 @@ def build_test_list(cfg: Config) -> Path:
     utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
     manifest = Path(cfg.noise.out_dir) / "manifest.csv"
     noise = read_noise_manifest(manifest, "test")
-    mixtures = make_mixture_list(utts, noise, ev.snrs_db, cfg.seed, ev.mixtures_per_utterance, None,
-                                 noise_kinds=read_noise_kinds(manifest, "test"))
+    mixtures = make_mixture_list(
+        utts,
+        noise,
+        ev.snrs_db,
+        cfg.seed,
+        ev.mixtures_per_utterance,
+        None,
+        noise_kinds=read_noise_kinds(manifest, "test"),
+    )
     write_mixture_list(ev.test_mixtures, mixtures)
-    log.info("%d test mixtures of %d utterances; per noise kind: %s -> %s", len(mixtures), len(utts),
-             dict(sorted(Counter(m.noise_kind for m in mixtures).items())), ev.test_mixtures)
+    log.info(
+        "%d test mixtures of %d utterances; per noise kind: %s -> %s",
+        len(mixtures),
+        len(utts),
+        dict(sorted(Counter(m.noise_kind for m in mixtures).items())),
+        ev.test_mixtures,
+    )
     return Path(ev.test_mixtures)

@@ -54,8 +54,7 @@ def stage_copy(src: Path, root: Path, copy: bool = True) -> Path:
     free = shutil.disk_usage(root).free
     need = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     if need > free:
-        raise OSError(f"{STAGE_ENV}={root}: {need / 2**30:.2f} GiB needed to stage {src}, "
-                      f"{free / 2**30:.2f} GiB free")
+        raise OSError(f"{STAGE_ENV}={root}: {need / 2**30:.2f} GiB needed to stage {src}, {free / 2**30:.2f} GiB free")
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=root))
     try:

@@ -13,9 +13,11 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tavse.common.io import wav_bytes
-from tavse.corpus import demand
-from tavse.corpus.demand import MANIFEST_COLUMNS, NOISE_KINDS, discover_demand
+from tavse.corpus.demand import discover_demand
 from tavse.corpus.manifest import make_manifest
+from tavse.corpus.noise_kinds import NOISE_KINDS
+from tavse.pipeline import noise
+from tavse.pipeline.noise import MANIFEST_COLUMNS
 from tavse.synth.noise import write_demand_corpus
 
 
@@ -23,7 +25,7 @@ def prepare_noise(source_dir: Path, *args, **kwargs) -> dict:
     """The noise stage on ``source_dir`` as these tests build it: its manifest (source local) first."""
     if Path(source_dir).is_dir():
         make_manifest(source_dir, "demand", {"type": "local"})
-    return demand.prepare_noise(source_dir, *args, **kwargs)
+    return noise.prepare_noise(source_dir, *args, **kwargs)
 
 
 def _seed(env: str, channel: int) -> int:
@@ -204,7 +206,7 @@ def test_kinds_per_split_and_a_warning_for_a_missing_kind(tmp_path: Path, caplog
     src = tmp_path / "demand"
     for env in ("DLIVING", "OMEETING", "TBUS", "NRIVER"):
         _demand_zip(src, env, n_channels=1)
-    with caplog.at_level("WARNING", logger="tavse.corpus.demand"):
+    with caplog.at_level("WARNING", logger="tavse.noise"):
         report = prepare_noise(
             src, tmp_path / "noise", {"val": ["DLIVING", "OMEETING", "TBUS"], "test": ["NRIVER"]}, channels=[1]
         )
@@ -232,7 +234,7 @@ def test_default_splits_cover_every_kind_without_warnings(tmp_path: Path, caplog
     src = tmp_path / "demand"
     for env in NOISE_KINDS:
         _demand_zip(src, env, n_channels=1, seconds=0.05)
-    with caplog.at_level("WARNING", logger="tavse.corpus.demand"):
+    with caplog.at_level("WARNING", logger="tavse.noise"):
         report = prepare_noise(src, tmp_path / "noise", splits, channels=[1])
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert all(entry["missing_kinds"] == [] for entry in report["splits"].values())

@@ -11,8 +11,8 @@ import pytest
 
 from tavse.common.config import config_from_dict
 from tavse.corpus import manifest as mf
-from tavse.corpus.demand import prepare_noise
 from tavse.ingest import plan_ingest
+from tavse.pipeline.noise import prepare_noise
 from tavse.synth.noise import write_demand_corpus
 from tests.conftest import tiny_params
 

@@ -55,9 +55,17 @@ def test_room_response_has_unit_energy_and_decays_60_db_over_rt60():
 
 def test_training_set_babble_keeps_the_snr_and_the_seeding(corpus):  # noqa: F811
     def make(babble):
-        return TrainingSet(corpus / "ingest" / "lmdb" / "train", corpus / "ingest" / "manifests" / "train.csv",
-                           corpus / "noise", "train", segment_frames=35, snrs_db=SNRS, seed=7, modalities=(),
-                           babble=babble)
+        return TrainingSet(
+            corpus / "ingest" / "lmdb" / "train",
+            corpus / "ingest" / "manifests" / "train.csv",
+            corpus / "noise",
+            "train",
+            segment_frames=35,
+            snrs_db=SNRS,
+            seed=7,
+            modalities=(),
+            babble=babble,
+        )
 
     plain, babble, again = make(None), make(SPEC), make(SPEC)
     assert utterance_speakers(corpus / "ingest" / "manifests" / "train.csv") == {u: int(u[1:4]) for u in UTTS}
@@ -73,11 +81,20 @@ def test_training_set_babble_keeps_the_snr_and_the_seeding(corpus):  # noqa: F81
 @pytest.mark.parametrize("workers", [0, 2])
 def test_one_persistent_loader_serves_every_epoch(corpus, workers):  # noqa: F811
     """The run-long sampler's batches are each epoch's own samples, in each epoch's seeded order."""
-    ds = TrainingSet(corpus / "ingest" / "lmdb" / "train", corpus / "ingest" / "manifests" / "train.csv",
-                     corpus / "noise", "train", segment_frames=35, snrs_db=SNRS, seed=7, modalities=("thermal",))
+    ds = TrainingSet(
+        corpus / "ingest" / "lmdb" / "train",
+        corpus / "ingest" / "manifests" / "train.csv",
+        corpus / "noise",
+        "train",
+        segment_frames=35,
+        snrs_db=SNRS,
+        seed=7,
+        modalities=("thermal",),
+    )
     sampler = RunSampler(len(ds), seed=3, batch_size=2, grad_accum=1, start_epoch=1, skip_batches=1)
-    loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                        collate_fn=collate)
+    loader = DataLoader(
+        ds, batch_size=2, sampler=sampler, num_workers=workers, persistent_workers=workers > 0, collate_fn=collate
+    )
     got = list(itertools.islice(loader, 2 * sampler.batches_per_epoch - 1))  # rest of epoch 1, all of epoch 2
     keys = list(itertools.islice(iter(sampler), 2 * len(got)))
     assert [e for e, _ in keys] == [1] * (sampler.used - 2) + [2] * sampler.used

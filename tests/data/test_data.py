@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from tavse.common.config import config_from_dict
-from tavse.corpus.demand import MANIFEST_COLUMNS
 from tavse.corpus.store import utterance_items, write_store
 from tavse.data.dataset import MixtureSet, NoiseBank, TrainingSet, collate
 from tavse.data.mixtures import (
@@ -29,6 +28,7 @@ from tavse.data.mixtures import (
     write_mixture_list,
 )
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
+from tavse.pipeline.noise import MANIFEST_COLUMNS
 from tests.conftest import tiny_params
 
 ROI = 8
@@ -44,9 +44,11 @@ def _utterance(utt_id: str, n_frames: int):
     n = int(round(n_frames * 16000 / 28))
     wav = (0.1 * rng.standard_normal(n)).astype(np.float32)
     return utterance_items(
-        utt_id, {"fps": 28, "sample_rate": 16000},
+        utt_id,
+        {"fps": 28, "sample_rate": 16000},
         rng.integers(0, 256, (n_frames, ROI, ROI, 3), dtype=np.uint8),
-        rng.integers(0, 256, (n_frames, ROI, ROI), dtype=np.uint8), wav,
+        rng.integers(0, 256, (n_frames, ROI, ROI), dtype=np.uint8),
+        wav,
     )
 
 
@@ -70,8 +72,19 @@ def corpus(tmp_path_factory) -> Path:
         for env, n in envs.items():
             rel = f"{split}/{env}_ch01.wav"
             sf.write(root / "noise" / rel, 0.2 * rng.uniform(-1, 1, n), 16000, subtype="PCM_16")
-            rows.append({"split": split, "env": env, "kind": KIND[env], "channel": 1, "path": rel, "n_samples": n,
-                         "duration_s": n / 16000, "rms_dbfs": -20, "source": "test"})
+            rows.append(
+                {
+                    "split": split,
+                    "env": env,
+                    "kind": KIND[env],
+                    "channel": 1,
+                    "path": rel,
+                    "n_samples": n,
+                    "duration_s": n / 16000,
+                    "rms_dbfs": -20,
+                    "source": "test",
+                }
+            )
     with open(root / "noise" / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -84,8 +97,16 @@ def _noise_list(split: str = "train") -> list[tuple[str, str, int]]:
 
 
 def _training_set(corpus: Path, modalities=("rgb", "thermal"), seed: int = 7) -> TrainingSet:
-    return TrainingSet(corpus / "ingest" / "lmdb" / "train", corpus / "ingest" / "manifests" / "train.csv",
-                       corpus / "noise", "train", segment_frames=70, snrs_db=SNRS, seed=seed, modalities=modalities)
+    return TrainingSet(
+        corpus / "ingest" / "lmdb" / "train",
+        corpus / "ingest" / "manifests" / "train.csv",
+        corpus / "noise",
+        "train",
+        segment_frames=70,
+        snrs_db=SNRS,
+        seed=seed,
+        modalities=modalities,
+    )
 
 
 def _snr(clean: np.ndarray, noisy: np.ndarray) -> float:
@@ -170,9 +191,13 @@ def test_snrs_balanced_and_offsets_in_range():
 def test_whole_utterance_mode():
     mixtures = make_mixture_list([("u1", 75), ("u2", 91)], _noise_list(), SNRS, 5, 2, None, noise_kinds=KIND)
     assert [(m.mix_id, m.start_frame, m.n_frames) for m in mixtures] == [
-        ("u1_0", 0, 75), ("u1_1", 0, 75), ("u2_0", 0, 91), ("u2_1", 0, 91)]
+        ("u1_0", 0, 75),
+        ("u1_1", 0, 75),
+        ("u2_0", 0, 91),
+        ("u2_1", 0, 91),
+    ]
     for m in mixtures:
-        assert m.noise_offset + span_samples(0, m.n_frames)[1] <= dict((p, n) for p, _, n in _noise_list())[m.noise_path]
+        assert m.noise_offset + span_samples(0, m.n_frames)[1] <= {p: n for p, _, n in _noise_list()}[m.noise_path]
 
 
 def test_too_short_noise_names_the_file():
@@ -224,13 +249,16 @@ def test_read_noise_kinds(corpus, tmp_path):
         read_noise_kinds(two)
 
 
-@pytest.mark.parametrize("row, message", [
-    ("u1_0,u1,0,70,a.wav,A,babble,12,notanumber", "snr_db"),
-    ("u1_0,u1,0,70,a.wav,A,babble,12", "expected 9 fields"),
-    ("u1_0,u1,3,70,a.wav,A,babble,12,5.0", "multiple of 7"),
-    ("u1_0,u1,0,70,a.wav,A,babble,x,5.0", "noise_offset"),
-    ("u1_0,u1,0,70,a.wav,A,,12,5.0", "noise_kind is empty"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("u1_0,u1,0,70,a.wav,A,babble,12,notanumber", "snr_db"),
+        ("u1_0,u1,0,70,a.wav,A,babble,12", "expected 9 fields"),
+        ("u1_0,u1,3,70,a.wav,A,babble,12,5.0", "multiple of 7"),
+        ("u1_0,u1,0,70,a.wav,A,babble,x,5.0", "noise_offset"),
+        ("u1_0,u1,0,70,a.wav,A,,12,5.0", "noise_kind is empty"),
+    ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, row, message):
     path = tmp_path / "bad.csv"
     path.write_text(",".join(COLUMNS) + "\nu0_0,u0,0,70,a.wav,A,babble,0,0.0\n" + row + "\n")
@@ -277,8 +305,14 @@ def test_noise_bank_reads_slices(corpus):
 def test_training_items_shapes_and_ranges(corpus):
     ds = _training_set(corpus)
     # 161 frames: starts 0, 35, 70; 112: 0, 35; 70: 0; 60: none.
-    assert ds.items == [("s001_t1_p1_c0001", 0), ("s001_t1_p1_c0001", 35), ("s001_t1_p1_c0001", 70),
-                        ("s001_t1_p1_c0002", 0), ("s001_t1_p1_c0002", 35), ("s002_t1_p1_c0003", 0)]
+    assert ds.items == [
+        ("s001_t1_p1_c0001", 0),
+        ("s001_t1_p1_c0001", 35),
+        ("s001_t1_p1_c0001", 70),
+        ("s001_t1_p1_c0002", 0),
+        ("s001_t1_p1_c0002", 35),
+        ("s002_t1_p1_c0003", 0),
+    ]
     x = ds[1]
     assert set(x) == {"noisy", "clean", "snr_db", "rgb", "thermal"}
     assert x["noisy"].shape == x["clean"].shape == (40000,)
@@ -328,8 +362,14 @@ def test_same_seed_epoch_index_same_sample(corpus):
 
 def _epoch(ds: TrainingSet, epoch: int, workers: int) -> list[dict]:
     ds.set_epoch(epoch)
-    loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=workers, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(7 + epoch))
+    loader = DataLoader(
+        ds,
+        batch_size=2,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(7 + epoch),
+    )
     return list(loader)
 
 
@@ -365,7 +405,7 @@ def test_mixture_set_rebuilds_a_row_by_hand(corpus, tmp_path):
     a0 = m.start_frame * 16000 // 28
     clean = ds.data.store.audio(m.utt_id, a0, a0 + 40000).astype(np.float64)
     noise_full, sr = sf.read(corpus / "noise" / m.noise_path, dtype="float32")
-    noise = noise_full[m.noise_offset:m.noise_offset + 40000].astype(np.float64)
+    noise = noise_full[m.noise_offset : m.noise_offset + 40000].astype(np.float64)
     g = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (m.snr_db / 10)))
     np.testing.assert_allclose(x["noisy"].numpy(), clean + g * noise, atol=1e-6)
     assert x["mix_id"] == m.mix_id and int(x["index"]) == i and float(x["snr_db"]) == m.snr_db
