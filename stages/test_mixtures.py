@@ -2,8 +2,8 @@
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.data.mixtures import build_test_list
+from tavse.pipeline import test_mixtures
 
 if __name__ == "__main__":
     setup_logging()
-    build_test_list(load_config(stage="test_mixtures"))
+    test_mixtures.run(load_config(stage="test_mixtures"))

@@ -2,8 +2,8 @@
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.data.mixtures import build_validation_list
+from tavse.pipeline import val_mixtures
 
 if __name__ == "__main__":
     setup_logging()
-    build_validation_list(load_config(stage="val_mixtures"))
+    val_mixtures.run(load_config(stage="val_mixtures"))

@@ -74,14 +74,14 @@ def tiny_corpus(tmp_path_factory) -> Config:
 @pytest.fixture(scope="session")
 def tiny_data(tiny_corpus, tmp_path_factory) -> Config:
     """``tiny_corpus`` run through ingest (2 workers), noise and the validation mixture list."""
-    from tavse.data.mixtures import build_validation_list
     from tavse.ingest import run_ingest
+    from tavse.pipeline import val_mixtures
     from tavse.pipeline.noise import prepare_noise
 
     cfg = tiny_corpus
     run_ingest(cfg.ingest, cfg.data, work_dir=tmp_path_factory.mktemp("scratch"))
     prepare_noise(cfg.data.demand_dir, cfg.noise.out_dir, cfg.noise.splits, cfg.noise.channels)
-    build_validation_list(cfg)
+    val_mixtures.run(cfg)
     return cfg
 
 

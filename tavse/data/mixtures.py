@@ -18,7 +18,6 @@ import csv
 import io
 import logging
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import NamedTuple
 import numpy as np
 
 from tavse.common.audio import mix_at_snr
-from tavse.common.config import Config
 from tavse.common.io import atomic_path
 from tavse.common.seeding import stable_seed
 from tavse.data.segments import ALIGN_FRAMES, segment_starts, utterance_samples
@@ -292,64 +290,3 @@ def read_mixture_list(path: str | Path) -> list[Mixture]:
             seen.add(m.mix_id)
             out.append(m)
     return out
-
-
-def build_validation_list(cfg: Config) -> Path:
-    """The ``val_mixtures`` stage: write ``cfg.validation.out`` from the val manifests; return its path."""
-    utts = sorted(read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "val.csv"))
-    manifest = Path(cfg.noise.out_dir) / "manifest.csv"
-    noise = read_noise_manifest(manifest, "val")
-    mixtures = make_mixture_list(
-        utts,
-        noise,
-        cfg.validation.snrs_db,
-        cfg.seed,
-        per_utterance=cfg.validation.segments_per_utterance,
-        segment_frames=cfg.train.segment_frames,
-        noise_kinds=read_noise_kinds(manifest, "val"),
-    )
-    if not mixtures:
-        raise ValueError(
-            f"no validation mixtures: none of the {len(utts)} val utterances is "
-            f"{cfg.train.segment_frames} frames or longer"
-        )
-    out = Path(cfg.validation.out)
-    write_mixture_list(out, mixtures)
-    snrs = Counter(m.snr_db for m in mixtures)
-    kinds = Counter(m.noise_kind for m in mixtures)
-    log.info(
-        "%d validation mixtures of %d utterances, %d noise files; per SNR: %s; per noise kind: %s -> %s",
-        len(mixtures),
-        len({m.utt_id for m in mixtures}),
-        len(noise),
-        dict(sorted(snrs.items())),
-        dict(sorted(kinds.items())),
-        out,
-    )
-    return out
-
-
-def build_test_list(cfg: Config) -> Path:
-    """Write the frozen test mixture list: whole test utterances x test noise x SNRs."""
-    ev = cfg.evaluation
-    utts = read_utterance_manifest(Path(cfg.ingest.out_dir) / "manifests" / "test.csv")
-    manifest = Path(cfg.noise.out_dir) / "manifest.csv"
-    noise = read_noise_manifest(manifest, "test")
-    mixtures = make_mixture_list(
-        utts,
-        noise,
-        ev.snrs_db,
-        cfg.seed,
-        ev.mixtures_per_utterance,
-        None,
-        noise_kinds=read_noise_kinds(manifest, "test"),
-    )
-    write_mixture_list(ev.test_mixtures, mixtures)
-    log.info(
-        "%d test mixtures of %d utterances; per noise kind: %s -> %s",
-        len(mixtures),
-        len(utts),
-        dict(sorted(Counter(m.noise_kind for m in mixtures).items())),
-        ev.test_mixtures,
-    )
-    return Path(ev.test_mixtures)

@@ -20,7 +20,6 @@ from tavse.data.dataset import MixtureSet, NoiseBank, TrainingSet, collate
 from tavse.data.mixtures import (
     COLUMNS,
     Mixture,
-    build_validation_list,
     make_mixture_list,
     mix_signals,
     read_mixture_list,
@@ -28,6 +27,7 @@ from tavse.data.mixtures import (
     write_mixture_list,
 )
 from tavse.data.segments import aligned_hop, frames_to_samples, segment_starts, span_samples
+from tavse.pipeline import val_mixtures
 from tavse.pipeline.noise import MANIFEST_COLUMNS
 from tests.conftest import tiny_params
 
@@ -276,7 +276,7 @@ def test_build_validation_list(corpus, tmp_path):
     p["validation"].update(out=str(tmp_path / "mixtures" / "val.csv"), segments_per_utterance=4)
     p["train"]["segment_frames"] = 70
     cfg = config_from_dict(p)
-    out = build_validation_list(cfg)
+    out = val_mixtures.run(cfg)
     mixtures = read_mixture_list(out)
     assert out == Path(cfg.validation.out)
     assert {m.noise_env for m in mixtures} == {"CCC"}  # val noise only
@@ -284,7 +284,7 @@ def test_build_validation_list(corpus, tmp_path):
     assert len(mixtures) == 3 * 4  # the 60-frame utterance has no 70-frame segment
     assert {m.n_frames for m in mixtures} == {cfg.train.segment_frames}
     first = out.read_bytes()
-    build_validation_list(dataclasses.replace(cfg, validation=cfg.validation))
+    val_mixtures.run(dataclasses.replace(cfg, validation=cfg.validation))
     assert out.read_bytes() == first
 
 

@@ -14,11 +14,11 @@ import pytest
 import soundfile as sf
 
 from tavse.corpus.noise_kinds import KINDS
-from tavse.data.mixtures import build_test_list
 from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.report import compare
 from tavse.evaluation.results import HEADLINE, ITEM_FIELDS, lowest_snr_key, read_items
 from tavse.losses import si_snr
+from tavse.pipeline import test_mixtures
 from tests.conftest import ROOT, TRAINED_VARIANT
 
 
@@ -31,7 +31,7 @@ def evaluated(tiny_data, tiny_trained, tmp_path_factory):
         evaluation=dataclasses.replace(tiny_data.evaluation, out_dir=str(out), workers=2),
         variants={TRAINED_VARIANT: tiny_data.variants[TRAINED_VARIANT], "audio_rgb": ["rgb"]},
     )
-    build_test_list(cfg)
+    test_mixtures.run(cfg)
     evaluate_reference(cfg)
     evaluate_variant(cfg, TRAINED_VARIANT)
     return cfg, out
