@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -260,10 +261,64 @@ def _sole_training(run_dir: Path, variant: str) -> contextlib.AbstractContextMan
     )
 
 
+@dataclasses.dataclass
+class _Run:
+    """What one training holds from step to step (built by :func:`_start`)."""
+
+    cfg: Config
+    variant: str
+    ctx: distributed.DistContext
+    state_path: Path
+    net: TAVSE
+    model: TAVSE | DistributedDataParallel  # the wrapper in a data-parallel run
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    progress: Progress
+    best_weights: dict | None
+    counts: dict[str, int]
+    sampler: RunSampler
+    val_loader: DataLoader
+    live: Any  # dvclive.Live on rank 0, None elsewhere
+
+
 def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: Path) -> dict | None:
+    run, loader = _start(cfg, variant, ctx, state_path)
+    tc = cfg.train
+    batches = iter(loader)
+    stop = StopRequest(announce=ctx.is_main)
+    bar = progress_bar(
+        total=tc.max_steps, initial=run.progress.step, desc=f"train {variant}", unit="step", disable=not ctx.is_main
+    )
+    samples_seen, t_start = 0, time.perf_counter()
+    try:
+        while run.progress.step < tc.max_steps and not run.progress.stopped_early:
+            loss_value, samples = train_one_step(run, batches)
+            samples_seen += samples
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
+            _end_of_epoch(run, samples_seen / (time.perf_counter() - t_start))
+            if run.progress.step % tc.eval_every == 0 or run.progress.step == tc.max_steps:
+                _validate_and_track(run)
+            _save_or_preempt(run, stop)
+    finally:
+        del batches, loader  # the last references: the workers shut down now, not when a traceback is freed
+        bar.close()
+        stop.restore()
+
+    if not ctx.is_main:
+        return None
+    return _finish_run(run)
+
+
+def _start(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: Path) -> tuple[_Run, DataLoader]:
+    """The model (seeded), the data, the optimiser and schedule, resumed from ``state_path`` when it
+    exists, the dvclive log on rank 0, and the training loader. The order of these steps is part of
+    the recipe: it fixes what the seeded generators draw."""
     tc = cfg.train
     spec = cfg.variants[variant]
-    modalities = spec.streams
     rank_slice = ctx.rank_slice(tc.batch_size)
     device, amp_dtype, use_scaler = device_setup(ctx.device, tc.precision)
     torch.manual_seed(tc.seed)
@@ -278,7 +333,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
             "%s: streams %s, %.1fk parameters (%s), %d process(es), %d sample(s) per process per micro-batch, "
             "autocast %s",
             variant,
-            "+".join(modalities) or "audio only",
+            "+".join(spec.streams) or "audio only",
             counts["total"] / 1e3,
             parts,
             ctx.world_size,
@@ -295,11 +350,11 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
         tc.segment_frames,
         cfg.mix.snrs_db,
         tc.seed,
-        modalities,
+        spec.streams,
         cfg.mix.babble,
     )
     val_set = MixtureSet(
-        data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), modalities
+        data["ingest"] / "lmdb" / "val", data["noise"], read_mixture_list(cfg.validation.out), spec.streams
     )
     val_loader = DataLoader(val_set, batch_size=tc.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
@@ -310,6 +365,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     live_dir = Path(tc.dvclive_dir) / variant
+    best_weights: dict | None
     if state_path.is_file():
         progress, best_weights = load_state(
             state_path, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler
@@ -329,7 +385,7 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
             shutil.rmtree(live_dir, ignore_errors=True)  # a fresh run starts fresh curves
     if not ctx.is_main:
         best_weights = None  # only rank 0 writes them
-    model: torch.nn.Module = net
+    model: TAVSE | DistributedDataParallel = net
     if ctx.distributed:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -356,99 +412,105 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
         generator=torch.Generator().manual_seed(tc.seed),
         worker_init_fn=ignore_stop_signals,
     )
-    batches = iter(loader)
-    stop = StopRequest(announce=ctx.is_main)
-    bar = progress_bar(
-        total=tc.max_steps, initial=progress.step, desc=f"train {variant}", unit="step", disable=not ctx.is_main
-    )
-    n_streams = len(modalities)
-    samples_seen, t_start = 0, time.perf_counter()
-    try:
-        while progress.step < tc.max_steps and not progress.stopped_early:
-            for micro in range(tc.grad_accum):
-                noisy, clean, visual = _to(next(batches), device)
-                keep = None
-                if n_streams and spec.modality_dropout > 0:
-                    # One draw per global micro-batch, seeded by its place in the run: the same on
-                    # every rank and after a resume, whatever else used the global RNG.
-                    g = torch.Generator().manual_seed(
-                        stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch)
-                    )
-                    keep = draw_stream_keep(tc.batch_size, n_streams, spec.modality_dropout, g)[rank_slice]
-                last_micro = micro == tc.grad_accum - 1
-                sync = model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
-                with sync:
-                    with autocast(device, amp_dtype):
-                        out = model(noisy, visual, keep)
-                    loss, _ = enhancement_loss(out["enhanced"], clean)
-                    scaler.scale(loss / tc.grad_accum).backward()
-                progress.batch_in_epoch += 1
-                loss_value = distributed.mean_over_ranks(ctx, loss.detach().item())
-                progress.loss_sum += loss_value
-                progress.loss_count += 1
-                samples_seen += noisy.shape[0] * ctx.world_size
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            progress.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{samples_seen / (time.perf_counter() - t_start):.1f}")
-            if progress.batch_in_epoch == sampler.batches_per_epoch:
-                if ctx.is_main:
-                    # DEBUG: the progress lines carry the rate; on a small corpus epochs take seconds.
-                    log.debug(
-                        "%s: epoch %d done at step %d, %.1f samples/s",
-                        variant,
-                        progress.epoch,
-                        progress.step,
-                        samples_seen / (time.perf_counter() - t_start),
-                    )
-                progress.epoch += 1
-                progress.batch_in_epoch = 0
+    run = _Run(
+        cfg, variant, ctx, state_path, net, model, device, amp_dtype, optimizer, scheduler, scaler, progress,
+        best_weights, counts, sampler, val_loader, live,
+    )  # fmt: skip
+    return run, loader
 
-            if progress.step % tc.eval_every == 0 or progress.step == tc.max_steps:
-                best_weights = _validate_and_track(
-                    cfg, variant, ctx, net, val_loader, device, amp_dtype, optimizer, progress, best_weights, live
-                )
 
-            done = progress.step >= tc.max_steps or progress.stopped_early
-            stopping = distributed.any_rank(ctx, stop.requested is not None)
-            if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
-                save_state(
-                    state_path,
-                    model=net,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    scaler=scaler,
-                    progress=progress,
-                    best_weights=best_weights,
-                )
-            if stopping:
-                distributed.barrier(ctx)  # every rank leaves after the state is on disk
-                signame = stop.requested or "stop on another rank"
-                if ctx.is_main:
-                    log.warning(
-                        "%s: %s received; state saved at step %d to %s, exiting for requeue",
-                        variant,
-                        signame,
-                        progress.step,
-                        state_path,
-                    )
-                raise Preempted(signame)
-    finally:
-        del batches, loader  # the last references: the workers shut down now, not when a traceback is freed
-        bar.close()
-        stop.restore()
+def train_one_step(run: _Run, batches: Iterator[dict]) -> tuple[float, int]:
+    """One optimiser step over ``train.grad_accum`` micro-batches; returns the last micro-batch's
+    loss (mean over ranks) and the samples the step took on all ranks together."""
+    tc, ctx, spec, progress = run.cfg.train, run.ctx, run.cfg.variants[run.variant], run.progress
+    rank_slice = ctx.rank_slice(tc.batch_size)
+    n_streams = len(spec.streams)
+    loss_value, samples = float("nan"), 0
+    for micro in range(tc.grad_accum):
+        noisy, clean, visual = _to(next(batches), run.device)
+        keep = None
+        if n_streams and spec.modality_dropout > 0:
+            # One draw per global micro-batch, seeded by its place in the run: the same on
+            # every rank and after a resume, whatever else used the global RNG.
+            g = torch.Generator().manual_seed(
+                stable_seed("modality_dropout", tc.seed, progress.epoch, progress.batch_in_epoch)
+            )
+            keep = draw_stream_keep(tc.batch_size, n_streams, spec.modality_dropout, g)[rank_slice]
+        last_micro = micro == tc.grad_accum - 1
+        sync: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if isinstance(run.model, DistributedDataParallel) and not last_micro:
+            sync = run.model.no_sync()  # gradients are all-reduced once, at the step's last micro-batch
+        with sync:
+            with autocast(run.device, run.amp_dtype):
+                out = run.model(noisy, visual, keep)
+            loss, _ = enhancement_loss(out["enhanced"], clean)
+            run.scaler.scale(loss / tc.grad_accum).backward()
+        progress.batch_in_epoch += 1
+        loss_value = distributed.mean_over_ranks(ctx, loss.detach().item())
+        progress.loss_sum += loss_value
+        progress.loss_count += 1
+        samples += noisy.shape[0] * ctx.world_size
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.net.parameters(), tc.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    progress.step += 1
+    return loss_value, samples
 
-    if not ctx.is_main:
-        return None
-    summary = finish(cfg, variant, net, best_weights, progress, counts, ctx.world_size)
-    live.summary = {k: summary["best"][k] for k in LIVE_SUMMARY}  # the curves keep every other figure
-    live.make_summary()
-    shutil.rmtree(state_path.parent, ignore_errors=True)
+
+def _end_of_epoch(run: _Run, samples_per_s: float) -> None:
+    """Move the counters to the next epoch when this step used the epoch's last micro-batch."""
+    progress = run.progress
+    if progress.batch_in_epoch != run.sampler.batches_per_epoch:
+        return
+    if run.ctx.is_main:
+        # DEBUG: the progress lines carry the rate; on a small corpus epochs take seconds.
+        log.debug(
+            "%s: epoch %d done at step %d, %.1f samples/s", run.variant, progress.epoch, progress.step, samples_per_s
+        )
+    progress.epoch += 1
+    progress.batch_in_epoch = 0
+
+
+def _save_or_preempt(run: _Run, stop: StopRequest) -> None:
+    """Save the resumable state every ``train.checkpoint_every`` steps (not at the end: the run's
+    outputs follow at once) and when a stop signal reached any rank; after a stop, raise Preempted."""
+    ctx, progress, tc = run.ctx, run.progress, run.cfg.train
+    done = progress.step >= tc.max_steps or progress.stopped_early
+    stopping = distributed.any_rank(ctx, stop.requested is not None)
+    if ctx.is_main and (stopping or (progress.step % tc.checkpoint_every == 0 and not done)):
+        save_state(
+            run.state_path,
+            model=run.net,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            scaler=run.scaler,
+            progress=progress,
+            best_weights=run.best_weights,
+        )
+    if stopping:
+        distributed.barrier(ctx)  # every rank leaves after the state is on disk
+        signame = stop.requested or "stop on another rank"
+        if ctx.is_main:
+            log.warning(
+                "%s: %s received; state saved at step %d to %s, exiting for requeue",
+                run.variant,
+                signame,
+                progress.step,
+                run.state_path,
+            )
+        raise Preempted(signame)
+
+
+def _finish_run(run: _Run) -> dict:
+    """Rank 0 at the end: the DVC outputs, the dvclive summary, the resumable state removed."""
+    cfg, variant = run.cfg, run.variant
+    summary = finish(cfg, variant, run.net, run.best_weights, run.progress, run.counts, run.ctx.world_size)
+    run.live.summary = {k: summary["best"][k] for k in LIVE_SUMMARY}  # the curves keep every other figure
+    run.live.make_summary()
+    shutil.rmtree(run.state_path.parent, ignore_errors=True)
     best = summary["best"]
     log.info(
         "%s done: %d steps%s; best validation speech-active SI-SNRi %.2f dB (SI-SNRi %.2f dB) at step %d -> %s",
@@ -463,28 +525,15 @@ def _train(cfg: Config, variant: str, ctx: distributed.DistContext, state_path: 
     return summary
 
 
-def _validate_and_track(
-    cfg: Config,
-    variant: str,
-    ctx: distributed.DistContext,
-    net: TAVSE,
-    val_loader: DataLoader,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    optimizer: torch.optim.Optimizer,
-    progress: Progress,
-    best_weights: dict | None,
-    live,
-) -> dict | None:
-    """Validate (rank 0), log the curves, keep the best weights by :data:`SELECTION_METRIC`, decide early stop.
-
-    Returns the best weights so far (rank 0; None elsewhere).
-    """
+def _validate_and_track(run: _Run) -> None:
+    """Validate (rank 0), log the curves, keep the best weights by :data:`SELECTION_METRIC` (rank 0),
+    decide early stop."""
+    ctx, progress, live, variant = run.ctx, run.progress, run.live, run.variant
     metrics = None
     if ctx.is_main:
-        metrics = validate(net, val_loader, device, amp_dtype)
+        metrics = validate(run.net, run.val_loader, run.device, run.amp_dtype)
         metrics["train_loss"] = progress.loss_sum / max(1, progress.loss_count)
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["lr"] = run.optimizer.param_groups[0]["lr"]
     metrics = distributed.from_main(ctx, metrics)
     progress.loss_sum, progress.loss_count = 0.0, 0
     improved = metrics[SELECTION_METRIC] > progress.best_metric
@@ -492,7 +541,7 @@ def _validate_and_track(
         progress.best_metric, progress.best_step = metrics[SELECTION_METRIC], progress.step
         progress.evals_without_improvement = 0
         if ctx.is_main:
-            best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            run.best_weights = {k: v.detach().cpu().clone() for k, v in run.net.state_dict().items()}
     else:
         progress.evals_without_improvement += 1
     progress.history.append({"step": progress.step, **metrics})
@@ -511,11 +560,10 @@ def _validate_and_track(
             metrics["silence_atten_db"],
             metrics["train_loss"],
         )
-    if progress.evals_without_improvement >= cfg.train.patience:
+    if progress.evals_without_improvement >= run.cfg.train.patience:
         progress.stopped_early = True
         if ctx.is_main:
             log.info("%s: early stop at step %d (best step %d)", variant, progress.step, progress.best_step)
-    return best_weights
 
 
 def drop_rows_after(curves_dir: Path, step: int) -> None:
