@@ -2,8 +2,8 @@
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.evaluation.report import compare
+from tavse.pipeline import compare
 
 if __name__ == "__main__":
     setup_logging()
-    compare(load_config(stage="compare"))
+    compare.run(load_config(stage="compare"))

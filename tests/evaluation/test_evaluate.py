@@ -15,10 +15,9 @@ import soundfile as sf
 
 from tavse.corpus.noise_kinds import KINDS
 from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
-from tavse.evaluation.report import compare
 from tavse.evaluation.results import HEADLINE, ITEM_FIELDS, lowest_snr_key, read_items
 from tavse.losses import si_snr
-from tavse.pipeline import test_mixtures
+from tavse.pipeline import compare, test_mixtures
 from tests.conftest import ROOT, TRAINED_VARIANT
 
 
@@ -124,7 +123,7 @@ def test_compare_pairs_by_mix_id(evaluated, tmp_path):
     cells[ITEM_FIELDS.index("pesq_wb")] = ""
     broken[i] = ",".join(cells)
     (other / "items.csv").write_text("\n".join([header, *broken]) + "\n")
-    metrics = compare(cfg)
+    metrics = compare.run(cfg)
     pair = f"{TRAINED_VARIANT}_vs_audio_rgb"
     n_full = sum(r["condition"] == "full" for r in rows)
     assert metrics["si_snr"][pair]["n_pairs"] == n_full and metrics["si_snr"][pair]["median_difference"] == 0
