@@ -185,12 +185,14 @@ class Enhancer:
         t0 = time.perf_counter()
         if rec.problem:
             raise EnhanceError(rec.problem)
-        cfg, notes = self.cfg, []
+        cfg = self.cfg
+        notes: list[str] = []
         self._check_inputs(rec)
         sf_source = open_frames(rec.frames) if rec.frames else None
         with sf_source if isinstance(sf_source, zipfile.ZipFile) else contextlib.nullcontext():
             utt = None
             if sf_source is not None:
+                assert rec.frames is not None  # sf_source was opened from it
                 utts, _ = sfc.index_archive(sf_source, str(rec.frames), None)
                 utt = select_utterance(utts, rec.utterance, rec.frames)
             rgb_info = probe_video(rec.video) if self.modalities and rec.video else None
@@ -201,11 +203,14 @@ class Enhancer:
                 raise EnhanceError(
                     f"{rec.audio or rec.video or rec.frames}: audio shorter than one video frame (1/{cfg.fps} s)"
                 )
-            visual, n = {}, None
+            visual: dict[str, torch.Tensor] = {}
+            n: int | None = None
             if self.modalities and utt is not None:
+                assert rec.frames is not None  # utt came from its frames
                 visual, n = self._frames_crops(rec.frames, sf_source, utt, n_audio)
                 notes.append(f"{n} frames of {utt.key.utt_id}")
             elif self.modalities:
+                assert rgb_info is not None  # _check_inputs: a visual model without frames has a video
                 visual, n = self._video_crops(rgb_info, thr_info, n_audio)
                 rate = rgb_info.rate
                 resampled = f"resampled to {cfg.fps} fps" if not np.isclose(rate, cfg.fps, rtol=1e-3) else "as recorded"
@@ -470,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         enhancer = Enhancer(args.model, args.device)
         if args.batch is not None:
+            assert args.out_dir is not None  # checked with --batch above
             return run_batch(enhancer, args.batch, args.out_dir)
         inputs = [p for p in (args.audio, args.video, args.thermal_video, args.frames) if p is not None]
         if any(args.out.resolve() == p.resolve() for p in inputs):

@@ -39,6 +39,7 @@ import sys
 import zipfile
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def _spread(items: list, k: int) -> list:
     return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)] if k > 1 else [items[0]]
 
 
-def _range(values: list[float], fmt: str = "{:.0f}") -> str:
+def _range(values: Sequence[float], fmt: str = "{:.0f}") -> str:
     if not values:
         return "-"
     lo, hi = min(values), max(values)
@@ -254,7 +255,9 @@ def _frames(
     from tavse.vision.thermal_palette import iron_residual
 
     picked = _spread([u for u in utts if 1 in u.rgb or 1 in u.thermal], k)
-    rgb_frames, sizes_rgb, sizes_thr, residuals, grey = [], Counter(), Counter(), [], []
+    rgb_frames, residuals, grey = [], [], []
+    sizes_rgb: Counter[str] = Counter()
+    sizes_thr: Counter[str] = Counter()
     for u in picked:
         if 1 in u.rgb:
             try:
@@ -349,6 +352,7 @@ def _check(
                 n = len(sfc.load_utterance(zf, archive, u, tolerance).rgb)
             else:
                 n = sfc.check_frames(u, archive, tolerance)
+                assert u.mic1 is not None  # check_frames raised missing_audio otherwise
                 wav = f"{archive}:{u.mic1}"
                 sfc.decode_wav(_read(zf, archive, u.mic1), wav)
                 n = sfc.check_audio_frames(wav, n, n_audio, tolerance)
@@ -358,7 +362,7 @@ def _check(
             skipped[exc.reason] += 1
             if exc.reason in ("frame_count_mismatch", "audio_frame_mismatch"):
                 n_rgb, n_thr = len(u.rgb), len(u.thermal)
-                n_audio = int(sfc.FPS * samples.get(u.mic1, 0) / sfc.SAMPLE_RATE)
+                n_audio = int(sfc.FPS * samples.get(u.mic1 or "", 0) / sfc.SAMPLE_RATE)
                 need_tol = max(need_tol, abs(n_rgb - n_thr), min(n_rgb, n_thr) - n_audio)
     how = "every utterance decoded as ingest does" if full else "member lists and WAVs; --full decodes every frame"
     detail = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))

@@ -14,7 +14,7 @@ becomes the rate the model was trained at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,7 @@ def probe_video(path: Path) -> VideoInfo:
             raise MediaError(f"{path}: video frame {len(times)} does not decode ({exc})") from None
     if not times:
         raise MediaError(f"{path}: the video stream holds no decodable frame")
+    assert size is not None  # set with the first frame
     t = np.asarray(times, np.float64)
     if (np.diff(t) <= 0).any():  # decoders return presentation order; iter_frames counts frames in it
         i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
@@ -134,7 +135,7 @@ def model_frame_sources(times: np.ndarray, fps: int, n: int) -> np.ndarray:
     return np.where(t - times[left] <= times[right] - t + 1e-9, left, right).astype(np.int64)
 
 
-def iter_frames(path: Path, indices: Sequence[int]) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, indices: Iterable[int]) -> Generator[np.ndarray, None, None]:
     """Decode ``path`` again and yield its frames ``indices`` (non-decreasing) as RGB uint8 (H, W, 3).
 
     Frames are counted in presentation order, as in :func:`probe_video`; a frame asked for
@@ -217,4 +218,5 @@ def _decode_audio_track(path: Path) -> tuple[np.ndarray, int, float | None]:
             raise MediaError(f"{path}: the audio track does not decode ({exc})") from None
     if not chunks:
         raise MediaError(f"{path}: the audio track holds no samples")
+    assert sr is not None  # samples come from decoded frames, each of which set it
     return np.concatenate(chunks, axis=1).T, int(sr), start

@@ -66,7 +66,20 @@ def _check_range(where: str, value: Any, meta: Any) -> None:
             raise ConfigError(f"{at}: {v!r} is out of range (must be {allowed})")
 
 
-@dataclass(frozen=True)
+_C = typing.TypeVar("_C")
+
+
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, bounded))
+def _section(cls: type[_C]) -> type[_C]:
+    """``@dataclass(frozen=True)``, declaring :func:`bounded` a field specifier to type checkers.
+
+    So ``x: int = bounded(1)`` reads as a field without a default, as it is at run time, rather than
+    one whose default is what ``bounded`` returns.
+    """
+    return dataclass(frozen=True)(cls)
+
+
+@_section
 class SynthPreset:
     """Size of the synthetic SpeakingFaces corpus."""
 
@@ -77,7 +90,7 @@ class SynthPreset:
     positions: list[int] = bounded(1, 9, nonempty=True)  # SpeakingFaces camera positions
 
 
-@dataclass(frozen=True)
+@_section
 class SynthConfig:
     """The embedded synthetic SpeakingFaces-format corpus."""
 
@@ -93,7 +106,7 @@ class SynthConfig:
         return self.presets[self.preset]
 
 
-@dataclass(frozen=True)
+@_section
 class SynthNoiseConfig:
     """The embedded synthetic DEMAND-format noise corpus."""
 
@@ -103,7 +116,7 @@ class SynthNoiseConfig:
     channels: int = bounded(1, 16)
 
 
-@dataclass(frozen=True)
+@_section
 class DataConfig:
     """Where the corpora are and how speakers are split."""
 
@@ -121,7 +134,7 @@ class DataConfig:
         return None
 
 
-@dataclass(frozen=True)
+@_section
 class IngestConfig:
     """``ingest``: archives → mouth-ROI LMDBs, 16 kHz audio, manifests."""
 
@@ -156,7 +169,7 @@ class IngestConfig:
     fps: int = bounded(28, 28)  # SpeakingFaces video rate; 7 frames = 4000 samples
 
 
-@dataclass(frozen=True)
+@_section
 class NoiseConfig:
     """``noise``: DEMAND → 16 kHz noise split by environment."""
 
@@ -166,7 +179,7 @@ class NoiseConfig:
     splits: dict[str, list[str]]
 
 
-@dataclass(frozen=True)
+@_section
 class ModelSize:
     """Widths of one model size (``model.sizes.<name>``)."""
 
@@ -180,7 +193,7 @@ class ModelSize:
     fusion_heads: int = bounded(1)
 
 
-@dataclass(frozen=True)
+@_section
 class ModelConfig:
     """The one TAVSE model; which visual streams it sees and how they are fused come from the variant."""
 
@@ -199,7 +212,7 @@ FusionType = Literal["cross_attention", "concat", "film"]
 STREAMS = ("rgb", "thermal")  # the visual streams, in the order a model takes them
 
 
-@dataclass(frozen=True)
+@_section
 class VariantConfig:
     """One variant of the study (``variants.<name>``): what its model sees and how.
 
@@ -212,7 +225,7 @@ class VariantConfig:
     # each stream, never all at once (two or more streams)
 
 
-@dataclass(frozen=True)
+@_section
 class BabbleConfig:
     """Training-time babble from other training speakers in a room (``tavse.data.babble``)."""
 
@@ -222,7 +235,7 @@ class BabbleConfig:
     rt60_s: list[float] = bounded(0.05, 3.0)  # [min, max] room reverberation time
 
 
-@dataclass(frozen=True)
+@_section
 class MixConfig:
     """How training mixtures are made: at which SNRs, and how often with babble instead of the split's noise."""
 
@@ -230,7 +243,7 @@ class MixConfig:
     babble: BabbleConfig
 
 
-@dataclass(frozen=True)
+@_section
 class ValidationConfig:
     """The frozen validation mixture list (``val_mixtures`` stage), shared by every variant."""
 
@@ -239,7 +252,7 @@ class ValidationConfig:
     snrs_db: list[float] = bounded(-50.0, 50.0, nonempty=True)
 
 
-@dataclass(frozen=True)
+@_section
 class TrainConfig:
     """The one training recipe of every variant (identical steps, batch and warm-up)."""
 
@@ -264,7 +277,7 @@ class TrainConfig:
     dvclive_dir: str  # dvclive/<variant>/
 
 
-@dataclass(frozen=True)
+@_section
 class EvaluationConfig:
     """Frozen whole-utterance test mixtures, metrics, statistics and listening samples."""
 
@@ -277,7 +290,7 @@ class EvaluationConfig:
     samples: int = bounded(0)  # test mixtures to listen to (FLAC, spectrograms, mouth crops) per system
 
 
-@dataclass(frozen=True)
+@_section
 class Config:
     """The whole of params.yaml."""
 
@@ -322,7 +335,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
                 continue  # has a default
             built[f.name] = _build(hints[f.name], value[f.name], f"{where}.{f.name}")
             _check_range(f"{where}.{f.name}", built[f.name], f.metadata)
-        return tp(**built)
+        return typing.cast(type, tp)(**built)  # a dataclass type: is_dataclass admits instances too
     if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
         (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
         return None if value is None else _build(inner, value, where)
@@ -538,6 +551,6 @@ def load_config(path: str | Path = "params.yaml", stage: str | None = None) -> C
 def params_hash(obj: Any) -> str:
     """Stable short hash of a params slice (a dataclass or plain data)."""
     if dataclasses.is_dataclass(obj):
-        obj = dataclasses.asdict(obj)
+        obj = dataclasses.asdict(typing.cast(Any, obj))  # params slices are instances; is_dataclass admits classes too
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

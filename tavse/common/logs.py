@@ -60,7 +60,7 @@ def _interrupted_hook(previous):
             return
         previous(exc_type, exc, tb)
 
-    hook.tavse_interrupt_hook = True  # type: ignore[attr-defined]
+    hook.tavse_interrupt_hook = True
     return hook
 
 

@@ -81,7 +81,7 @@ def rows_of(name: str, data: dict) -> list[dict]:
         if stale:
             files["test"] = {}
         low = _lowest_snr_key(files["test"])
-        row = {
+        row: dict[str | int, Any] = {  # COLUMNS' values under their index
             "experiment": name,
             "variant": variant + ("*" if stale else ""),
             "snr": low[len("si_snri_snr") :] if low else "?",

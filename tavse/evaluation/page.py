@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,8 +250,10 @@ def answer_paragraph(
                 out.append(f"; its lead over {ranked[1]} is not significant (p = {fmt_p(lead.get('p_adjusted'))})")
         out.append(". ")
     if vs_audio is not None:
+        assert r.thermal and r.audio_only  # vs_audio is only looked up with both
         out.append(describe_test(r.thermal, r.audio_only, vs_audio) + " ")
     if vs_rgb is not None:
+        assert r.thermal and r.rgb  # vs_rgb is only looked up with both
         out.append(describe_test(r.thermal, r.rgb, vs_rgb) + " ")
     if r.rgb_thermal and r.rgb:
         out.append(
@@ -325,7 +327,7 @@ CURVES = {
 
 def load_inputs(cfg: Config) -> Inputs:
     out = Path(cfg.evaluation.out_dir)
-    variants = {v: list(spec.streams) for v, spec in cfg.variants.items()}
+    variants: dict[str, list[str]] = {v: list(spec.streams) for v, spec in cfg.variants.items()}
     ref = _json(out / "reference" / "summary.json")
     summaries: dict[str, dict] = {NOISY: ref["noisy"]}
     items: dict[str, dict[str, dict]] = {}
@@ -391,7 +393,7 @@ COLOURS = {NOISY: "#7f7f7f", ORACLE: "#000000"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#2ca02c", "#8c564b")
 
 
-def colour(system: str, variants: Sequence[str]) -> str:
+def colour(system: str, variants: Iterable[str]) -> str:
     return COLOURS.get(system) or PALETTE[list(variants).index(system) % len(PALETTE)]
 
 
@@ -586,7 +588,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") 
     return f'<div class="wide"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def cell(metric: str, stat: Mapping[str, Any] | None, system: str, digits: int = 2) -> str:
+def cell(metric: str, stat: dict[str, Any] | None, system: str, digits: int = 2) -> str:
     """A mean [CI] cell, flagged when the system is worse than its noisy input there."""
     if system != NOISY and is_worse(metric, stat):
         return f'<td class="worse" title="worse than the noisy input">▼ {_ci(stat, digits)}</td>'

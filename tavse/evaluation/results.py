@@ -118,7 +118,8 @@ def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | N
     (:func:`headline_metrics`) are there for each system's full condition only, the lowest SNR
     that of ``snrs_db`` when given (so every variant has the same keys), else the lowest found.
     """
-    full, headline = {}, {}
+    full: dict[str, dict] = {}
+    headline = {}
     for system, condition in sorted({(r["system"], r["condition"]) for r in rows}):
         sel = [r for r in rows if r["system"] == system and r["condition"] == condition]
         key = system if condition == "full" else f"{system}/{condition}"

@@ -25,7 +25,7 @@ def _is_missing(v: Any) -> bool:
 
 def _present(values: Iterable[float | None]) -> np.ndarray:
     """The non-missing values as a float64 array."""
-    return np.array([float(v) for v in values if not _is_missing(v)], dtype=np.float64)
+    return np.array([float(v) for v in values if v is not None and not _is_missing(v)], dtype=np.float64)
 
 
 def bootstrap_ci(

@@ -35,8 +35,10 @@ def _act() -> nn.Module:
 def down_block(in_ch: int, out_ch: int, stride: tuple[int, int]) -> nn.Sequential:
     """One encoder level: a strided 3x3 conv (depthwise-separable when wide) → BatchNorm → LeakyReLU."""
     if in_ch >= SEPARABLE_MIN_CHANNELS:
-        conv: list[nn.Module] = [nn.Conv2d(in_ch, in_ch, 3, stride=stride, padding=1, groups=in_ch, bias=False),
-                                 nn.Conv2d(in_ch, out_ch, 1, bias=False)]
+        conv: list[nn.Module] = [
+            nn.Conv2d(in_ch, in_ch, 3, stride=stride, padding=1, groups=in_ch, bias=False),
+            nn.Conv2d(in_ch, out_ch, 1, bias=False),
+        ]
     else:
         conv = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)]
     return nn.Sequential(*conv, nn.BatchNorm2d(out_ch), _act())
@@ -45,15 +47,16 @@ def down_block(in_ch: int, out_ch: int, stride: tuple[int, int]) -> nn.Sequentia
 def up_block(in_ch: int, out_ch: int, stride: tuple[int, int]) -> nn.Sequential:
     """One decoder level: the transpose of :func:`down_block` (k3, p1: n steps → stride·n − 1 + ...)."""
     if in_ch >= SEPARABLE_MIN_CHANNELS:
-        conv: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 1, bias=False),
-                                 nn.ConvTranspose2d(out_ch, out_ch, 3, stride=stride, padding=1, groups=out_ch,
-                                                    bias=False)]
+        conv: list[nn.Module] = [
+            nn.Conv2d(in_ch, out_ch, 1, bias=False),
+            nn.ConvTranspose2d(out_ch, out_ch, 3, stride=stride, padding=1, groups=out_ch, bias=False),
+        ]
     else:
         conv = [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)]
     return nn.Sequential(*conv, nn.BatchNorm2d(out_ch), _act())
 
 
-def match_size(x: Tensor, size: tuple[int, int]) -> Tensor:
+def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
     """Crop or zero-pad the last two axes (frequency, time) of ``x`` to ``size``."""
     pad_f, pad_t = size[0] - x.shape[-2], size[1] - x.shape[-1]
     if pad_f > 0 or pad_t > 0:
@@ -87,8 +90,11 @@ class AudioUNet(nn.Module):
         rnn_hidden, rnn_layers: the bottleneck BiGRU (``ModelSize.gru_hidden`` / ``gru_layers``).
     """
 
-    def __init__(self, channels: Sequence[int], n_fft: int, win_length: int, hop_length: int,
-                 rnn_hidden: int, rnn_layers: int) -> None:
+    window: Tensor  # a buffer, registered in __init__
+
+    def __init__(
+        self, channels: Sequence[int], n_fft: int, win_length: int, hop_length: int, rnn_hidden: int, rnn_layers: int
+    ) -> None:
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"unet_channels needs at least two levels, got {list(channels)}")
@@ -98,14 +104,17 @@ class AudioUNet(nn.Module):
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
         strides = [(2, 2 if i < TIME_STRIDED_LEVELS else 1) for i in range(len(channels))]
         self.encoder = nn.ModuleList(
-            down_block(1 if i == 0 else channels[i - 1], c, strides[i]) for i, c in enumerate(channels))
+            down_block(1 if i == 0 else channels[i - 1], c, strides[i]) for i, c in enumerate(channels)
+        )
         self.temporal = BottleneckRNN(channels[-1], rnn_hidden, rnn_layers)
         # Decoder level i turns level i's features (concatenated with its skip, except at the
         # bottleneck) into level i-1's resolution; the last one returns to full resolution.
         self.decoder = nn.ModuleList(
-            up_block(channels[i] * (1 if i == len(channels) - 1 else 2), channels[i - 1] if i else HEAD_CHANNELS,
-                     strides[i])
-            for i in range(len(channels)))
+            up_block(
+                channels[i] * (1 if i == len(channels) - 1 else 2), channels[i - 1] if i else HEAD_CHANNELS, strides[i]
+            )
+            for i in range(len(channels))
+        )
         # Full-resolution head: the decoder's features beside the input log spectrum.
         self.head = nn.Conv2d(HEAD_CHANNELS + 1, 1, 1)
 
@@ -127,16 +136,26 @@ class AudioUNet(nn.Module):
         """Complex STFT (B, F, frames) of a (B, N) waveform, always in float32."""
         with torch.autocast(device_type=wav.device.type, enabled=False):
             return torch.stft(
-                wav.float(), self.n_fft, self.hop_length, self.win_length, self.window,
-                center=True, return_complex=True,
+                wav.float(),
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                self.window,
+                center=True,
+                return_complex=True,
             )
 
     def istft(self, spec: Tensor, length: int) -> Tensor:
         """Waveform (B, length) from a complex STFT, always in float32."""
         with torch.autocast(device_type=spec.device.type, enabled=False):
             return torch.istft(
-                spec, self.n_fft, self.hop_length, self.win_length, self.window,
-                center=True, length=length,
+                spec,
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                self.window,
+                center=True,
+                length=length,
             )
 
     @staticmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,9 @@ FusionType = Literal["cross_attention", "concat", "film"]
 ATTENTION_RADIUS_FRAMES = 4.0
 
 
-def frame_positions(n_steps: int, n_frames: int, n_samples: int, hop_length: int, device: torch.device | None = None) -> Tensor:
+def frame_positions(
+    n_steps: int, n_frames: int, n_samples: int, hop_length: int, device: torch.device | None = None
+) -> Tensor:
     """Fractional video-frame index at the centre of each of ``n_steps`` STFT frames.
 
     Video and audio cover the same span: video frame ``t`` covers ``[t, t+1) * n_samples / n_frames``
@@ -170,7 +172,8 @@ class FilmFusion(Fusion):
         self.film = nn.ModuleList(nn.Linear(dim, 2 * channels) for _ in range(n_streams))
 
     def delta(self, x: Tensor, streams: list[Tensor], weights: list[Tensor | None], positions: Tensor) -> Tensor:
-        params = sum(_weighted(f(s), w) for f, s, w in zip(self.film, streams, weights))
+        # A tensor, not sum()'s start 0: there is at least one stream (checked by Fusion).
+        params = cast(Tensor, sum(_weighted(f(s), w) for f, s, w in zip(self.film, streams, weights)))
         gamma, beta = params.transpose(1, 2).unsqueeze(2).chunk(2, dim=1)  # each (B, C, 1, steps)
         return gamma * x + beta  # x + scale*(gamma*x + beta) = x*(1 + scale*gamma) + scale*beta
 

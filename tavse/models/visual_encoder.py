@@ -26,7 +26,9 @@ class BasicBlock(nn.Module):
         )
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,12 +108,17 @@ class VisualEncoder(nn.Module):
             raise ValueError(f"unknown visual trunk {trunk!r}")
         # Channels-last convolutions: 1.6x faster forward + backward for the compact trunk on CPU
         # (bench/train_step.py), and the layout GPUs' tensor cores prefer.
-        self.trunk.to(memory_format=torch.channels_last)
+        # Module.to's overloads omit the memory_format-only form, which it documents and takes.
+        self.trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.gru = nn.GRU(self.trunk.out_dim, gru_hidden, num_layers=gru_layers, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * gru_hidden, out_dim)
 
     def forward(self, frames: Tensor) -> Tensor:
-        if frames.dim() != 5 or frames.shape[2] != self.in_channels or frames.shape[-2:] != (self.roi_size, self.roi_size):
+        if (
+            frames.dim() != 5
+            or frames.shape[2] != self.in_channels
+            or frames.shape[-2:] != (self.roi_size, self.roi_size)
+        ):
             raise ValueError(
                 f"expected frames (B, T, {self.in_channels}, {self.roi_size}, {self.roi_size}), got {tuple(frames.shape)}"
             )
@@ -120,4 +127,3 @@ class VisualEncoder(nn.Module):
         per_frame = self.trunk(x).reshape(b, t, -1)
         seq, _ = self.gru(per_frame)
         return self.proj(seq)
-

@@ -48,6 +48,17 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"a comma-separated list of integers, got {text!r}") from None
 
 
+def _add_seeds(p: argparse.ArgumentParser) -> None:
+    """``--seeds``, the same on every subcommand that picks experiments."""
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        metavar="S[,S...]",
+        help="these training seeds instead of ablations.yaml's (a smaller budget)",
+    )
+
+
 def cmd_list(args) -> int:
     to_run, same = _plan(args)
     for i, exp in enumerate(to_run):
@@ -206,19 +217,13 @@ def cmd_table(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tavse.study", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    seeds = {
-        "type": _seed_list,
-        "default": None,
-        "metavar": "S[,S...]",
-        "help": "these training seeds instead of ablations.yaml's (a smaller budget)",
-    }
     p = sub.add_parser("list", help="the experiments of the sets")
     p.add_argument("sets", nargs="*")
-    p.add_argument("--seeds", **seeds)
+    _add_seeds(p)
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("queue", help="queue the experiments of the sets as DVC experiments")
     p.add_argument("sets", nargs="*")
-    p.add_argument("--seeds", **seeds)
+    _add_seeds(p)
     p.add_argument("--start", action="store_true", help="then `dvc queue start`")
     p.add_argument("-j", "--jobs", type=int, default=1, help="queue workers for --start (each trains on its own)")
     p.add_argument("--wait", action="store_true", help="follow the queue until nothing is queued or running")
@@ -226,12 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_queue)
     p = sub.add_parser("count", help="how many experiments of the sets are to run (the SLURM array size)")
     p.add_argument("sets", nargs="*")
-    p.add_argument("--seeds", **seeds)
+    _add_seeds(p)
     p.set_defaults(func=cmd_count)
     p = sub.add_parser("task", help="name and -S arguments of experiment INDEX (one per line), for SLURM arrays")
     p.add_argument("--index", type=int, required=True, help="the array task's index")
     p.add_argument("sets", nargs="*")
-    p.add_argument("--seeds", **seeds)
+    _add_seeds(p)
     p.set_defaults(func=cmd_task)
     p = sub.add_parser("table", help="collect the experiments of HEAD into the study table")
     p.add_argument("--out", default="results/study")

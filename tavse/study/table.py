@@ -133,7 +133,7 @@ def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, n_boot: int 
 
 
 def _compare(pairs: list[tuple[Setting, Setting]], seed: int, n_boot: int) -> list[dict]:
-    out = []
+    out: list[dict[str, Any]] = []
     for a, b in pairs:
         for metric in COMPARED:
             ids_a, ma = a.matrix(metric)

@@ -28,6 +28,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import cv2
 import numpy as np
@@ -121,7 +122,8 @@ def base_photo(name: str) -> np.ndarray:
         import matplotlib.cbook
         from PIL import Image
 
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        # A file object: get_sample_data loads arrays only from .npy/.npz files.
+        with cast(IO[bytes], matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as f:
             return np.asarray(Image.open(f).convert("RGB"))
     if name == "astronaut":
         import skimage.data

@@ -404,22 +404,22 @@ def butter_sos(order: int, cutoff, btype: str, fs: float) -> np.ndarray:
         # prototype's (1/p = conj(p) on the unit circle); only the zeros differ.
         are, aim, real = w * pre, w * pim, -w
         zre, zim = _bilinear(are, aim)
-        sos = []
+        rows: list[np.ndarray] = []
         zero = [1.0, 2.0, 1.0] if btype == "lowpass" else [1.0, -2.0, 1.0]
         for pr, pi in zip(zre, zim):
             a = np.array([1.0, -2.0 * pr, pr * pr + pi * pi])
             z = np.array(zero)
             ref = 1.0 if btype == "lowpass" else -1.0  # gain 1 at z = ref
             gain = (a[0] + a[1] * ref + a[2]) / (z[0] + z[1] * ref + z[2])
-            sos.append(np.concatenate([gain * z, a]))
+            rows.append(np.concatenate([gain * z, a]))
         if odd:
             zr, _ = _bilinear(np.array([real]), np.array([0.0]))
             a = np.array([1.0, -zr[0], 0.0])
             z = np.array([1.0, 1.0, 0.0]) if btype == "lowpass" else np.array([1.0, -1.0, 0.0])
             ref = 1.0 if btype == "lowpass" else -1.0
             gain = (a[0] + a[1] * ref) / (z[0] + z[1] * ref)
-            sos.append(np.concatenate([gain * z, a]))
-        return np.array(sos)
+            rows.append(np.concatenate([gain * z, a]))
+        return np.array(rows)
     if btype != "bandpass":
         raise ValueError(f"btype must be lowpass, highpass or bandpass, got {btype!r}")
     if odd:

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -200,11 +201,11 @@ def make_identity(speaker_id: int, seed: int) -> FaceIdentity:
         shear=u(-0.04, 0.04),
         centre_x=FRAME_W / 2 + u(-22.0, 22.0),
         centre_y=FRAME_H * 0.45 + u(-12.0, 12.0),
-        colour_gain=tuple(round(float(g), 4) for g in gain),
+        colour_gain=cast(tuple[float, float, float], tuple(round(float(g), 4) for g in gain)),
         brightness=round(float(brightness), 4),
         gamma=u(0.9, 1.1),
         saturation=u(0.8, 1.15),
-        background_rgb=tuple(int(c) for c in np.clip(wall, 0, 255)),
+        background_rgb=cast(tuple[int, int, int], tuple(int(c) for c in np.clip(wall, 0, 255))),
         background_texture=u(2.0, 9.0),
         background_seed=int(rng.integers(2**31)),
         jitter_px=u(0.3, 0.8),
@@ -502,7 +503,8 @@ def _temperature(
     # Skin: the face oval, cooler towards its edge (grazing emission angle).
     oval = np.zeros((h, w), np.uint8)
     polygon = np.round(lm[list(FACE_OVAL)] * 16).astype(np.int32)
-    cv2.fillPoly(oval, [polygon], 255, cv2.LINE_AA, shift=4)  # 1/16 px vertices
+    # shift=4: 1/16 px vertices. The colour is a scalar, which OpenCV takes as a Scalar (cv2's stubs want a sequence).
+    cv2.fillPoly(oval, [polygon], 255, cv2.LINE_AA, shift=4)  # type: ignore[call-overload]
     inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
     t_face = identity.t_skin - 0.09 * _exp32(-inside / (0.04 * fw))
     t_face += 0.02 * _low_freq_noise(rng, (h, w), 10) + detail
@@ -519,7 +521,8 @@ def _temperature(
             c = lm[list(ring)].mean(0)
             axes = (int(0.16 * fw * 16), int(0.115 * fw * 16))
             centre = tuple(int(q) for q in np.round(c * 16))
-            cv2.ellipse(lens, centre, axes, angle, 0, 360, 255, -1, cv2.LINE_AA, 4)
+            # a scalar colour, as in the fillPoly above
+            cv2.ellipse(lens, centre, axes, angle, 0, 360, 255, -1, cv2.LINE_AA, 4)  # type: ignore[call-overload]
         a = lens.astype(np.float32) / 255.0
         t_face = t_face * (1 - a) + (identity.t_hair - 0.04) * a
 
@@ -593,11 +596,11 @@ def _scene(identity: FaceIdentity, position: int) -> _Scene:
     breath = (identity.t_breath * _exp32(-0.5 * (bu * bu + bv * bv))).astype(np.float32)
 
     # Region that can hold the cavity at any opening and jitter.
-    corners = []
+    corner_list: list[np.ndarray] = []
     for u in (mouth.u_s[0] - 0.2, mouth.u_s[-1] + 0.2):
         for v in (mouth.v_up.min() - 3, mouth.v_low.max() + mouth.max_drop + 3):
-            corners.append(mouth.origin + u * hw * mouth.e_u + v * mouth.e_v)
-    corners = np.array(corners)
+            corner_list.append(mouth.origin + u * hw * mouth.e_u + v * mouth.e_v)
+    corners = np.array(corner_list)
     x0, y0 = np.floor(corners.min(0)).astype(int) - 3
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 4
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, FRAME_W), min(y1, FRAME_H)

@@ -172,6 +172,9 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
         centred = xf - mean.view(1, -1, 1, 1)
         var = dist_fn.all_reduce(centred.square().sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
+            # BatchNorm registers these buffers exactly when it tracks running statistics.
+            assert self.num_batches_tracked is not None
+            assert self.running_mean is not None and self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
@@ -269,12 +272,12 @@ def launch(argv: list[str], nproc: int) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    codes = [p.returncode for p in procs]
-    bad = [c for c in codes if c not in (0, EXIT_PREEMPTED)]
+    exit_codes = [p.returncode for p in procs]
+    bad = [c for c in exit_codes if c not in (0, EXIT_PREEMPTED)]
     if bad:
         status = first_failure if first_failure is not None else bad[0]
         return status if status > 0 else 128 - status  # a rank killed by signal k: 128 + k, like a shell
-    return EXIT_PREEMPTED if EXIT_PREEMPTED in codes else 0
+    return EXIT_PREEMPTED if EXIT_PREEMPTED in exit_codes else 0
 
 
 def main_or_launch(run: Callable[[], Any], argv: list[str]) -> None:

@@ -17,7 +17,8 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on norms, biases and residual scales (any tensor of < 2 dims)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in sorted(model.named_parameters()):
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -251,7 +251,7 @@ def track_mouth(
     return track_from_lips(lips, ran, box_scale, smooth_frames)
 
 
-def pixel_box(box: Sequence[float]) -> tuple[int, int, int]:
+def pixel_box(box: Sequence[float] | np.ndarray) -> tuple[int, int, int]:
     """``(x0, y0, side)`` in whole pixels of the square ``box`` (cx, cy, side).
 
     The side is rounded to a whole number of pixels (at least 1) and the top-left corner

@@ -13,8 +13,13 @@ pixels to the nearest ``IRON_LUT`` entry is about 1.4 RGB units.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 __all__ = [
     "IRON_LUT",
@@ -104,7 +109,7 @@ class _NearestIronIndex:
     def __init__(self, lut: np.ndarray) -> None:
         self._lut = lut
         self._table = np.full(1 << 24, self._UNFILLED, dtype=np.uint16)
-        self._tree = None
+        self._tree: cKDTree | None = None  # built on the first cache miss
         # The 64 colour offsets inside one 4x4x4 cell, as packed 24-bit keys.
         o = np.arange(4, dtype=np.int64)
         self._cell_offsets = ((o[:, None, None] << 16) | (o[None, :, None] << 8) | o[None, None, :]).ravel()
