@@ -17,9 +17,9 @@ from pathlib import Path
 from bench.common import config, save
 from tavse.data.dataset import MixtureSet
 from tavse.data.mixtures import read_mixture_list
-from tavse.evaluation.evaluate import oracle_irm
 from tavse.evaluation.metrics import _spawn_pool, evaluate_items, metrics_row
 from tavse.evaluation.results import rounded
+from tavse.evaluation.scoring import oracle_irm
 
 
 def main() -> None:

@@ -4,11 +4,11 @@ import argparse
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.evaluation.evaluate import evaluate_variant
+from tavse.pipeline import evaluate
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variant")
     setup_logging()
     variant = ap.parse_args().variant
-    evaluate_variant(load_config(stage=f"evaluate@{variant}"), variant)
+    evaluate.run(load_config(stage=f"evaluate@{variant}"), variant)

@@ -2,8 +2,8 @@
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.evaluation.evaluate import evaluate_reference
+from tavse.pipeline import reference
 
 if __name__ == "__main__":
     setup_logging()
-    evaluate_reference(load_config(stage="reference"))
+    reference.run(load_config(stage="reference"))

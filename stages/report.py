@@ -2,8 +2,8 @@
 
 from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
-from tavse.evaluation.page import write_report_page
+from tavse.pipeline import report
 
 if __name__ == "__main__":
     setup_logging()
-    write_report_page(load_config(stage="report"))
+    report.run(load_config(stage="report"))

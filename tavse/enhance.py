@@ -44,7 +44,7 @@ from tavse.common.config import IngestConfig, load_config, section_from_dict
 from tavse.common.io import atomic_path, wav_bytes
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus.errors import BadInput
-from tavse.evaluation.evaluate import enhance, load_model
+from tavse.evaluation.scoring import enhance, load_model
 from tavse.ingest import check_palette, mouth_crops
 from tavse.media import (
     AUDIO_SUFFIXES,

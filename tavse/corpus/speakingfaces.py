@@ -322,6 +322,7 @@ def load_utterance(
     ``pool``: threads to decode the frames with (see :func:`load_frames`).
     """
     n_frames = check_frames(u, archive, tolerance)
+    assert u.mic1 is not None  # check_frames raised missing_audio otherwise
     wav_where = f"{archive}:{u.mic1}"
     audio = decode_wav(_read(zf, archive, u.mic1), wav_where)
     n = check_audio_frames(wav_where, n_frames, len(audio), tolerance)

@@ -69,16 +69,19 @@ class BabbleMaker:
         if not others:
             return None
         lo, hi = self.spec.talkers
+        # [min, max] pairs (length checked in config), unpacked so the numpy stubs see two floats
+        gain_lo, gain_hi = self.spec.gain_db
+        rt60_lo, rt60_hi = self.spec.rt60_s
         k = min(int(rng.integers(lo, hi + 1)), len(others))
         dry = np.zeros(n)
         for speaker in rng.choice(others, size=k, replace=False):
             utt_id, length = self.by_speaker[int(speaker)][int(rng.integers(len(self.by_speaker[int(speaker)])))]
-            gain = 10 ** (rng.uniform(*self.spec.gain_db) / 20)
+            gain = 10 ** (rng.uniform(gain_lo, gain_hi) / 20)
             if length >= n:  # a random stretch of the utterance
                 start = int(rng.integers(length - n + 1))
                 dry += gain * self.read_audio(utt_id, start, start + n)
             else:  # the whole utterance at a random place
                 at = int(rng.integers(n - length + 1))
                 dry[at : at + length] += gain * self.read_audio(utt_id, 0, length)
-        wet = fftconvolve(dry, room_response(rng, rng.uniform(*self.spec.rt60_s)))[:n]
+        wet = fftconvolve(dry, room_response(rng, rng.uniform(rt60_lo, rt60_hi)))[:n]
         return wet.astype(np.float32)

@@ -188,6 +188,7 @@ class TrainingSet(Dataset):
             noise, _, _ = self.noise.draw(rng, self.n_samples)
             if np.any(noise):
                 break
+        assert noise is not None  # babble or at least one split-noise draw (_NOISE_REDRAWS >= 1)
         a0 = frames_to_samples(start)
         clean = self.data.store.audio(utt_id, a0, a0 + self.n_samples)
         out = {

@@ -318,11 +318,14 @@ def item_metrics(
         """Enhanced minus input score; either failure is carried over as the reason."""
 
         def fn() -> float:
-            if values[enhanced_key] is None:
+            # locals, so the None checks narrow what is subtracted
+            enhanced_value = values[enhanced_key]
+            if enhanced_value is None:
                 raise ValueError(f"enhanced {label} failed ({failures[enhanced_key]})")
-            if in_values.get(input_key) is None:
+            input_value = in_values.get(input_key)
+            if input_value is None:
                 raise ValueError(f"noisy input {label} failed ({in_failures.get(input_key, 'not computed')})")
-            return values[enhanced_key] - in_values[input_key]
+            return enhanced_value - input_value
 
         return fn
 
@@ -440,7 +443,7 @@ def evaluate_items(
                 bar.update()
             return results  # type: ignore[return-value]
         own = pool is None
-        executor = _spawn_pool(min(workers, len(items))) if own else pool
+        executor = _spawn_pool(min(workers, len(items))) if pool is None else pool  # `own`, tested so mypy narrows pool
         try:
             with _single_thread_env():  # workers are started lazily, by submit()
                 position = {executor.submit(compute, item): i for i, item in enumerate(items)}

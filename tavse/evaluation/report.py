@@ -118,6 +118,7 @@ def worse_than_input(summaries: dict[str, dict], snrs: list[str], kinds: list[st
         for metric in WORSE_BELOW_ZERO:
             for label, stat in groups(s[metric], snrs, kinds):
                 if is_worse(metric, stat):
+                    assert stat is not None  # is_worse is False for None
                     flags.append(
                         {
                             "system": system,

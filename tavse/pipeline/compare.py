@@ -47,7 +47,7 @@ def run(cfg: Config) -> dict:
             summaries[key] = s
     summaries[ORACLE] = ref["oracle_irm"]
     tests = rounded(compare_variants(per_variant, METRICS, cfg.seed, n_boot=cfg.evaluation.bootstrap))
-    metrics = {t["metric"]: {} for t in tests}
+    metrics: dict[str, dict[str, dict]] = {t["metric"]: {} for t in tests}
     for t in tests:
         metrics[t["metric"]][f"{t['a']}_vs_{t['b']}"] = {
             "median_difference": t["median_difference"],

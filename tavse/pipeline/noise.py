@@ -22,6 +22,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -37,6 +38,16 @@ log = logging.getLogger("tavse.noise")
 
 MANIFEST_COLUMNS = ("split", "env", "kind", "channel", "path", "n_samples", "duration_s", "rms_dbfs", "source")
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _SplitReport(TypedDict):
+    """One split's entry of the ``prepare_noise`` report (typed: its values are of mixed types)."""
+
+    environments: list[str]
+    files: int
+    seconds: float
+    kinds: dict[str, list[str]]
+    missing_kinds: list[str]
 
 
 def run(cfg: Config, verify: bool = False) -> dict:
@@ -127,7 +138,7 @@ def prepare_noise(
 
     rows: list[dict[str, str]] = []
     env_report: dict[str, dict] = {}
-    split_report = {
+    split_report: dict[str, _SplitReport] = {
         s: {
             "environments": sorted(envs),
             "files": 0,

@@ -85,7 +85,7 @@ def mouth_openings(loudness_db: np.ndarray, lag_frames: int, jitter: float, rng:
     """
     top = float(loudness_db.max())
     opening = np.clip((loudness_db - (top - 35.0)) / 30.0, 0.0, 1.0)
-    opening = dm.convolve_valid(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25])
+    opening = dm.convolve_valid(np.pad(opening, 1, mode="edge"), np.array([0.25, 0.5, 0.25]))
     if lag_frames:
         opening = np.concatenate([np.full(lag_frames, opening[0]), opening[:-lag_frames]])
     return np.clip(opening + rng.normal(0.0, jitter, opening.shape), 0.0, 1.0)

@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 
 from tavse.corpus.noise_kinds import KINDS
-from tavse.evaluation.evaluate import conditions, evaluate_reference, evaluate_variant, oracle_irm
 from tavse.evaluation.results import HEADLINE, ITEM_FIELDS, lowest_snr_key, read_items
+from tavse.evaluation.scoring import conditions, oracle_irm
 from tavse.losses import si_snr
-from tavse.pipeline import compare, test_mixtures
+from tavse.pipeline import compare, evaluate, reference, test_mixtures
 from tests.conftest import ROOT, TRAINED_VARIANT
 
 
@@ -31,8 +31,8 @@ def evaluated(tiny_data, tiny_trained, tmp_path_factory):
         variants={TRAINED_VARIANT: tiny_data.variants[TRAINED_VARIANT], "audio_rgb": ["rgb"]},
     )
     test_mixtures.run(cfg)
-    evaluate_reference(cfg)
-    evaluate_variant(cfg, TRAINED_VARIANT)
+    reference.run(cfg)
+    evaluate.run(cfg, TRAINED_VARIANT)
     return cfg, out
 
 

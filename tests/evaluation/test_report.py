@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tavse import losses
-from tavse.evaluation.evaluate import oracle_irm
 from tavse.evaluation.metrics import input_row, metrics_row
 from tavse.evaluation.report import NOISY, ORACLE, against_input_table, flags_section, noise_kinds, worse_than_input
 from tavse.evaluation.results import summarise
+from tavse.evaluation.scoring import oracle_irm
 
 SR = 16000
 SNRS = ["+10", "+20"]
