@@ -11,9 +11,9 @@ makes a FaceMesh per command that detects every frame in static-image mode, inve
 palette of whole thermal frames before cropping, and decodes serially with OpenCV: the naive
 approach, kept as it is.
 
-"ours" is then measured as ingest runs it (:func:`tavse.ingest.ingest_speaker`): the same
+"ours" is then measured as ingest runs it (:func:`tavse.ingest_shards.ingest_speaker`): the same
 utterances again, the next one read and PNG-decoded (libspng when ``pyspng`` is installed, else
-OpenCV) by ``tavse.ingest.DECODE_THREADS`` threads while ``tavse.ingest.landmark_threads(1)``
+OpenCV) by ``tavse.ingest_shards.DECODE_THREADS`` threads while ``tavse.ingest_shards.landmark_threads(1)``
 FaceMesh threads (:class:`tavse.vision.mouth_roi.LipDetector`) detect the current one, plus the
 Iron-palette check, wall time end to end (its CPU time per frame is reported too: the threads use
 a second core). ``serial_*`` are ours without threads (the phases timed one after another in the
@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import config, save
-from tavse import ingest
+from tavse import ingest_shards as ingest
 from tavse.common.audio import resample
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus import store
 from tavse.vision import mouth_roi
+from tavse.vision.mouth_crops import check_palette
 from tavse.vision.thermal_palette import iron_to_temperature
 
 
@@ -136,7 +137,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     utt = loading.result()
                     t1 = time.perf_counter()
-                    ingest.check_palette(utt.thermal, ic, where)
+                    check_palette(utt.thermal, ic, where)
                     t2 = time.perf_counter()
                     items, _, track = ingest.process_utterance(utt, ic, where, detector)
                     t3 = time.perf_counter()

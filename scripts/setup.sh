@@ -10,7 +10,7 @@ if [ -z "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 
   exit 1
 fi
 
-# Headless Chromium, which the report page's test (tests/test_pipeline.py) opens the page in: Debian's
+# Headless Chromium, which the report page's test (tests/e2e/test_pipeline.py) opens the page in: Debian's
 # package, installed when missing (as root; apt's lock is waited for while another install holds it).
 apt_get() {
   local try

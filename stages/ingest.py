@@ -15,7 +15,8 @@ from tavse.common.config import load_config
 from tavse.common.logs import setup_logging
 from tavse.corpus.errors import BadInput
 from tavse.corpus.manifest import ManifestError
-from tavse.ingest import IngestError, build_shards, exit_on_signal, parse_shard, run_ingest
+from tavse.ingest_shards import IngestError, exit_on_signal
+from tavse.pipeline import ingest
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,17 +24,13 @@ if __name__ == "__main__":
     ap.add_argument("--verify", action="store_true", help="check each archive's SHA-256 against manifest.json first")
     args = ap.parse_args()
     try:
-        shard = None if args.shard is None else parse_shard(args.shard)
+        shard = None if args.shard is None else ingest.parse_shard(args.shard)
     except ValueError as exc:
         ap.error(f"--shard: {exc}")
     setup_logging()
     signal.signal(signal.SIGTERM, exit_on_signal)
-    cfg = load_config(stage="ingest")
     try:
-        if shard is None:
-            run_ingest(cfg.ingest, cfg.data, verify=args.verify)
-        else:
-            build_shards(cfg.ingest, cfg.data, *shard, verify=args.verify)
+        ingest.run(load_config(stage="ingest"), verify=args.verify, shard=shard)
     except (IngestError, BadInput, ManifestError, FileNotFoundError) as exc:
         # Bad input or an unusable corpus: the reason, without a traceback (exit 1).
         logging.getLogger("tavse.ingest").error("ingest failed: %s", exc)

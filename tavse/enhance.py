@@ -45,7 +45,6 @@ from tavse.common.io import atomic_path, wav_bytes
 from tavse.corpus import speakingfaces as sfc
 from tavse.corpus.errors import BadInput
 from tavse.evaluation.scoring import enhance, load_model
-from tavse.ingest import check_palette, mouth_crops
 from tavse.media import (
     AUDIO_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -58,6 +57,7 @@ from tavse.media import (
     read_audio,
 )
 from tavse.vision import mouth_roi
+from tavse.vision.mouth_crops import check_palette, mouth_crops
 from tavse.vision.thermal_palette import iron_to_temperature
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -292,7 +292,7 @@ class Enhancer:
                 raise EnhanceError(f"{rec.frames}:{utt.key.utt_id}: no mic1 WAV for this utterance; give --audio FILE")
             samples = sfc.decode_wav(source.read(utt.mic1), f"{rec.frames}:{utt.mic1}")
             notes.append(f"audio: {Path(utt.mic1).name}")
-            return resample(samples, sfc.SAMPLE_RATE, self.cfg.sample_rate)
+            return resample(samples, sfc.SPEAKINGFACES_SAMPLE_RATE, self.cfg.sample_rate)
         if a.channels > 1:
             notes.append(f"{a.channels} audio channels averaged")
         return resample(a.samples, a.sample_rate, self.cfg.sample_rate)
@@ -311,7 +311,7 @@ class Enhancer:
         return self._tensors(rgb, thr), n
 
     def _video_crops(self, rgb: VideoInfo, thr: VideoInfo | None, n_audio: int) -> tuple[dict, int]:
-        """Crops of the mouth from the videos, as :func:`tavse.ingest.mouth_crops` makes them from frames."""
+        """Crops of the mouth from the videos, as :func:`tavse.vision.mouth_crops.mouth_crops` makes them from frames."""
         cfg = self.cfg
         if thr is not None and (thr.width, thr.height) != (rgb.width, rgb.height):
             raise EnhanceError(

@@ -63,7 +63,7 @@ USED_STREAMS = (sfc.STREAM_ALIGNED_RGB, sfc.STREAM_THERMAL, sfc.STREAM_MIC1)
 NO_PARAM = {
     "missing_frames": "frames are absent or their numbers have gaps",
     "missing_audio": f"the command has no {sfc.STREAM_MIC1} WAV",
-    "wrong_sample_rate": f"the reader expects {sfc.SAMPLE_RATE} Hz WAVs",
+    "wrong_sample_rate": f"the reader expects {sfc.SPEAKINGFACES_SAMPLE_RATE} Hz WAVs",
     "stereo_audio": "the reader expects mono WAVs",
     "unreadable_audio": "the WAV cannot be decoded",
     "empty_audio": "the WAV is empty or shorter than a frame",
@@ -345,7 +345,7 @@ def _check(
         n_audio = samples.get(u.mic1 or "", 0)
         row = (
             f"  {u.key.utt_id}  rgb {len(u.rgb):>4}  thermal {len(u.thermal):>4}  "
-            f"audio {n_audio / sfc.SAMPLE_RATE:6.2f} s  "
+            f"audio {n_audio / sfc.SPEAKINGFACES_SAMPLE_RATE:6.2f} s  "
         )
         try:
             if full:
@@ -362,7 +362,7 @@ def _check(
             skipped[exc.reason] += 1
             if exc.reason in ("frame_count_mismatch", "audio_frame_mismatch"):
                 n_rgb, n_thr = len(u.rgb), len(u.thermal)
-                n_audio = int(sfc.FPS * samples.get(u.mic1 or "", 0) / sfc.SAMPLE_RATE)
+                n_audio = int(sfc.FPS * samples.get(u.mic1 or "", 0) / sfc.SPEAKINGFACES_SAMPLE_RATE)
                 need_tol = max(need_tol, abs(n_rgb - n_thr), min(n_rgb, n_thr) - n_audio)
     how = "every utterance decoded as ingest does" if full else "member lists and WAVs; --full decodes every frame"
     detail = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
@@ -452,7 +452,7 @@ def _verdict(
         csv_path = data.subjects_csv  # relative paths: from the folder of params.yaml (where dvc runs)
         if csv_path and not Path(csv_path).is_absolute() and params_path is not None:
             csv_path = str(params_path.parent / csv_path)
-        from tavse.ingest import read_subjects
+        from tavse.corpus.speakingfaces import read_subjects
 
         subjects = read_subjects(csv_path)
         row = subjects.get(speaker)

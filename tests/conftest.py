@@ -74,8 +74,8 @@ def tiny_corpus(tmp_path_factory) -> Config:
 @pytest.fixture(scope="session")
 def tiny_data(tiny_corpus, tmp_path_factory) -> Config:
     """``tiny_corpus`` run through ingest (2 workers), noise and the validation mixture list."""
-    from tavse.ingest import run_ingest
     from tavse.pipeline import val_mixtures
+    from tavse.pipeline.ingest import run_ingest
     from tavse.pipeline.noise import prepare_noise
 
     cfg = tiny_corpus
@@ -124,7 +124,7 @@ def tiny_trained(tiny_data, tmp_path_factory) -> Path:
 def tiny_reproduced(tmp_path_factory) -> Path:
     """The whole pipeline reproduced once with the real ``dvc repro`` on the smoke profile, in a clone
     of the working tree. Never changed: a test takes its own copy (:func:`copy_repo`)."""
-    from tests.pipeline.test_pipeline import TINY, clone_repo, dvc, set_params
+    from tests.e2e.test_pipeline import TINY, clone_repo, dvc, set_params
 
     repo = clone_repo(tmp_path_factory.mktemp("tiny-reproduced"))
     set_params(repo, **TINY)

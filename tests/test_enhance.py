@@ -20,9 +20,9 @@ from tavse.common.audio import resample
 from tavse.common.config import ModelConfig, VariantConfig, section_from_dict
 from tavse.corpus import speakingfaces as sfc
 from tavse.enhance import Enhancer, Recording, find_recordings, main
-from tavse.ingest import mouth_crops
 from tavse.media import model_frame_sources, probe_video, read_audio
 from tavse.models.tavse import TAVSE
+from tavse.vision.mouth_crops import mouth_crops
 from tests.conftest import ROOT, TRAINED_VARIANT
 from tests.sfreal import real_panels, write_real_layout_archive
 from tests.sfzip import wav
@@ -166,7 +166,7 @@ def test_probe_reads_frame_times_size_and_rate(tmp_path, utt) -> None:
 
 
 def test_video_crops_equal_ingest_crops_and_enhance_like_the_frames(tmp_path, tiny_data, models, utt) -> None:
-    """Lossless videos of the corpus frames give the crops tavse.ingest.mouth_crops makes from the PNG
+    """Lossless videos of the corpus frames give the crops tavse.vision.mouth_crops.mouth_crops makes from the PNG
     frames, byte for byte (28 fps), and the same enhanced WAV as the SpeakingFaces frames (56 fps,
     each frame twice: resampled in time to 28 fps)."""
     enh = Enhancer(models[TRAINED_VARIANT], "cpu")

@@ -175,7 +175,7 @@ def test_speaker_metadata_warning(tmp_path: Path) -> None:
     assert "file not found" in sfc.speaker_metadata_warning(str(tmp_path / "x.csv"), {}, [1])
     assert "(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...)" in sfc.speaker_metadata_warning("", {}, range(1, 20))
     # the vendored table covers every speaker of the corpus
-    from tavse.ingest import read_subjects
+    from tavse.corpus.speakingfaces import read_subjects
 
     table = read_subjects(str(ROOT / sfc.REAL_SUBJECTS_CSV))
     assert sfc.speaker_metadata_warning(str(ROOT / sfc.REAL_SUBJECTS_CSV), table, range(1, 143)) is None

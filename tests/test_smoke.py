@@ -1,4 +1,4 @@
-"""make smoke's command line (its whole run is tests/test_pipeline.py::test_smoke_reproduces_from_scratch_...)."""
+"""make smoke's command line (the whole run: tests/e2e/test_pipeline.py::test_smoke_reproduces_...)."""
 
 import subprocess
 import sys

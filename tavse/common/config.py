@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from tavse.common.rates import FPS, SAMPLE_RATE
+
 
 class ConfigError(ValueError):
     """A params.yaml value is missing, unknown, of the wrong type or out of range."""
@@ -165,8 +167,10 @@ class IngestConfig:
         above=0.0
     )  # thermal median distance to the Iron palette above this: thermal_not_iron
     workers: int = bounded(1)
-    sample_rate: int = bounded(16000, 16000)  # the models, mixtures and PESQ/STOI assume 16 kHz
-    fps: int = bounded(28, 28)  # SpeakingFaces video rate; 7 frames = 4000 samples
+    # Not choices: params.yaml states them, and they must equal tavse.common.rates, which every
+    # stage uses (the models, mixtures and PESQ/STOI take 16 kHz; video keeps SpeakingFaces' rate).
+    sample_rate: int = bounded(SAMPLE_RATE, SAMPLE_RATE)
+    fps: int = bounded(FPS, FPS)
 
 
 @_section

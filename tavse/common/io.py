@@ -33,16 +33,37 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
     try:
         yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        elif final.exists() or final.is_symlink():
-            final.unlink()
-        os.replace(tmp, final)
+        if not (tmp.exists() or tmp.is_symlink()):
+            raise FileNotFoundError(f"{final}: nothing was written to its temporary path {tmp}")
+        if tmp.is_dir() or (final.is_dir() and not final.is_symlink()):
+            _replace_folder(tmp, final)
+        else:
+            os.replace(tmp, final)  # atomic: a reader sees the old file or the new one, never neither
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` at ``final`` where one of them is a folder (``os.replace`` cannot do that in one
+    step): the old ``final`` steps aside under a hidden name, is put back if the rename fails, and
+    is removed only once the new one is in place."""
+    old = final.parent / f".{final.name}.{secrets.token_hex(6)}.old"
+    had_old = final.exists() or final.is_symlink()
+    if had_old:
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if had_old:
+            os.replace(old, final)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif had_old:
+        old.unlink()
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:

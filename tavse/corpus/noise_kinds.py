@@ -18,7 +18,7 @@ Light on purpose (no imports): evaluation and data code may read it without pull
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "NOISE_KINDS", "kind_of"]
+__all__ = ["DEMAND_ENVIRONMENTS", "KINDS", "NOISE_KINDS", "kind_of"]
 
 KINDS: tuple[str, ...] = ("stationary", "transient", "babble")
 
@@ -42,6 +42,8 @@ NOISE_KINDS: dict[str, str] = {
     "TCAR": "stationary",
     "TMETRO": "stationary",
 }
+
+DEMAND_ENVIRONMENTS: tuple[str, ...] = tuple(NOISE_KINDS)  # all 18, alphabetical (SCAFE only at 48 kHz)
 
 
 def kind_of(env: str) -> str:

@@ -8,6 +8,7 @@ and grouped into utterances keyed by (speaker, trial, position, command). File n
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import zipfile
@@ -21,8 +22,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from tavse.common.rates import FPS
-from tavse.common.rates import SPEAKINGFACES_SAMPLE_RATE as SAMPLE_RATE
+from tavse.common.rates import FPS, SPEAKINGFACES_SAMPLE_RATE
 from tavse.corpus.errors import BadInput
 
 STREAM_ALIGNED_RGB = "rgb_image_cmd_aligned"
@@ -242,7 +242,7 @@ def decode_png(data: bytes, where: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def decode_wav(data: bytes, where: str, expected_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_wav(data: bytes, where: str, expected_rate: int = SPEAKINGFACES_SAMPLE_RATE) -> np.ndarray:
     """Decode a mono WAV to float32, rejecting empty, NaN, multi-channel or wrong-rate audio."""
     try:
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
@@ -327,8 +327,8 @@ def load_utterance(
     audio = decode_wav(_read(zf, archive, u.mic1), wav_where)
     n = check_audio_frames(wav_where, n_frames, len(audio), tolerance)
     rgb, thermal = load_frames(zf, archive, u, n, pool)
-    n_audio = round(n * SAMPLE_RATE / FPS)
-    return Utterance(u.key, rgb, thermal, audio[:n_audio], SAMPLE_RATE)
+    n_audio = round(n * SPEAKINGFACES_SAMPLE_RATE / FPS)
+    return Utterance(u.key, rgb, thermal, audio[:n_audio], SPEAKINGFACES_SAMPLE_RATE)
 
 
 # --------------------------------------------------------------------------- read-only helpers (tavse.inspect, ingest)
@@ -353,12 +353,12 @@ def check_audio_frames(where: str, n_frames: int, n_samples: int, tolerance: int
 
     Raises the same BadInput (``audio_frame_mismatch``, ``empty_audio``) for ``where`` (the WAV).
     """
-    audio_frames = int(FPS * n_samples / SAMPLE_RATE)
+    audio_frames = int(FPS * n_samples / SPEAKINGFACES_SAMPLE_RATE)
     if audio_frames < n_frames - tolerance:
         raise BadInput(
             "audio_frame_mismatch",
             where,
-            f"audio covers {audio_frames} frames ({n_samples / SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
+            f"audio covers {audio_frames} frames ({n_samples / SPEAKINGFACES_SAMPLE_RATE:.2f} s) but {n_frames} were recorded",
         )
     n = min(n_frames, audio_frames)
     if n < 1:
@@ -391,3 +391,18 @@ def speaker_metadata_warning(
         f"({shown}): {why}; for the real SpeakingFaces corpus set data.subjects_csv: {REAL_SUBJECTS_CSV} "
         "(the dataset's own table, in the repository)"
     )
+
+
+def read_subjects(path: str) -> dict[int, dict[str, str]]:
+    """Speaker metadata from a SpeakingFaces ``subjects.csv`` ({} when the path is empty or absent)."""
+    if not path or not Path(path).is_file():
+        return {}
+    with open(path, newline="") as fh:
+        return {
+            int(r["Sub_ID"]): {
+                "age": r.get("Age", ""),
+                "gender": r.get("Gender", ""),
+                "ethnicity": r.get("Ethnicity", ""),
+            }
+            for r in csv.DictReader(fh)
+        }

@@ -9,7 +9,7 @@ residual starts at zero every variant initially computes exactly the audio-only 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -63,8 +63,13 @@ class TAVSE(nn.Module):
         self.visual = nn.ModuleDict(
             {
                 m: VisualEncoder(
-                    IN_CHANNELS[m], dims.visual_trunk, dims.visual_width, dims.gru_hidden, dims.gru_layers,
-                    dims.fusion_dim, roi_size,
+                    IN_CHANNELS[m],
+                    dims.visual_trunk,
+                    dims.visual_width,
+                    dims.gru_hidden,
+                    dims.gru_layers,
+                    dims.fusion_dim,
+                    roi_size,
                 )
                 for m in modalities
             }
@@ -74,12 +79,17 @@ class TAVSE(nn.Module):
             if variant.fusion is None:
                 raise ValueError(f"a variant with streams {list(modalities)} needs a fusion")
             self.fusion = build_fusion(
-                variant.fusion, self.unet.bottleneck_channels, dims.fusion_dim, dims.fusion_heads,
-                len(modalities), self.unet.bottleneck_hop,
+                variant.fusion,
+                self.unet.bottleneck_channels,
+                dims.fusion_dim,
+                dims.fusion_heads,
+                len(modalities),
+                self.unet.bottleneck_hop,
             )
 
-    def forward(self, noisy: Tensor, visual: Mapping[str, Tensor] | None = None,
-                keep_mask: Tensor | None = None) -> dict[str, Any]:
+    def forward(
+        self, noisy: Tensor, visual: Mapping[str, Tensor] | None = None, keep_mask: Tensor | None = None
+    ) -> dict[str, Any]:
         """Enhance ``noisy`` (B, N) with the variant's visual streams.
 
         Args:
@@ -113,7 +123,11 @@ class TAVSE(nn.Module):
                 raise ValueError("visual streams and audio differ in batch size")
             keep = torch.ones(batch, len(streams), dtype=torch.bool)
             if self.training and self.modality_dropout > 0:
-                keep = draw_stream_keep(batch, len(streams), self.modality_dropout) if keep_mask is None else keep_mask.cpu()
+                keep = (
+                    draw_stream_keep(batch, len(streams), self.modality_dropout)
+                    if keep_mask is None
+                    else keep_mask.cpu()
+                )
                 if keep.shape != (batch, len(streams)):
                     raise ValueError(f"keep_mask must be ({batch}, {len(streams)}), got {tuple(keep.shape)}")
                 # Zero the encoded features, not the frames: the fusion sees "no stream" as zeros

@@ -31,7 +31,7 @@ from tavse.common.config import Config
 from tavse.common.io import atomic_path, wav_bytes, write_json
 from tavse.common.rates import SAMPLE_RATE
 from tavse.corpus import manifest as corpus_manifest
-from tavse.corpus.demand import discover_demand, read_channel
+from tavse.corpus.demand import DemandSource, discover_demand, read_channel
 from tavse.corpus.noise_kinds import KINDS, kind_of
 
 log = logging.getLogger("tavse.noise")
@@ -105,57 +105,12 @@ def prepare_noise(
     """
     owner = _validate_splits(splits)
     kinds = {env: kind_of(env) for env in sorted(owner)}  # ValueError naming an environment of no known kind
-    if (
-        not channels
-        or len(set(channels)) != len(channels)
-        or any(not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels)
-    ):
-        raise ValueError(f"channels must be distinct integers 1-99 (DEMAND ch01..ch16), got {channels!r}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    _check_channels(channels, sample_rate)
     source_dir = Path(source_dir)
-    if not source_dir.is_dir():
-        raise FileNotFoundError(
-            f"DEMAND source folder {source_dir} does not exist or is not a folder (params.yaml data.demand_dir)"
-        )
-    listed = {
-        p.relative_to(source_dir).as_posix() for p in corpus_manifest.checked_files(source_dir, "demand", verify=verify)
-    }
-    found = discover_demand(source_dir, listed)
-    missing = sorted(set(owner) - set(found))
-    if missing:
-        have = ", ".join(sorted(found)) or "none"
-        raise FileNotFoundError(
-            f"environment(s) {', '.join(missing)} not found in {source_dir} "
-            f"(expected {{ENV}}_16k.zip, {{ENV}}_48k.zip or {{ENV}}/chNN.wav listed in its {corpus_manifest.MANIFEST_NAME}; "
-            f"found: {have})"
-        )
-    unused = sorted(set(found) - set(owner))
-    if unused:
-        log.info(
-            "%d DEMAND environment(s) in %s not in any split, left out: %s", len(unused), source_dir, ", ".join(unused)
-        )
-
+    listed, found, unused = _sources(source_dir, owner, verify)
+    split_report = _split_report(splits, kinds)
     rows: list[dict[str, str]] = []
     env_report: dict[str, dict] = {}
-    split_report: dict[str, _SplitReport] = {
-        s: {
-            "environments": sorted(envs),
-            "files": 0,
-            "seconds": 0.0,
-            "kinds": {k: sorted(e for e in envs if kinds[e] == k) for k in KINDS},
-            "missing_kinds": [k for k in KINDS if not any(kinds[e] == k for e in envs)],
-        }
-        for s, envs in sorted(splits.items())
-    }
-    for s, entry in split_report.items():
-        if entry["missing_kinds"]:
-            log.warning(
-                "noise split %r has no %s noise (environments: %s); its mixtures will not cover that kind",
-                s,
-                " or ".join(entry["missing_kinds"]),
-                ", ".join(entry["environments"]),
-            )
     total_clipped = 0
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -169,40 +124,12 @@ def prepare_noise(
                     )
                 source_rates = set()
                 for ch in channels:
-                    rel_src = f"{env}/ch{ch:02d}.wav"
-                    if src.kind == "folder" and (src.path / f"ch{ch:02d}.wav").is_file() and rel_src not in listed:
-                        raise FileNotFoundError(
-                            f"{src.path / f'ch{ch:02d}.wav'}: channel {ch} of {env} is not listed in "
-                            f"{corpus_manifest.manifest_path(source_dir)}; rewrite the manifest "
-                            f"(`python -m tavse.download manifest {source_dir}`)"
-                        )
-                    x, rate, label = read_channel(src, ch)
+                    row, rate, clipped = _write_channel(tmp, split, env, kinds[env], src, ch, sample_rate, listed)
                     source_rates.add(rate)
-                    if rate != sample_rate:
-                        g = math.gcd(rate, sample_rate)
-                        x = resample_poly(x, sample_rate // g, rate // g)
-                    pcm, clipped = _to_pcm16(x)
-                    if clipped:
-                        log.warning("%s: %d samples clipped after resampling to %d Hz", label, clipped, sample_rate)
                     total_clipped += clipped
-                    rel = f"{split}/{env}_ch{ch:02d}.wav"
-                    (tmp / rel).write_bytes(wav_bytes(pcm, sample_rate, "PCM_16"))
-                    rms = math.sqrt(float(np.mean(np.square(pcm / 32768.0))))
-                    rows.append(
-                        {
-                            "split": split,
-                            "env": env,
-                            "kind": kinds[env],
-                            "channel": str(ch),
-                            "path": rel,
-                            "n_samples": str(pcm.size),
-                            "duration_s": f"{pcm.size / sample_rate:.6f}",
-                            "rms_dbfs": f"{20 * math.log10(rms):.2f}" if rms > 0 else "-inf",
-                            "source": label,
-                        }
-                    )
+                    rows.append(row)
                     split_report[split]["files"] += 1
-                    split_report[split]["seconds"] += pcm.size / sample_rate
+                    split_report[split]["seconds"] += int(row["n_samples"]) / sample_rate
                 env_report[env] = {
                     "split": split,
                     "kind": kinds[env],
@@ -236,3 +163,103 @@ def prepare_noise(
         "total_seconds": round(sum(e["seconds"] for e in split_report.values()), 6),
         "clipped_samples": total_clipped,
     }
+
+
+def _check_channels(channels: list[int], sample_rate: int) -> None:
+    if (
+        not channels
+        or len(set(channels)) != len(channels)
+        or any(not isinstance(c, (int, np.integer)) or not 1 <= c <= 99 for c in channels)
+    ):
+        raise ValueError(f"channels must be distinct integers 1-99 (DEMAND ch01..ch16), got {channels!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+
+
+def _sources(
+    source_dir: Path, owner: dict[str, str], verify: bool
+) -> tuple[set[str], dict[str, list[DemandSource]], list[str]]:
+    """The files ``source_dir/manifest.json`` lists, the sources of each environment found among them,
+    and the environments found in no split; FileNotFoundError naming what a split needs and is missing."""
+    if not source_dir.is_dir():
+        raise FileNotFoundError(
+            f"DEMAND source folder {source_dir} does not exist or is not a folder (params.yaml data.demand_dir)"
+        )
+    listed = {
+        p.relative_to(source_dir).as_posix() for p in corpus_manifest.checked_files(source_dir, "demand", verify=verify)
+    }
+    found = discover_demand(source_dir, listed)
+    missing = sorted(set(owner) - set(found))
+    if missing:
+        have = ", ".join(sorted(found)) or "none"
+        raise FileNotFoundError(
+            f"environment(s) {', '.join(missing)} not found in {source_dir} "
+            f"(expected {{ENV}}_16k.zip, {{ENV}}_48k.zip or {{ENV}}/chNN.wav listed in its {corpus_manifest.MANIFEST_NAME}; "
+            f"found: {have})"
+        )
+    unused = sorted(set(found) - set(owner))
+    if unused:
+        log.info(
+            "%d DEMAND environment(s) in %s not in any split, left out: %s", len(unused), source_dir, ", ".join(unused)
+        )
+    return listed, found, unused
+
+
+def _split_report(splits: dict[str, list[str]], kinds: dict[str, str]) -> dict[str, _SplitReport]:
+    """Each split's entry of the report (files and seconds still 0), warning of a split that misses a noise kind."""
+    split_report: dict[str, _SplitReport] = {
+        s: {
+            "environments": sorted(envs),
+            "files": 0,
+            "seconds": 0.0,
+            "kinds": {k: sorted(e for e in envs if kinds[e] == k) for k in KINDS},
+            "missing_kinds": [k for k in KINDS if not any(kinds[e] == k for e in envs)],
+        }
+        for s, envs in sorted(splits.items())
+    }
+    for s, entry in split_report.items():
+        if entry["missing_kinds"]:
+            log.warning(
+                "noise split %r has no %s noise (environments: %s); its mixtures will not cover that kind",
+                s,
+                " or ".join(entry["missing_kinds"]),
+                ", ".join(entry["environments"]),
+            )
+    return split_report
+
+
+def _write_channel(
+    tmp: Path, split: str, env: str, kind: str, src: DemandSource, ch: int, sample_rate: int, listed: set[str]
+) -> tuple[dict[str, str], int, int]:
+    """Channel ``ch`` of ``env`` as ``tmp/{split}/{env}_chNN.wav`` (PCM_16 at ``sample_rate``);
+    returns its manifest row, the source's rate and the samples clipped."""
+    rel_src = f"{env}/ch{ch:02d}.wav"
+    if src.kind == "folder" and (src.path / f"ch{ch:02d}.wav").is_file() and rel_src not in listed:
+        source_dir = src.path.parent
+        raise FileNotFoundError(
+            f"{src.path / f'ch{ch:02d}.wav'}: channel {ch} of {env} is not listed in "
+            f"{corpus_manifest.manifest_path(source_dir)}; rewrite the manifest "
+            f"(`python -m tavse.download manifest {source_dir}`)"
+        )
+    x, rate, label = read_channel(src, ch)
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        x = resample_poly(x, sample_rate // g, rate // g)
+    pcm, clipped = _to_pcm16(x)
+    if clipped:
+        log.warning("%s: %d samples clipped after resampling to %d Hz", label, clipped, sample_rate)
+    rel = f"{split}/{env}_ch{ch:02d}.wav"
+    (tmp / rel).write_bytes(wav_bytes(pcm, sample_rate, "PCM_16"))
+    rms = math.sqrt(float(np.mean(np.square(pcm / 32768.0))))
+    row = {
+        "split": split,
+        "env": env,
+        "kind": kind,
+        "channel": str(ch),
+        "path": rel,
+        "n_samples": str(pcm.size),
+        "duration_s": f"{pcm.size / sample_rate:.6f}",
+        "rms_dbfs": f"{20 * math.log10(rms):.2f}" if rms > 0 else "-inf",
+        "source": label,
+    }
+    return row, rate, clipped

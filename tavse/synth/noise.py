@@ -38,6 +38,7 @@ from scipy import signal
 from tavse.common.io import DeterministicZip, wav_bytes
 from tavse.common.progress import progress
 from tavse.common.seeding import stable_seed
+from tavse.corpus.noise_kinds import DEMAND_ENVIRONMENTS
 from tavse.synth import detmath as dm
 from tavse.synth.speech import COMMANDS, FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS, Voice, synthesize
 
@@ -53,27 +54,6 @@ __all__ = [
     "write_demand_corpus",
 ]
 
-# All 18 DEMAND environments (for reference and name validation).
-DEMAND_ENVIRONMENTS: tuple[str, ...] = (
-    "DKITCHEN",
-    "DLIVING",
-    "DWASHING",
-    "NFIELD",
-    "NPARK",
-    "NRIVER",
-    "OHALLWAY",
-    "OMEETING",
-    "OOFFICE",
-    "PCAFETER",
-    "PRESTO",
-    "PSTATION",
-    "SCAFE",
-    "SPSQUARE",
-    "STRAFFIC",
-    "TBUS",
-    "TCAR",
-    "TMETRO",
-)
 
 PEAK_DBFS = -3.0
 # Mic-array geometry stand-in: inter-channel delays up to 0.5 ms (a few cm of spacing),

@@ -11,7 +11,7 @@ import pytest
 
 from tavse.common.config import config_from_dict
 from tavse.corpus import manifest as mf
-from tavse.ingest import plan_ingest
+from tavse.pipeline.ingest import plan_ingest
 from tavse.pipeline.noise import prepare_noise
 from tavse.synth.noise import write_demand_corpus
 from tests.conftest import tiny_params

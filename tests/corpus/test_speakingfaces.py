@@ -158,7 +158,7 @@ def test_fingerprint_changes_with_content(tmp_path):
 def test_unreadable_zip_members_are_named_bad_input(tmp_path, method, encrypted, reason, message):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.test_ingest_failures import member, patch_member
+    from tests.pipeline.test_ingest_failures import member, patch_member
 
     path = write_archive(tmp_path / "sub_3_ia.zip", 3, [blank_utt(4)])
     name = member(path, "thr_image_cmd")

@@ -189,6 +189,7 @@ def test_mouth_strip_labels_frames_in_time():
         mouth_strip_png(rgb, thermal[:39], 28, "strip")
 
 
+@pytest.mark.e2e  # headless Chromium
 def test_the_browser_check_catches_a_broken_sound_and_an_outside_request(tmp_path):
     """The check the report page must pass can fail: a page with a good sound, a missing one and an
     image from a server."""

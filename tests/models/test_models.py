@@ -67,8 +67,10 @@ def test_shapes_and_parts_of_every_variant(variant: str, frames: int) -> None:
         check_outputs(model(noisy, visual), modalities, 2, noisy.shape[1])
 
     # Only the parts the variant uses exist, and the per-part counts add up.
-    prefixes = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("visual.") else "")
-                for name, _ in model.named_parameters()}
+    prefixes = {
+        name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("visual.") else "")
+        for name, _ in model.named_parameters()
+    }
     expected = {"unet"} | {f"visual.{m}" for m in modalities} | ({"fusion"} if modalities else set())
     assert prefixes == expected
     counts = parameter_counts(model)
@@ -135,6 +137,7 @@ def test_bad_inputs_are_rejected() -> None:
 
 # --- modality dropout ---------------------------------------------------------------------------
 
+
 def test_modality_dropout_never_drops_everything_and_has_the_expected_rate() -> None:
     torch.manual_seed(0)
     p, n = 0.3, 200_000
@@ -176,6 +179,7 @@ def test_modality_dropout_in_the_model() -> None:
 
 
 # --- time alignment -----------------------------------------------------------------------------
+
 
 def calibrated(model: TAVSE, noisy: torch.Tensor, visual: dict[str, torch.Tensor]) -> TAVSE:
     """Eval-mode model whose BatchNorm statistics come from this input (fresh ones are not normalising).
@@ -233,6 +237,7 @@ def test_interpolation_follows_timestamps() -> None:
 
 # --- gradients, determinism, CLI ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "variant, fusion",
     [(v, "cross_attention") for v in VARIANTS] + [("audio_rgb_thermal", "concat"), ("audio_rgb_thermal", "film")],
@@ -271,8 +276,15 @@ def test_deterministic_given_the_seed() -> None:
 def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary_main(["--size", "small", "--params", str(ROOT / "params.yaml")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[1].split() == ["variant", "audio_unet", "audio_temporal", "visual_rgb", "visual_thermal", "fusion",
-                                "total"]
+    assert lines[1].split() == [
+        "variant",
+        "audio_unet",
+        "audio_temporal",
+        "visual_rgb",
+        "visual_thermal",
+        "fusion",
+        "total",
+    ]
     assert [line.split()[0] for line in lines[2:]] == list(VARIANTS)
     # A fair comparison: every variant has the same audio path, temporal model included.
     assert len({tuple(line.split()[1:3]) for line in lines[2:]}) == 1

@@ -20,7 +20,9 @@ import torch
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_pipeline import BIN, TINY, clone_repo, dvc, set_params
+from tests.e2e.test_pipeline import BIN, TINY, clone_repo, dvc, set_params
+
+pytestmark = pytest.mark.e2e  # a real one-node SLURM cluster running the pipeline
 
 CLUSTER = ROOT / "slurm" / "cluster.sh"
 VARIANTS = ["audio_only", "audio_rgb", "audio_thermal", "audio_rgb_thermal"]

@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import copy_repo
-from tests.test_pipeline import BIN, dvc, git_commit
+from tests.e2e.test_pipeline import BIN, dvc, git_commit
+
+pytestmark = pytest.mark.e2e  # real `dvc exp`/`dvc queue` runs on a copy of the reproduced pipeline
 
 DATA_STAGES = ("synth_corpus", "synth_noise", "ingest", "noise", "val_mixtures", "test_mixtures", "reference")
 

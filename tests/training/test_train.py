@@ -19,9 +19,9 @@ import torch
 from tavse.training.schedule import param_groups, warmup_cosine
 from tavse.training.signals import EXIT_PREEMPTED
 from tavse.training.state import canonical
+from tests.common.test_logs import assert_readable_log
 from tests.conftest import ROOT, run_training
 from tests.conftest import TRAINED_VARIANT as VARIANT
-from tests.test_logs import assert_readable_log
 
 
 def _env(d: Path) -> dict:

@@ -1,7 +1,7 @@
 """Ingest fails loudly, never hangs, leaves no orphans, and survives concurrent runs.
 
 Each stage run is a subprocess with a timeout; its exit code and time to exit are printed
-(``pytest -s tests/test_ingest_failures.py`` shows the figures).
+(``pytest -s tests/pipeline/test_ingest_failures.py`` shows the figures).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import yaml
 
 from tavse.corpus.errors import BadInput
 from tavse.corpus.manifest import make_manifest
-from tavse.ingest import IngestError, build_shards, plan_ingest, run_ingest
+from tavse.ingest_shards import IngestError
+from tavse.pipeline.ingest import build_shards, plan_ingest, run_ingest
 from tests.conftest import ROOT, tiny_params, with_ingest
 from tests.sfzip import Utt, wav, write_archive
 
@@ -194,7 +195,7 @@ def test_greyscale_thermal_is_a_named_bad_input_and_iron_is_not(tmp_path, tiny_c
     ):
         run_ingest(cfg.ingest, cfg.data, work_dir=tmp_path / "scratch")
     # The margins of the default threshold: real Iron ~1.4, synthetic 0, greyscale/other palettes far above 6.
-    from tavse.ingest import palette_residual
+    from tavse.vision.mouth_crops import palette_residual
 
     comp = (
         cv2.cvtColor(

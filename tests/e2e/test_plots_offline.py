@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "plots" / "template.html"
 BUILD_SCRIPT = ROOT / "scripts" / "build_plots_template.sh"
 TSV = "dvclive/x/plots/metrics/val/si_snri.tsv"
@@ -122,6 +122,7 @@ def plots_repo(tmp_path):
     return repo, run, dvc
 
 
+@pytest.mark.e2e
 def test_plots_show_is_offline(plots_repo, tmp_path):
     repo, run, dvc = plots_repo
     out = tmp_path / "show"
@@ -135,6 +136,7 @@ def test_plots_show_is_offline(plots_repo, tmp_path):
         assert f'"step": "{step}", "si_snri": "{value}"' in html
 
 
+@pytest.mark.e2e
 def test_plots_diff_is_offline(plots_repo, tmp_path):
     repo, run, dvc = plots_repo
     run("git", "add", "-A")

@@ -23,9 +23,9 @@ import yaml
 from tavse.evaluation.exp_table import exp_table
 from tavse.evaluation.results import HEADLINE, METRICS, lowest_snr_key, write_results
 from tavse.training.loop import LIVE_SUMMARY
-from tests.test_plots_offline import _dvc, _project_html_template_setting
+from tests.e2e.test_plots_offline import _dvc, _project_html_template_setting
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 VARIANTS = list(PARAMS["variants"])
 SNRS = PARAMS["evaluation"]["snrs_db"]
@@ -126,6 +126,7 @@ def test_dvc_yaml_declares_plots_once_at_the_top_level():
     assert not any(Path(f).suffix not in (".tsv", ".csv") for f, _ in drawn)  # no folder of samples
 
 
+@pytest.mark.e2e
 def test_plots_show_one_panel_per_quantity_one_colour_per_variant(views_repo, tmp_path):
     repo, run, dvc = views_repo
     proc = run(dvc, "plots", "show", "--out", str(tmp_path / "plots"))
@@ -155,6 +156,7 @@ def test_plots_show_one_panel_per_quantity_one_colour_per_variant(views_repo, tm
         assert len(points) == n_x * len(VARIANTS), plot_id
 
 
+@pytest.mark.e2e
 def test_metrics_show_one_row_per_file_shared_columns(views_repo):
     repo, run, dvc = views_repo
     shown = json.loads(run(dvc, "metrics", "show", "--json").stdout)
@@ -170,6 +172,7 @@ def test_metrics_show_one_row_per_file_shared_columns(views_repo):
     assert max(map(len, text)) <= WIDTH, "\n".join(text)
 
 
+@pytest.mark.e2e
 def test_exp_table_fits_a_terminal(views_repo):
     repo, run, dvc = views_repo
     run("git", "add", "-A")

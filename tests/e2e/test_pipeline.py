@@ -18,6 +18,8 @@ from tavse import smoke
 from tests.chromium import inspect_page
 from tests.conftest import ROOT, copy_repo
 
+pytestmark = pytest.mark.e2e  # every test runs on the real `dvc repro` of the tiny pipeline
+
 BIN = Path(sys.executable).parent
 
 

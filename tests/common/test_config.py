@@ -8,7 +8,7 @@ import yaml
 
 from tavse.common.config import ConfigError, config_from_dict, load_config, params_hash
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 

@@ -18,10 +18,10 @@ import yaml
 
 from tavse.common.config import Config
 from tavse.corpus.store import UtteranceStore
-from tavse.ingest import build_shards, parse_shard, run_ingest
+from tavse.pipeline.ingest import build_shards, parse_shard, run_ingest
+from tests.common.test_logs import assert_readable_log
 from tests.conftest import ROOT, default_sigint, tiny_params, with_ingest
 from tests.sfzip import Utt, blank_utt, wav, write_archive
-from tests.test_logs import assert_readable_log
 
 
 def leftovers(scratch: Path) -> list[str]:
@@ -336,7 +336,7 @@ def test_bad_input_is_skipped_counted_and_listed(bad_corpus, tiny_corpus):
 
 
 def test_too_many_skips_fail_the_ingest(bad_corpus, tiny_corpus):
-    from tavse.ingest import IngestError
+    from tavse.ingest_shards import IngestError
 
     cfg = with_ingest(_bad_cfg(tiny_corpus, bad_corpus, "skip"), out_dir=str(bad_corpus / "ratio" / "ingest"))
     with pytest.raises(IngestError, match=r"6 of 9 utterances skipped \(67% > ingest.max_skip_ratio 50%\)"):
@@ -345,7 +345,7 @@ def test_too_many_skips_fail_the_ingest(bad_corpus, tiny_corpus):
 
 
 def test_unreadable_archives_fail_naming_each_speaker(bad_corpus, tiny_corpus):
-    from tavse.ingest import IngestError
+    from tavse.ingest_shards import IngestError
 
     cfg = _bad_cfg(tiny_corpus, bad_corpus, "skip", folder="broken")
     with pytest.raises(
