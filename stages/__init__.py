@@ -1,1 +1,2 @@
-"""Thin DVC stage entry points: each reads its slice of params.yaml and calls one tavse function."""
+"""DVC stage entry points: each parses its command line, reads its slice of params.yaml and calls
+``tavse.pipeline.<stage>.run``."""
