@@ -10,7 +10,7 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import soundfile as sf
@@ -114,3 +114,17 @@ def wav_bytes(samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") ->
     buf = io.BytesIO()
     sf.write(buf, samples, sample_rate, format="WAV", subtype=subtype)
     return buf.getvalue()
+
+
+def is_unsafe_member(name: str) -> bool:
+    """True for an archive member name that would land outside the folder it is read into
+    (zip-slip): absolute (POSIX or Windows), with a drive letter, or with a ``..`` component."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    return (
+        posix.is_absolute()
+        or windows.is_absolute()
+        or bool(windows.drive)
+        or name.startswith(("/", "\\"))
+        or ".." in posix.parts
+        or ".." in windows.parts
+    )

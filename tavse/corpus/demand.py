@@ -16,10 +16,12 @@ import zipfile
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from tavse.common.io import is_unsafe_member
 
 __all__ = [
     "DEMAND_RATES",
@@ -105,14 +107,7 @@ def _source_rate(src: DemandSource) -> int | None:
 def _check_member_names(zip_path: Path, names: list[str]) -> None:
     """Refuse archives with absolute or parent-escaping member names (zip-slip)."""
     for name in names:
-        posix, windows = PurePosixPath(name), PureWindowsPath(name)
-        if (
-            posix.is_absolute()
-            or windows.is_absolute()
-            or windows.drive
-            or name.startswith(("/", "\\"))
-            or (".." in posix.parts or ".." in windows.parts)
-        ):
+        if is_unsafe_member(name):
             raise ValueError(f"{zip_path}: unsafe member name {name!r} (absolute path or '..')")
 
 

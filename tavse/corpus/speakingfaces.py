@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
+from tavse.common.io import is_unsafe_member
 from tavse.common.rates import FPS, SPEAKINGFACES_SAMPLE_RATE
 from tavse.corpus.errors import BadInput
 
@@ -88,12 +89,6 @@ def find_archives(folder: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{folder}: SpeakingFaces folder not found")
     found = [p for p in folder.iterdir() if _ARCHIVE.match(p.name)]
     return sorted(found, key=speaker_id_of)
-
-
-def is_unsafe_member(name: str) -> bool:
-    """True for zip-slip names: absolute paths, drive letters or ``..`` components."""
-    parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name) is not None
 
 
 def archive_fingerprint(zf: zipfile.ZipFile) -> str:

@@ -96,7 +96,7 @@ def lowest_snr_key(snrs_db: list[float]) -> str:
 
 
 def headline_metrics(summary: dict, snrs_db: list[float]) -> dict:
-    """The DVC metrics of one system (its full condition's :func:`summarise` entry): the means of
+    """The DVC metrics of one system (its full condition's :func:`system_summaries` entry): the means of
     HEADLINE overall and of SI-SNRi at the lowest input SNR (null where that SNR has no item).
 
     Few and the same keys for every variant, so ``dvc metrics show`` gives each variant a row of
@@ -109,7 +109,7 @@ def headline_metrics(summary: dict, snrs_db: list[float]) -> dict:
     return out
 
 
-def summarise(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | None = None) -> tuple[dict, dict]:
+def system_summaries(rows: list[dict], seed: int, n_boot: int, snrs_db: list[float] | None = None) -> tuple[dict, dict]:
     """(DVC metrics, full summary) per system key (``system`` or ``system/condition``).
 
     The full summary (``summary.json``) has, per metric, ``overall``, ``by_snr`` (``"+5"``),
@@ -155,7 +155,7 @@ def write_results(
     metrics.json is ``plot_system``'s :func:`headline_metrics` (a variant's DVC metrics); without
     ``plot_system`` (the reference rows) it holds each system's, keyed by system.
     """
-    headline, full = rounded(summarise(rows, seed, n_boot, snrs_db))
+    headline, full = rounded(system_summaries(rows, seed, n_boot, snrs_db))
     write_items(out / "items.csv", rows)
     write_json(out / "metrics.json", headline if plot_system is None else headline[plot_system])
     write_json(out / "summary.json", full)
@@ -173,7 +173,7 @@ def write_results(
 
 
 def headline_text(headline: dict) -> str:
-    """The headline numbers of each system (:func:`summarise`'s DVC metrics, full input), one line."""
+    """The headline numbers of each system (:func:`system_summaries`'s DVC metrics, full input), one line."""
 
     def number(metrics: dict, key: str, fmt: str) -> str:
         value = metrics.get(key)

@@ -20,7 +20,6 @@ from tavse.models.audio_unet import AudioUNet
 from tavse.models.fusion import Fusion, build_fusion
 from tavse.models.visual_encoder import VisualEncoder
 
-MODALITIES: tuple[str, ...] = STREAMS  # canonical order of the visual streams
 IN_CHANNELS: dict[str, int] = {"rgb": 3, "thermal": 1}
 
 
@@ -51,8 +50,8 @@ class TAVSE(nn.Module):
     def __init__(self, cfg: ModelConfig, variant: VariantConfig, roi_size: int) -> None:
         super().__init__()
         modalities = tuple(variant.streams)
-        if modalities != tuple(m for m in MODALITIES if m in modalities) or len(set(modalities)) != len(modalities):
-            raise ValueError(f"modalities must be a subset of {MODALITIES} in that order, got {list(modalities)}")
+        if modalities != tuple(m for m in STREAMS if m in modalities) or len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities must be a subset of {STREAMS} in that order, got {list(modalities)}")
         dims = cfg.dims
         self.modalities = modalities
         self.roi_size = roi_size
@@ -151,7 +150,7 @@ def parameter_counts(model: TAVSE) -> dict[str, int]:
 
     temporal = count(model.unet.temporal)
     counts = {"audio_unet": count(model.unet) - temporal, "audio_temporal": temporal}
-    for m in MODALITIES:
+    for m in STREAMS:
         counts[f"visual_{m}"] = count(model.visual[m]) if m in model.visual else 0
     counts["fusion"] = count(model.fusion)
     counts["total"] = count(model)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tavse.common.io import ZIP_EPOCH, DeterministicZip, atomic_path, wav_bytes, write_json
+from tavse.common.io import ZIP_EPOCH, DeterministicZip, atomic_path, is_unsafe_member, wav_bytes, write_json
 
 
 class Boom(Exception):
@@ -309,3 +309,17 @@ def test_wav_bytes_float_subtype_keeps_the_samples():
 def test_wav_bytes_are_deterministic():
     x = np.sin(np.arange(1000) / 7).astype(np.float32) * 0.3
     assert wav_bytes(x, 16000) == wav_bytes(x.copy(), 16000)
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "\\\\server\\share\\x", "a/../b", "a\\..\\b", "C:x", "c:/x", "..", "../x"]
+)
+def test_names_that_escape_the_folder_are_unsafe(name):
+    assert is_unsafe_member(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["a/b", "a/b..c", "sub_1_ia/rgb_image_cmd_aligned/1.png", "..a/b", "DKITCHEN/ch01.wav"]
+)
+def test_ordinary_member_names_are_safe(name):
+    assert not is_unsafe_member(name)

@@ -13,7 +13,7 @@ import torch
 from tavse import losses
 from tavse.evaluation.metrics import input_row, metrics_row
 from tavse.evaluation.report import NOISY, ORACLE, against_input_table, flags_section, noise_kinds, worse_than_input
-from tavse.evaluation.results import summarise
+from tavse.evaluation.results import system_summaries
 from tavse.evaluation.scoring import oracle_irm
 
 SR = 16000
@@ -74,7 +74,7 @@ def summaries() -> dict[str, dict]:
                     **metrics_row((clean, noisy, est, inputs)),
                 }
             )
-    _, full = summarise(rows, seed=0, n_boot=200)
+    _, full = system_summaries(rows, seed=0, n_boot=200)
     return {NOISY: full["noisy"], "gate": full["gate"], "muffled": full["muffled"], ORACLE: full["oracle_irm"]}
 
 
