@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tavse.corpus import manifest as mf
+from tavse.corpus.noise_kinds import DEMAND_ENVIRONMENTS
 from tavse.download.errors import DownloadError
 from tavse.download.files import FileStatus, RemoteFile, file_status
 from tavse.download.huggingface import N_SPEAKERS
@@ -25,7 +26,7 @@ from tavse.download.progress import (
     folder_locked,
     read_state,
 )
-from tavse.download.zenodo import DEMAND_ENVS, demand_env
+from tavse.download.zenodo import demand_env
 
 log = logging.getLogger("tavse.download")
 
@@ -63,13 +64,13 @@ def demand_names(envs: Sequence[str] | None, known: Iterable[str] = ()) -> list[
     file, the manifest) wins, else ``{ENV}_16k.zip`` (``SCAFE_48k.zip`` for SCAFE)."""
     known = sorted(set(known))
     out = []
-    for item in envs if envs is not None else DEMAND_ENVS:
+    for item in envs if envs is not None else DEMAND_ENVIRONMENTS:  # an offline --status: every environment
         if item.endswith(".zip"):
             out.append(item)
             continue
         env = item.upper()
-        if env not in DEMAND_ENVS:
-            raise DownloadError(f"DEMAND: unknown environment {item!r}; known: {', '.join(DEMAND_ENVS)}")
+        if env not in DEMAND_ENVIRONMENTS:
+            raise DownloadError(f"DEMAND: unknown environment {item!r}; known: {', '.join(DEMAND_ENVIRONMENTS)}")
         have = [n for n in known if demand_env(n) == env]
         out.append(have[0] if have else f"{env}_48k.zip" if env == "SCAFE" else f"{env}_16k.zip")
     return out

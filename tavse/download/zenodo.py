@@ -16,7 +16,6 @@ from urllib.parse import quote
 import requests
 
 from tavse.corpus import manifest as mf
-from tavse.corpus.noise_kinds import DEMAND_ENVIRONMENTS
 from tavse.download.errors import DownloadError
 from tavse.download.fetch import ManifestRecorder, RunOptions, open_manifest, run_download
 from tavse.download.files import RemoteFile
@@ -30,8 +29,6 @@ ZENODO_DEFAULT_ENDPOINT = "https://zenodo.org"
 ZENODO_RECORD = "1227121"
 ZENODO_RECORD_URL = f"{ZENODO_DEFAULT_ENDPOINT}/api/records/{ZENODO_RECORD}"
 ZENODO_FILES_URL = f"{ZENODO_DEFAULT_ENDPOINT}/records/{ZENODO_RECORD}/files"
-# The default selection of an offline --status: every environment.
-DEMAND_ENVS = DEMAND_ENVIRONMENTS
 
 
 def zenodo_urls(endpoint: str | None = None) -> tuple[str, str]:
